@@ -1,0 +1,34 @@
+# dasr: `make demo` and `make test` set everything up on a fresh Debian machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench sysdeps venv clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+venv: sysdeps $(STAMP)
+
+sysdeps:
+	@scripts/install-system-packages.sh
+
+demo: venv
+	$(VENV)/bin/dasr demo --out exp/demo
+
+test: venv
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+
+test-all: venv
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m ''
+
+bench: venv
+	$(VENV)/bin/dasr bench data
+	$(VENV)/bin/dasr bench train
+
+clean:
+	rm -rf exp .pytest_cache
