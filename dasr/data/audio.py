@@ -1,0 +1,113 @@
+"""Audio in: read with soundfile (wav, flac, ogg, ...), downmix to mono, resample to 16 kHz with soxr.
+
+Every failure is a :class:`DataError` whose message starts with a short kind
+("missing audio file", "corrupt audio", "zero-length audio", "unexpected sample rate",
+"shell pipe not allowed") followed by the detail; importers use the kind to summarise rejections.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile
+import soxr
+
+from dasr.errors import DataError
+
+TARGET_RATE = 16000
+MIN_RATE = 8000
+MAX_RATE = 192000
+PIPE_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    num_samples: int
+    channels: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+
+def is_pipe(entry: str) -> bool:
+    """True for a Kaldi wav.scp entry that is a shell command ending in '|'."""
+    return entry.rstrip().endswith("|")
+
+
+def _run_pipe(entry: str, allow_pipes: bool) -> io.BytesIO:
+    if not allow_pipes:
+        raise DataError(f"shell pipe not allowed: {entry!r} (pass --allow-pipes to run it)")
+    command = entry.rstrip()[:-1]
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, timeout=PIPE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise DataError(f"corrupt audio: pipe {command!r} ran longer than {PIPE_TIMEOUT_S}s") from None
+    if done.returncode != 0:
+        raise DataError(f"corrupt audio: pipe {command!r} exited with status {done.returncode}")
+    return io.BytesIO(done.stdout)
+
+
+def _open(entry: str, allow_pipes: bool):
+    if is_pipe(entry):
+        return _run_pipe(entry, allow_pipes)
+    if not os.path.exists(entry):
+        raise DataError(f"missing audio file: {entry}")
+    return entry
+
+
+def _check_rate(rate: int, entry: str) -> None:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise DataError(f"unexpected sample rate: {rate} Hz in {entry} (supported: {MIN_RATE}-{MAX_RATE} Hz)")
+
+
+def probe(entry: str, allow_pipes: bool = False) -> AudioInfo:
+    """Read an audio file's header (running the pipe if it is one) and validate it."""
+    source = _open(entry, allow_pipes)
+    try:
+        info = soundfile.info(source)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
+        raise DataError(f"corrupt audio: {entry}: {e}") from None
+    _check_rate(info.samplerate, entry)
+    if info.frames <= 0:
+        raise DataError(f"zero-length audio: {entry} has no samples")
+    return AudioInfo(info.samplerate, info.frames, info.channels)
+
+
+def load(entry: str, start: float | None = None, end: float | None = None,
+         allow_pipes: bool = False, target_rate: int = TARGET_RATE) -> np.ndarray:
+    """Load [start, end) seconds of an audio file as float32 mono at ``target_rate``."""
+    source = _open(entry, allow_pipes)
+    try:
+        with soundfile.SoundFile(source) as f:
+            rate = f.samplerate
+            _check_rate(rate, entry)
+            first = int(round((start or 0.0) * rate))
+            last = f.frames if end is None else min(f.frames, int(round(end * rate)))
+            if first:
+                f.seek(first)
+            samples = f.read(max(0, last - first), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
+        raise DataError(f"corrupt audio: {entry}: {e}") from None
+    if samples.shape[0] == 0:
+        raise DataError(f"zero-length audio: {entry} has no samples in the requested range")
+    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    if not np.all(np.isfinite(mono)):
+        raise DataError(f"corrupt audio: {entry} contains NaN or infinite samples")
+    return resample(mono, rate, target_rate)
+
+
+def resample(samples: np.ndarray, rate: int, target_rate: int = TARGET_RATE) -> np.ndarray:
+    """Resample float32 mono samples with soxr (high quality); a no-op at equal rates."""
+    if rate == target_rate:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    return soxr.resample(samples, rate, target_rate, quality="HQ").astype(np.float32)
+
+
+def write(path: str | os.PathLike, samples: np.ndarray, rate: int = TARGET_RATE) -> None:
+    """Write float32 mono samples; the format follows the extension (wav, flac, ogg)."""
+    soundfile.write(str(path), samples, rate)
