@@ -1,0 +1,58 @@
+"""The small interface between the trainer and how workers communicate.
+
+The trainer calls only these methods::
+
+    model = strategy.wrap(model, optimizer)      # once, before training
+    loss.backward(); clip; strategy.step(optimizer)   # instead of optimizer.step()
+    strategy.consensus(model)                    # before every evaluation and save
+    strategy.close()                             # at the end (idempotent)
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class Strategy(ABC):
+    """How the workers of a run combine their work. One instance per worker process."""
+
+    name: str = "base"
+
+    @abstractmethod
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
+        """Prepare ``model`` (and its optimizer) for training; returns the module to call forward on."""
+
+    @abstractmethod
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Apply this step's gradients; replaces ``optimizer.step()``."""
+
+    def consensus(self, model: nn.Module) -> None:
+        """Make ``model`` the average of all workers' models (a no-op where replicas are identical)."""
+
+    def state_dict(self) -> dict:
+        """State needed to resume exactly (e.g. the gossip round)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    def stats(self) -> dict:
+        """Per-worker timings and counters for metrics.jsonl (e.g. comm time, staleness)."""
+        return {}
+
+    def close(self) -> None:
+        """Join threads and release process groups; safe to call twice."""
+
+
+class SingleStrategy(Strategy):
+    """One process, plain optimizer steps."""
+
+    name = "single"
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
+        return model
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
