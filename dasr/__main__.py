@@ -1,0 +1,5 @@
+import sys
+
+from dasr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""Shared fixtures: real audio files and data dirs made on disk by the tests."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dasr.data import audio
+from dasr.data.manifest import Utterance, write_manifest
+
+
+def tone(seconds: float, rate: int = 16000, freq: float = 440.0, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """A chirp with a little noise: real, non-trivial audio."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * (freq + 200 * t) * t) + 0.01 * rng.standard_normal(len(t))
+    x = x.astype(np.float32)
+    return np.stack([x, 0.5 * x], axis=1) if channels == 2 else x
+
+
+@pytest.fixture
+def make_wav(tmp_path):
+    def make(name: str, seconds: float = 1.0, rate: int = 16000, **kw) -> str:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        audio.write(path, tone(seconds, rate, **kw), rate)
+        return str(path)
+    return make
+
+
+@pytest.fixture
+def tiny_data_dir(tmp_path, make_wav):
+    """A data dir with train/dev/test manifests of short tones (features not computed)."""
+    data = tmp_path / "data"
+    words = ["call mom", "set an alarm", "play some music", "turn on the light", "what time is it"]
+    for split, n in (("train", 12), ("dev", 3), ("test", 3)):
+        utts = []
+        for i in range(n):
+            seconds = 1.0 + 0.25 * (i % 5)
+            path = make_wav(f"data/audio/{split}-{i}.wav", seconds, freq=300 + 20 * i, seed=i)
+            utts.append(Utterance(id=f"{split}-{i:03d}", audio=path, duration=seconds,
+                                  text=words[i % len(words)], speaker=f"spk{i % 3}"))
+        write_manifest(data / f"{split}.jsonl", utts)
+    return data
