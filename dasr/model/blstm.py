@@ -1,0 +1,84 @@
+"""BLSTM-CTC acoustic model: frame stacking, stacked bidirectional LSTMs, linear bottleneck, CTC output.
+
+The paper's model is 6 bidirectional LSTM layers of 512 cells per direction and a 256-unit
+linear bottleneck before the softmax (`paper` preset). This file has no distributed code.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+@dataclass
+class ModelConfig:
+    """Shape of a :class:`BlstmCtc`."""
+
+    vocab_size: int
+    input_dim: int = 80
+    hidden: int = 256          # LSTM cells per direction
+    layers: int = 3
+    bottleneck: int = 256
+    dropout: float = 0.1
+    subsampling: int = 3       # stack this many frames into one (output frame rate / subsampling)
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(hidden=64, layers=2, bottleneck=64, dropout=0.0, subsampling=3),
+    "demo": dict(hidden=256, layers=3, bottleneck=256, dropout=0.1, subsampling=3),
+    "paper": dict(hidden=512, layers=6, bottleneck=256, dropout=0.1, subsampling=1),
+}
+
+
+def preset_config(name: str, vocab_size: int) -> ModelConfig:
+    """The :class:`ModelConfig` of preset ``name`` for ``vocab_size`` output units (blank included)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}: choose from {', '.join(PRESETS)}")
+    return ModelConfig(vocab_size=vocab_size, **PRESETS[name])
+
+
+class BlstmCtc(nn.Module):
+    """Stacked BLSTM over (optionally stacked) fbank frames, producing CTC log-probabilities."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.lstm = nn.LSTM(config.input_dim * config.subsampling, config.hidden, num_layers=config.layers,
+                            bidirectional=True, batch_first=True,
+                            dropout=config.dropout if config.layers > 1 else 0.0)
+        self.dropout = nn.Dropout(config.dropout)
+        self.bottleneck = nn.Linear(2 * config.hidden, config.bottleneck)
+        self.output = nn.Linear(config.bottleneck, config.vocab_size)
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Frames out for ``lengths`` frames in."""
+        return torch.div(lengths, self.config.subsampling, rounding_mode="floor").clamp(min=1)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, input_dim) features -> (B, T // subsampling, vocab) log-probs and their lengths."""
+        s = self.config.subsampling
+        batch, frames, dim = feats.shape
+        usable = max(s, frames - frames % s)
+        if frames < s:
+            feats = nn.functional.pad(feats, (0, 0, 0, s - frames))
+        x = feats[:, :usable].reshape(batch, usable // s, dim * s)
+        out_lens = self.output_lengths(lengths)
+        packed = pack_padded_sequence(x, out_lens.cpu(), batch_first=True, enforce_sorted=False)
+        y, _ = self.lstm(packed)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+        y = self.bottleneck(self.dropout(y))
+        return self.output(y).log_softmax(dim=-1), out_lens
+
+
+def num_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def describe(config: ModelConfig) -> str:
+    """One line: the preset's shape and parameter count."""
+    n = num_parameters(BlstmCtc(config))
+    c = asdict(config)
+    return (f"BLSTM {c['layers']} x {c['hidden']} per direction, bottleneck {c['bottleneck']}, "
+            f"{c['vocab_size']} units, subsampling {c['subsampling']}: {n / 1e6:.2f} M parameters")

@@ -1,0 +1,116 @@
+"""Checkpoints: atomic writes, exact resume, keep-last-K, fall back past a torn file, averaging.
+
+A checkpoint is ``EXP/checkpoints/step-000000120/`` holding one ``rank<R>.pt`` per worker
+(adpsgd replicas keep their own optimizer state) and a ``COMPLETE`` marker written last.
+Every file goes to a temp name, is fsynced, then renamed, so a kill at any moment leaves
+either the old or the new file, never half of one. Files load with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+
+from dasr.errors import DasrError
+
+log = logging.getLogger(__name__)
+_STEP_DIR = re.compile(r"^step-(\d{9})$")
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to ``path`` through a fsynced temp file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_file(path: str | os.PathLike) -> dict:
+    """Load one checkpoint file (weights only); a clear DasrError when it is missing or corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise DasrError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for torn or foreign files
+        raise DasrError(f"checkpoint {path} is unreadable (truncated or corrupt): {type(e).__name__}") from None
+
+
+def step_dir(checkpoint_root: Path, step: int) -> Path:
+    return checkpoint_root / f"step-{step:09d}"
+
+
+def save_rank(checkpoint_root: Path, step: int, rank: int, state: dict) -> Path:
+    """Write this rank's part of the checkpoint of ``step``."""
+    directory = step_dir(checkpoint_root, step)
+    atomic_save(state, directory / f"rank{rank}.pt")
+    return directory
+
+
+def mark_complete(checkpoint_root: Path, step: int, world_size: int, keep: int) -> None:
+    """Called by rank 0 once every rank has saved: marks the checkpoint usable, prunes old ones."""
+    directory = step_dir(checkpoint_root, step)
+    missing = [r for r in range(world_size) if not (directory / f"rank{r}.pt").exists()]
+    if missing:
+        raise DasrError(f"checkpoint {directory} lacks the files of ranks {missing}")
+    atomic_save({"step": step, "world_size": world_size}, directory / "COMPLETE")
+    complete = list_complete(checkpoint_root)
+    for old in complete[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def list_complete(checkpoint_root: Path) -> list[Path]:
+    """Complete checkpoint directories, oldest first."""
+    if not checkpoint_root.is_dir():
+        return []
+    dirs = [d for d in checkpoint_root.iterdir() if _STEP_DIR.match(d.name) and (d / "COMPLETE").exists()]
+    return sorted(dirs)
+
+
+def load_latest(checkpoint_root: Path, rank: int) -> dict | None:
+    """This rank's state from the newest complete checkpoint that loads; older ones are the fallback.
+
+    Returns None when there is no checkpoint at all. A checkpoint that exists but cannot be
+    read is reported and skipped, never silently used.
+    """
+    for directory in reversed(list_complete(checkpoint_root)):
+        try:
+            return load_file(directory / f"rank{rank}.pt")
+        except DasrError as e:
+            log.warning("%s; falling back to the previous checkpoint", e)
+    return None
+
+
+def average_checkpoints(paths: list[Path]) -> dict:
+    """Average the model parameters of several checkpoint files (e.g. the last K)."""
+    if not paths:
+        raise DasrError("no checkpoints to average")
+    states = [load_file(p)["model"] for p in paths]
+    keys = states[0].keys()
+    for p, s in zip(paths, states):
+        if s.keys() != keys:
+            raise DasrError(f"checkpoint {p} holds a different model than {paths[0]}")
+    averaged = {}
+    for k in keys:
+        if states[0][k].is_floating_point():
+            averaged[k] = sum(s[k].double() for s in states).div(len(states)).to(states[0][k].dtype)
+        else:
+            averaged[k] = states[-1][k]
+    return averaged
