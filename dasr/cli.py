@@ -67,6 +67,80 @@ def cmd_features(args) -> None:
     print(data_report(args.data))
 
 
+def _train_config(args):
+    import dataclasses
+
+    from dasr.config import TrainConfig, load_preset
+
+    values = load_preset(args.preset)
+    for f in dataclasses.fields(TrainConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def cmd_train(args) -> None:
+    from dasr.train.run import train
+
+    progress = train(_train_config(args))
+    print(f"trained {progress['step']} steps; models in {args.exp}")
+
+
+def cmd_lm(args) -> None:
+    from dasr.decode.lm_build import build_lm
+
+    path, lm = build_lm(args.data, args.order)
+    print(f"wrote {lm.order}-gram LM with {len(lm.vocab)} words to {path}")
+
+
+def cmd_decode(args) -> None:
+    from dasr.decode.run import decode_split
+
+    result = decode_split(args.exp, args.data, args.split, args.lm, args.checkpoint, args.beam_size)
+    out = f"{args.exp}/decode-{args.split}{'-lm' if args.lm else ''}"
+    print(f"{args.split}: WER {100 * result['wer']:.2f} %, CER {100 * result['cer']:.2f} % "
+          f"over {result['num_words']} words; details in {out}")
+
+
+def cmd_transcribe(args) -> None:
+    import json
+
+    from dasr.decode.recognizer import Recognizer
+
+    rec = Recognizer(args.exp, args.checkpoint)
+    if args.lm:
+        from dasr.decode.run import LM_FILE, lexicon_words
+
+        rec.use_lm(lexicon_words(args.lm), str(Path(args.lm) / LM_FILE), args.lm_weight, args.word_score)
+    failed = 0
+    for path in args.files:
+        try:
+            text = rec.transcribe(path)
+        except DasrError as e:
+            print(f"dasr: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps({"file": path, "text": text}) if args.json else f"{path}\t{text}", flush=True)
+    if failed:
+        raise DasrError(f"{failed} of {len(args.files)} files could not be transcribed")
+
+
+def cmd_average(args) -> None:
+    from dasr.train.run import average_last
+
+    path, used = average_last(args.exp, args.last)
+    print(f"averaged {len(used)} checkpoints into {path}")
+
+
+def cmd_demo(args) -> None:
+    from dasr.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, data_dir=args.data)
+
+
 def _format_summary(summary: dict) -> str:
     return "\n".join(f"{k}: {v}" for k, v in summary.items())
 
@@ -109,6 +183,79 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frame subsampling of the model, for the CTC length check (default 3)")
     p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
     p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("train", help="train a BLSTM-CTC model (one or many workers)")
+    p.add_argument("--data", help="data dir with features")
+    p.add_argument("--exp", help="experiment dir to write")
+    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "paper"], help="model and training preset")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (per worker)")
+    p.add_argument("--batch-frames", type=int, help="padded frames per batch per worker")
+    p.add_argument("--lr", type=float, help="peak learning rate for the reference batch")
+    p.add_argument("--reference-batch-frames", type=int, help="batch --lr is meant for (default: --batch-frames)")
+    p.add_argument("--lr-scaling", choices=["linear", "sqrt", "none"], help="scale the peak LR with the effective batch")
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--anneal", choices=["paper", "cosine"], help="paper: x1/sqrt2 per epoch from --anneal-start-epoch")
+    p.add_argument("--anneal-start-epoch", type=int)
+    p.add_argument("--optimizer", choices=["sgd", "adamw"])
+    p.add_argument("--units", choices=["char", "bpe"])
+    p.add_argument("--bpe-vocab", type=int)
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--max-bad-steps", type=int, help="stop after this many non-finite losses in a row")
+    p.add_argument("--spec-augment", action="store_true", default=None)
+    p.add_argument("--speed-perturb", action="store_true", default=None)
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: epoch ends only)")
+    p.add_argument("--keep-checkpoints", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint")
+    p.add_argument("--strategy", choices=["single", "sync", "adpsgd", "hybrid", "ps"])
+    p.add_argument("--nproc", type=int, help="workers on this machine")
+    p.add_argument("--nnodes", type=int, help="machines")
+    p.add_argument("--node-rank", type=int)
+    p.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous (default 127.0.0.1 and a free port)")
+    p.add_argument("--max-restarts", type=int, help="restart failed workers this many times")
+    p.add_argument("--group-size", type=int, help="hybrid: ranks per sync group")
+    p.add_argument("--graph", choices=["ring", "random-ring", "exponential"], help="adpsgd partner graph")
+    p.add_argument("--gossip-period-s", type=float, help="adpsgd: seconds between averaging rounds")
+    p.add_argument("--straggler", action="append", metavar="RANK:FACTOR", help="slow RANK's compute by FACTOR")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("lm", help="estimate a word n-gram LM (modified Kneser-Ney) on the train text; writes DATA/lm.arpa")
+    p.add_argument("--data", required=True)
+    p.add_argument("--order", type=int, default=3)
+    p.set_defaults(func=cmd_lm)
+
+    p = sub.add_parser("decode", help="decode a split, write hypotheses, alignments and wer.json")
+    p.add_argument("--exp", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--lm", action="store_true", help="lexicon beam search with DATA/lm.arpa, weights tuned on dev")
+    p.add_argument("--checkpoint", default="best", help="model file EXP/<name>.pt (best, final, averaged)")
+    p.add_argument("--beam-size", type=int, default=50)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("transcribe", help="print the text of audio files: FILE<TAB>text")
+    p.add_argument("exp")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--checkpoint", default="best")
+    p.add_argument("--lm", metavar="DATA", help="decode with DATA/lm.arpa and the lexicon of DATA/train.jsonl")
+    p.add_argument("--lm-weight", type=float, default=1.0)
+    p.add_argument("--word-score", type=float, default=0.0)
+    p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("average", help="average the last K checkpoints into EXP/averaged.pt")
+    p.add_argument("--exp", required=True)
+    p.add_argument("--last", type=int, default=3)
+    p.set_defaults(func=cmd_average)
+
+    p = sub.add_parser("demo", help="synthesise the demo corpus, train, decode, print the WER table")
+    p.add_argument("--out", default="exp/demo")
+    p.add_argument("--data", default=None, help="data dir to use/create (default: OUT/data)")
+    p.add_argument("--quick", action="store_true", help="a few-minute smoke version")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,0 +1,49 @@
+"""`dasr train` and `dasr average`: prepare the experiment, start the workers, collect the result."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dasr.config import TrainConfig
+from dasr.errors import DasrError
+from dasr.train import checkpoint
+from dasr.train.plots import plot_metrics
+from dasr.train.trainer import prepare_experiment, run_worker
+
+log = logging.getLogger(__name__)
+
+
+def train(config: TrainConfig) -> dict:
+    """Train as ``config`` says, in this process (one worker) or in ``nproc`` launched workers."""
+    prepare_experiment(config)
+    if config.world_size == 1 and config.strategy == "single":
+        progress = run_worker(config)
+    else:
+        from dasr.dist.launch import launch
+
+        results = launch(run_worker, (config,), nproc=config.nproc, nnodes=config.nnodes,
+                         node_rank=config.node_rank, rdzv_endpoint=config.rdzv_endpoint or None,
+                         max_restarts=config.max_restarts, log_dir=Path(config.exp) / "logs")
+        progress = results[min(results)] if results else {}
+    if config.node_rank == 0:
+        plots = plot_metrics(Path(config.exp))
+        log.info("plots: %s", ", ".join(str(p) for p in plots))
+    return progress
+
+
+def average_last(exp: str, last: int) -> tuple[Path, list[Path]]:
+    """Average the model of the last ``last`` complete checkpoints into EXP/averaged.pt."""
+    import torch  # noqa: F401  (checkpoint files hold tensors)
+
+    exp_dir = Path(exp)
+    dirs = checkpoint.list_complete(exp_dir / "checkpoints")[-last:]
+    if not dirs:
+        raise DasrError(f"no complete checkpoints in {exp_dir / 'checkpoints'}")
+    files = [d / "rank0.pt" for d in dirs]
+    averaged = checkpoint.average_checkpoints(files)
+    best = checkpoint.load_file(exp_dir / "best.pt") if (exp_dir / "best.pt").exists() else None
+    if best is None:
+        raise DasrError(f"{exp_dir} has no best.pt to take the model shape from")
+    out = exp_dir / "averaged.pt"
+    checkpoint.atomic_save({"model": averaged, "model_config": best["model_config"], "units": best["units"]}, out)
+    return out, files
