@@ -1,0 +1,182 @@
+"""Start N worker processes with torch's launcher API (what ``torchrun`` uses).
+
+One machine (binds the rendezvous to 127.0.0.1 on a free port)::
+
+    results = launch(worker_main, (cfg,), nproc=4)      # {rank: return value}
+
+Several machines (c10d rendezvous; run the same call on every node)::
+
+    launch(worker_main, (cfg,), nproc=8, nnodes=2, node_rank=0, rdzv_endpoint="host0:29400")
+
+Inside the worker, :func:`init_worker` reads the environment the launcher set, pins one
+intra-op thread, and joins the default process group (nccl on CUDA, gloo otherwise)::
+
+    def worker_main(cfg):
+        info = init_worker()
+        ...
+
+``entrypoint`` must be a module-level function (workers are spawned, so it is pickled by
+name). A worker that raises makes :func:`launch` raise :class:`WorkerFailedError` naming the
+rank and the worker's exception; the other workers are stopped.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+from dasr.errors import DasrError
+
+
+class WorkerFailedError(DasrError):
+    """One or more workers of a :func:`launch` failed; ``failures`` maps rank → message."""
+
+    def __init__(self, message: str, failures: dict[int, str]):
+        super().__init__(message)
+        self.failures = failures
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _failure_text(failure: Any) -> str:
+    msg = failure.message
+    if isinstance(msg, dict):  # error file with {"message": ..., "extraInfo": {"py_callstack": ...}}
+        extra = msg.get("extraInfo", {}) if isinstance(msg.get("extraInfo"), dict) else {}
+        msg = extra.get("py_callstack") or msg.get("message") or str(msg)
+    msg = str(msg).strip()
+    if failure.exitcode is not None and failure.exitcode < 0:
+        msg = f"killed by signal {-failure.exitcode} ({failure.signal_name()}). {msg}"
+    return msg
+
+
+def launch(
+    entrypoint: Callable,
+    args: tuple = (),
+    nproc: int = 1,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: str | None = None,
+    max_restarts: int = 0,
+    run_id: str | None = None,
+    log_dir: str | os.PathLike | None = None,
+    rdzv_timeout_s: int = 300,
+) -> dict[int, Any]:
+    """Run ``entrypoint(*args)`` in ``nproc`` processes on this node; return ``{global rank: result}``.
+
+    Args:
+        entrypoint: module-level function run by every worker.
+        args: its positional arguments (picklable).
+        nproc: workers on this node.
+        nnodes: number of nodes; each runs this same call.
+        node_rank: this node's index (a hint; c10d rendezvous assigns the final order).
+        rdzv_endpoint: ``host:port`` of the c10d rendezvous. ``None``: a single node bound
+            to 127.0.0.1 on a free port.
+        max_restarts: how often the agent restarts failed workers before giving up.
+        run_id: rendezvous id shared by all nodes of one job (default: a fresh one).
+        log_dir: where the agent keeps per-worker logs and error files (default: a temp dir).
+        rdzv_timeout_s: how long to wait for all nodes to join.
+
+    Raises:
+        WorkerFailedError: a worker raised or died; the message names its rank and error.
+        ValueError: bad arguments.
+    """
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if nproc < 1 or nnodes < 1:
+        raise ValueError(f"nproc and nnodes must be >= 1, got nproc={nproc}, nnodes={nnodes}")
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(f"node_rank must be in [0, {nnodes}), got {node_rank}")
+    if nnodes > 1 and not rdzv_endpoint:
+        raise ValueError("several nodes need rdzv_endpoint='host:port' (the same on every node)")
+    local_addr = None
+    if not rdzv_endpoint:
+        local_addr = "127.0.0.1"
+        rdzv_endpoint = f"{local_addr}:{free_port(local_addr)}"
+    config = LaunchConfig(
+        min_nodes=nnodes,
+        max_nodes=nnodes,
+        nproc_per_node=nproc,
+        run_id=run_id or f"dasr-{uuid.uuid4().hex[:12]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint=rdzv_endpoint,
+        rdzv_configs={"rank": node_rank, "timeout": rdzv_timeout_s},
+        max_restarts=max_restarts,
+        monitor_interval=0.1,
+        start_method="spawn",
+        local_addr=local_addr,
+        logs_specs=DefaultLogsSpecs(log_dir=str(log_dir) if log_dir else None),
+    )
+    name = getattr(entrypoint, "__name__", str(entrypoint))
+    try:
+        return elastic_launch(config, entrypoint)(*args)
+    except ChildFailedError as e:
+        failures = {rank: _failure_text(f) for rank, f in e.failures.items()}
+        root_rank, root = e.get_first_failure()
+        text = failures[root_rank]
+        last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "no message")
+        lines = [f"worker rank {root_rank} of {name!r} failed (exit code {root.exitcode}): {last}",
+                 text]
+        others = sorted(r for r in failures if r != root_rank)
+        if others:
+            lines.append(f"(ranks {others} failed too)")
+        raise WorkerFailedError("\n".join(lines), failures) from None
+
+
+def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerInfo:
+    """Join the job the launcher started; call first thing in every worker.
+
+    Reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (set by :func:`launch` or ``torchrun``),
+    sets ``torch.set_num_threads(1)`` (workers share the cores), picks the device
+    (``cuda:LOCAL_RANK`` when CUDA is available) and initialises the default process group
+    (``nccl`` for CUDA tensors plus ``gloo`` for CPU tensors; ``gloo`` without CUDA).
+    Without a launcher environment it returns a single-process ``WorkerInfo`` and creates
+    no group.
+    """
+    torch.set_num_threads(1)
+    if "WORLD_SIZE" not in os.environ:
+        return WorkerInfo(0, 1, 0, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+        backend = backend or "cpu:gloo,cuda:nccl"
+    else:
+        device = torch.device("cpu")
+        backend = backend or "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                                timeout=timedelta(seconds=timeout_s))
+    return WorkerInfo(rank, world, local_rank, device)
+
+
+def finish_worker() -> None:
+    """Destroy the default process group (call at the end of a worker; safe without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,66 @@
+"""Gossip schedules: perfect matchings all ranks agree on, drawn from a small pair set."""
+import pytest
+
+from dasr.dist import topology
+from dasr.dist.straggler import Straggler
+
+
+@pytest.mark.parametrize("graph", topology.GRAPHS)
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 8, 12, 16, 32])
+def test_matchings_are_involutions_within_pairs(graph, n):
+    allowed = set(topology.pairs(graph, n, seed=3))
+    used = set()
+    for k in range(200):
+        p = topology.matching(graph, n, 3, k)
+        assert sorted(p) == list(range(n))
+        assert all(p[p[i]] == i for i in range(n))
+        idle = [i for i in range(n) if p[i] == i]
+        if graph != "exponential":
+            assert len(idle) == n % 2          # a ring idles one rank only when N is odd
+        for i in range(n):
+            if p[i] != i:
+                used.add((min(i, p[i]), max(i, p[i])))
+        assert p == topology.matching(graph, n, 3, k)   # deterministic
+    assert used <= allowed
+    assert used == allowed                     # every pair is eventually used
+    assert topology.pairs(graph, n, 3) == sorted(allowed)
+    if n > 1:
+        assert len(allowed) <= n * max(1, (n - 1).bit_length())
+
+
+@pytest.mark.parametrize("graph", topology.GRAPHS)
+@pytest.mark.parametrize("n", [2, 3, 4, 6, 8, 9])
+def test_spread_rounds_reaches_everyone(graph, n):
+    for start in (0, 1, 5, 17):
+        d = topology.spread_rounds(graph, n, 0, start)
+        assert 1 <= d <= 2 * n + 2
+
+
+def test_exponential_cycle_averages_exactly():
+    import numpy as np
+    x = np.random.default_rng(0).normal(size=8)
+    mean = x.mean()
+    for k in range(3):
+        p = topology.matching("exponential", 8, 1, k)
+        x = (x + x[p]) / 2
+    assert np.allclose(x, mean)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown gossip graph"):
+        topology.matching("star", 4, 0, 0)
+    with pytest.raises(ValueError):
+        topology.pairs("ring", 0)
+
+
+def test_straggler_parse_and_delay():
+    assert Straggler.parse("1:3,2:1.5", 1).factor == 3.0
+    assert Straggler.parse("1:3,2:1.5", 2).factor == 1.5
+    assert Straggler.parse("1:3", 0).factor == 1.0
+    assert Straggler.parse(None, 0).factor == 1.0
+    with pytest.raises(ValueError, match="RANK:FACTOR"):
+        Straggler.parse("fast", 0)
+    s = Straggler(3.0)
+    with s.step():
+        sum(range(20000))
+    assert s.slept_s > 0
