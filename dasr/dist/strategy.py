@@ -9,6 +9,7 @@ The trainer calls only these methods::
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 
 import torch
@@ -56,3 +57,18 @@ class SingleStrategy(Strategy):
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
+
+
+def accumulate(strategy: Strategy, model: nn.Module):
+    """Context for the backward passes of all but the last micro-batch of an accumulated step.
+
+    Strategies that communicate during backward (DDP-based ``sync`` and ``hybrid``) skip the
+    gradient all-reduce inside it; the others do nothing::
+
+        for i, batch in enumerate(micro_batches):
+            with accumulate(strategy, model) if i < len(micro_batches) - 1 else nullcontext():
+                loss(model, batch).backward()
+        strategy.step(optimizer)
+    """
+    fn = getattr(strategy, "accumulate", None)
+    return fn() if fn is not None else contextlib.nullcontext()

@@ -1,0 +1,227 @@
+"""sync / adpsgd / hybrid on real worker processes (gloo over 127.0.0.1).
+
+Every worker arms a faulthandler watchdog, so a deadlock becomes a worker failure that
+the launcher reports (and cleans up), never a hanging test.
+"""
+import time
+
+import pytest
+import torch
+from torch import nn
+
+from dasr.dist.launch import launch
+
+
+class TinyLSTM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 16, batch_first=True)
+        self.out = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.out(self.lstm(x)[0]).mean(1)
+
+
+def _data(seed, n):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, 8, generator=g)
+    w = torch.randn(8, 4, generator=torch.Generator().manual_seed(123))
+    return x, x.mean(1) @ w
+
+
+def _setup(seed=0):
+    import faulthandler
+    faulthandler.dump_traceback_later(60, exit=True)
+    from dasr.dist.launch import init_worker
+    info = init_worker(timeout_s=30)
+    torch.manual_seed(seed)
+    return info
+
+
+def _flat(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+# ----------------------------------------------------------------------------- sync
+
+
+def _sync_worker():
+    import copy
+    from dasr.dist import make_strategy
+    info = _setup()
+    model = TinyLSTM()
+    ref = copy.deepcopy(model)                                  # single process, double batch
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
+    strategy = make_strategy("sync", verify=True)
+    ddp = strategy.wrap(model, opt)
+    for step in range(5):
+        x, y = _data(step, 16)
+        ref_opt.zero_grad()
+        nn.functional.mse_loss(ref(x), y).backward()
+        ref_opt.step()
+        mine = slice(info.rank * 8, info.rank * 8 + 8)
+        opt.zero_grad()
+        if step % 2:   # accumulate two micro-batches without communication in the first
+            with strategy.accumulate():
+                (0.5 * nn.functional.mse_loss(ddp(x[mine][:4]), y[mine][:4])).backward()
+            (0.5 * nn.functional.mse_loss(ddp(x[mine][4:]), y[mine][4:])).backward()
+        else:
+            nn.functional.mse_loss(ddp(x[mine]), y[mine]).backward()
+        strategy.step(opt)
+    strategy.consensus(model)          # verify=True: raises if replicas differ
+    strategy.close()
+    return (_flat(model) - _flat(ref)).abs().max().item()
+
+
+def test_sync_two_workers_equal_single_process_double_batch():
+    out = launch(_sync_worker, (), nproc=2)
+    assert max(out.values()) < 1e-5, out
+
+
+# ----------------------------------------------------------------------------- adpsgd
+
+
+def _mean_and_spread(flat, world):
+    import torch.distributed as dist
+    s = flat.double().clone()
+    dist.all_reduce(s)
+    mean = s / world
+    dev = (flat.double() - mean).abs().max().clone()
+    dist.all_reduce(dev, op=dist.ReduceOp.MAX)
+    return mean, dev.item()
+
+
+def _adpsgd_worker():
+    import torch.distributed as dist
+    from dasr.dist import make_strategy
+    info = _setup(seed=100 + int(__import__("os").environ["RANK"]))   # different replicas
+    model = TinyLSTM()
+    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+    strategy = make_strategy("adpsgd", graph="ring", period_s=0.02, timeout_s=30, sync_init=False)
+    strategy.wrap(model, opt)
+    res = {}
+    mean0, spread0 = _mean_and_spread(strategy.flat, info.world_size)
+    # gossip alone (no gradients: SGD skips parameters without .grad)
+    strategy.step(opt)
+    time.sleep(0.3)
+    strategy._drain()                  # all threads parked at one agreed round
+    mean1, spread1 = _mean_and_spread(strategy.flat, info.world_size)
+    res["rounds"] = strategy.gossip.round
+    res["mean_err"] = (mean1 - mean0).abs().max().item()
+    res["spread"] = (spread0, spread1)
+    strategy.consensus(model)
+    res["after_consensus"] = _mean_and_spread(strategy.flat, info.world_size)[1]
+    # training: loss on a fixed batch falls
+    xe, ye = _data(999, 64)
+    with torch.no_grad():
+        res["loss0"] = nn.functional.mse_loss(model(xe), ye).item()
+    for step in range(40):
+        x, y = _data(1000 * info.rank + step, 16)
+        opt.zero_grad()
+        nn.functional.mse_loss(model(x), y).backward()
+        strategy.step(opt)
+    strategy.consensus(model)
+    with torch.no_grad():
+        res["loss1"] = nn.functional.mse_loss(model(xe), ye).item()
+    res["state"] = strategy.state_dict()
+    res["stats"] = strategy.stats()
+    strategy.close()
+    strategy.close()                   # idempotent
+    dist.destroy_process_group()
+    return res
+
+
+def test_adpsgd_mean_preserved_consensus_and_training():
+    out = launch(_adpsgd_worker, (), nproc=4)
+    for r, res in out.items():
+        assert res["rounds"] > 3, res
+        assert res["mean_err"] < 1e-6, res                  # averaging keeps the replicas' mean
+        assert res["spread"][1] < 0.7 * res["spread"][0], res  # ... and pulls replicas together
+        assert res["after_consensus"] < 1e-6, res            # consensus: identical replicas
+        assert res["loss1"] < 0.8 * res["loss0"], res
+    assert len({res["state"]["round"] for res in out.values()}) == 1   # parked at one round
+    assert len({res["loss1"] for res in out.values()}) == 1
+
+
+def _straggler_worker(wall_s):
+    import torch.distributed as dist
+    from dasr.dist import make_strategy
+    from dasr.dist.straggler import Straggler
+    info = _setup()
+    model = TinyLSTM()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    strategy = make_strategy("adpsgd", graph="ring", period_s=0.05, timeout_s=30)
+    strategy.wrap(model, opt)
+    slow = Straggler.parse("3:5", info.rank)
+    x, y = _data(info.rank, 16)
+    dist.barrier()                     # a common start, once (tests only)
+    deadline = time.monotonic() + wall_s
+    steps = 0
+    while time.monotonic() < deadline:
+        with slow.step():
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            strategy.step(opt)
+        steps += 1
+    t = time.monotonic()
+    strategy.close()
+    return {"steps": steps, "close_s": time.monotonic() - t, "stats": strategy.stats()}
+
+
+def test_adpsgd_straggler_no_deadlock():
+    t = time.monotonic()
+    out = launch(_straggler_worker, (3.0,), nproc=4)
+    assert time.monotonic() - t < 30
+    slow = out[3]["steps"]
+    for r in (0, 1, 2):
+        assert out[r]["steps"] >= 2 * slow, out
+    rounds = [res["stats"]["gossip_rounds"] for res in out.values()]
+    assert min(rounds) >= 10, out      # the slow worker's thread kept averaging
+    assert max(res["close_s"] for res in out.values()) < 5, out
+
+
+# ----------------------------------------------------------------------------- hybrid
+
+
+def _hybrid_worker():
+    import torch.distributed as dist
+    from dasr.dist import make_strategy
+    from dasr.dist.sync import verify_identical
+    info = _setup()
+    model = TinyLSTM()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    strategy = make_strategy("hybrid", group_size=2, graph="ring", period_s=0.01, timeout_s=30)
+    ddp = strategy.wrap(model, opt)
+    worst = 0.0
+    for step in range(30):
+        x, y = _data(1000 * info.rank + step, 8)
+        opt.zero_grad()
+        nn.functional.mse_loss(ddp(x), y).backward()
+        strategy.step(opt)
+        worst = max(worst, verify_identical(model, strategy.intra, atol=float("inf")))
+        time.sleep(0.01)
+    _, spread = _mean_and_spread(strategy.flat, info.world_size)
+    strategy.consensus(model)
+    _, after = _mean_and_spread(strategy.flat, info.world_size)
+    stats = strategy.stats()
+    strategy.close()
+    dist.destroy_process_group()
+    return {"worst": worst, "spread": spread, "after": after, "stats": stats}
+
+
+def test_hybrid_members_identical_every_step():
+    out = launch(_hybrid_worker, (), nproc=4)
+    for r, res in out.items():
+        assert res["worst"] == 0.0, out           # group members identical after every step
+        assert res["stats"]["gossip_rounds"] > 0, out
+        assert res["stats"]["pending_applies"] > 0, out
+        assert res["spread"] > 0, out             # the two groups did differ ...
+        assert res["after"] < 1e-6, out           # ... until consensus
+
+
+def test_make_strategy_rejects_unknown():
+    from dasr.dist import make_strategy
+    with pytest.raises(ValueError, match="unknown strategy 'ps'"):
+        make_strategy("ps")
+    assert make_strategy("single").name == "single"
