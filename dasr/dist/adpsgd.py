@@ -58,7 +58,9 @@ def flatten_parameters(model: nn.Module) -> torch.Tensor:
     """Make every parameter of ``model`` a view of one flat buffer; return the buffer.
 
     Parameters keep their identity (the optimizer still holds them); only their storage
-    moves. All parameters must share dtype and device.
+    moves. All parameters must share dtype and device. Call it after ``model.to(device)``
+    and do not move the model afterwards (cuDNN RNNs would re-flatten their weights into a
+    buffer of their own, outside ``flat``).
     """
     params = [p for p in model.parameters()]
     if not params:
@@ -73,10 +75,8 @@ def flatten_parameters(model: nn.Module) -> torch.Tensor:
             n = p.numel()
             p.data = flat[offset:offset + n].view_as(p)
             offset += n
-    # cuDNN RNNs keep their own flat weights; let them re-point at the new storage
-    for m in model.modules():
-        if isinstance(m, nn.RNNBase) and flat.is_cuda:
-            m._init_flat_weights()
+    # Do not let cuDNN RNNs re-flatten (``flatten_parameters``/``_init_flat_weights`` or
+    # ``.to()`` after this point would move their weights out of ``flat`` again).
     return flat
 
 
@@ -295,6 +295,7 @@ class AdpsgdStrategy(Strategy):
     # ---- Strategy
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         self.flat = flatten_parameters(model)
+        self._params = list(model.parameters())
         wrapped = self._wrap_model(model)
         planes = self._planes()
         if len(planes[0]) > 1:
@@ -319,6 +320,13 @@ class AdpsgdStrategy(Strategy):
             optimizer.step()
         self._steps += 1
 
+    def _check_views(self) -> None:
+        lo = self.flat.data_ptr()
+        hi = lo + self.flat.numel() * self.flat.element_size()
+        if any(not lo <= p.data_ptr() < hi for p in self._params):
+            raise RuntimeError("model parameters no longer live in the strategy's flat buffer "
+                               "(was the model moved or an RNN re-flattened after wrap()?)")
+
     def _drain(self) -> None:
         """Park the gossip thread at a round all ranks agree on (collective over the plane)."""
         if self.gossip is not None:
@@ -329,6 +337,7 @@ class AdpsgdStrategy(Strategy):
         if self._closed:
             raise RuntimeError(f"{self.name} strategy is closed")
         t = time.perf_counter()
+        self._check_views()
         self._drain()
         with torch.no_grad():
             dist.all_reduce(self.flat)

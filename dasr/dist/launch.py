@@ -153,7 +153,8 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerI
     Reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (set by :func:`launch` or ``torchrun``),
     sets ``torch.set_num_threads(1)`` (workers share the cores), picks the device
     (``cuda:LOCAL_RANK`` when CUDA is available) and initialises the default process group
-    (``nccl`` for CUDA tensors plus ``gloo`` for CPU tensors; ``gloo`` without CUDA).
+    (``nccl`` for CUDA tensors plus ``gloo`` for CPU tensors; ``gloo`` without CUDA or
+    when several local workers share one GPU, which NCCL refuses).
     Without a launcher environment it returns a single-process ``WorkerInfo`` and creates
     no group.
     """
@@ -164,9 +165,12 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerI
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        n_gpu = torch.cuda.device_count()
+        device = torch.device("cuda", local_rank % n_gpu)
         torch.cuda.set_device(device)
-        backend = backend or "cpu:gloo,cuda:nccl"
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        # NCCL refuses two ranks on one GPU: workers sharing GPUs all-reduce with gloo
+        backend = backend or ("cpu:gloo,cuda:nccl" if local_world <= n_gpu else "gloo")
     else:
         device = torch.device("cpu")
         backend = backend or "gloo"
