@@ -112,7 +112,7 @@ def cmd_transcribe(args) -> None:
 
     rec = Recognizer(args.exp, args.checkpoint)
     if args.lm:
-        from dasr.decode.run import LM_FILE, lexicon_words
+        from dasr.decode.lm_build import LM_FILE, lexicon_words
 
         rec.use_lm(lexicon_words(args.lm), str(Path(args.lm) / LM_FILE), args.lm_weight, args.word_score)
     failed = 0
@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bad-steps", type=int, help="stop after this many non-finite losses in a row")
     p.add_argument("--spec-augment", action="store_true", default=None)
     p.add_argument("--speed-perturb", action="store_true", default=None)
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: epoch ends only)")
+    p.add_argument("--eval-every-epochs", type=int, help="dev evaluation and epoch checkpoint every N epochs")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: evaluated epoch ends only)")
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument("--log-every", type=int)
     p.add_argument("--seed", type=int)

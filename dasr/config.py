@@ -40,7 +40,8 @@ class TrainConfig:
     max_bad_steps: int = 5            # stop after this many non-finite losses in a row
     spec_augment: bool = False
     speed_perturb: bool = False
-    checkpoint_every: int = 0         # steps; 0: only at epoch ends
+    eval_every_epochs: int = 1        # dev evaluation (and epoch checkpoint) every this many epochs
+    checkpoint_every: int = 0         # steps; 0: only at evaluated epoch ends
     keep_checkpoints: int = 3
     log_every: int = 10
     seed: int = 0

@@ -1,6 +1,8 @@
 """Shared fixtures: real audio files and data dirs made on disk by the tests."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -40,4 +42,24 @@ def tiny_data_dir(tmp_path, make_wav):
             utts.append(Utterance(id=f"{split}-{i:03d}", audio=path, duration=seconds,
                                   text=words[i % len(words)], speaker=f"spk{i % 3}"))
         write_manifest(data / f"{split}.jsonl", utts)
+    return data
+
+
+SPEECH = Path(__file__).parent / "data" / "speech"
+
+
+@pytest.fixture
+def speech_data_dir(tmp_path):
+    """A data dir of the 8 committed espeak utterances (train = dev = test), features computed."""
+    from dasr.data.features import compute_features
+
+    utts = []
+    for line in (SPEECH / "transcripts.tsv").read_text().splitlines():
+        utt_id, speaker, text = line.split("\t")
+        path = SPEECH / f"{utt_id}.flac"
+        utts.append(Utterance(utt_id, str(path), audio.probe(str(path)).duration, text, speaker))
+    data = tmp_path / "speech"
+    for split in ("train", "dev", "test"):
+        write_manifest(data / f"{split}.jsonl", utts)
+    compute_features(data, jobs=1)
     return data

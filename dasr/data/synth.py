@@ -4,6 +4,7 @@
 
     out_dir/audio/{train,dev,test}/<id>.flac    16 kHz mono
     out_dir/{train,dev,test}.jsonl              Utterance manifests
+    out_dir/lm_text.txt                         more in-domain sentences for the LM, none from dev/test
 
 Split policy: a *voice* is an espeak-ng base voice (accent) plus a variant (``en-gb+f3``).
 Voices form a grid of accents x variants; the diagonals ``(accent + variant + seed) % 8 == 0``
@@ -56,6 +57,8 @@ NOISE_KINDS = ("white", "pink", "babble")
 SNR_DB = (10.0, 30.0)
 BABBLE_TALKERS = (3, 6)
 PEAK = 0.9
+LM_TEXT_FILE = "lm_text.txt"         # extra LM text written beside the manifests
+LM_TEXT_SENTENCES = 50_000
 SECONDS_PER_CHAR_AT_1_WPM = 11.3      # measured: espeak speaks ~wpm/11.3 characters a second
 
 
@@ -171,6 +174,16 @@ def _synthesize(job: _Job) -> int:
     return len(speech)
 
 
+def _write_lm_text(path: Path, sentences: list[str], held_out: set[str]) -> None:
+    """Extra in-domain text for the language model, without any dev or test sentence.
+
+    Like LibriSpeech's LM corpus beside its audio: the grammar's other sentences give the LM
+    (and the decoder's lexicon) the domain's words and phrases, while every sentence spoken
+    in dev or test stays unseen.
+    """
+    path.write_text("".join(f"{s}\n" for s in sentences if s not in held_out), encoding="utf-8")
+
+
 def synthesize_corpus(out_dir: str | os.PathLike, hours: float = 1.0, seed: int = 0,
                       jobs: int | None = None, text_file: str | os.PathLike | None = None) -> dict:
     """Synthesize the demo corpus into a data dir (see the module docstring for the layout and splits).
@@ -213,6 +226,9 @@ def synthesize_corpus(out_dir: str | os.PathLike, hours: float = 1.0, seed: int 
     for split, _ in SPLITS:
         (out / "audio" / split).mkdir(parents=True, exist_ok=True)
     plan = _plan(out, hours, seed, sentences)
+    if text_file is None:
+        held_out = {job.text for job in plan if job.split != "train"}
+        _write_lm_text(out / LM_TEXT_FILE, generate_sentences(LM_TEXT_SENTENCES, seed + 1), held_out)
 
     start = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

@@ -17,7 +17,7 @@ from dasr.decode.score import write_report
 from dasr.errors import DasrError
 
 log = logging.getLogger(__name__)
-from dasr.decode.lm_build import LM_FILE
+from dasr.decode.lm_build import LM_FILE, lexicon_words
 
 
 def split_log_probs(rec: Recognizer, data_dir: str, split: str, batch_frames: int = 20000):
@@ -31,13 +31,6 @@ def split_log_probs(rec: Recognizer, data_dir: str, split: str, batch_frames: in
         lp, lens = rec.log_probs(batch.feats, batch.feat_lens)
         out += [(i, lp[b, :int(lens[b])].contiguous(), normalize(t)) for b, (i, t) in enumerate(zip(batch.ids, batch.texts))]
     return out
-
-
-def lexicon_words(data_dir: str) -> list[str]:
-    """The decoder's closed vocabulary: the words of the training transcripts."""
-    from dasr.data.manifest import read_manifest
-
-    return sorted({w for u in read_manifest(Path(data_dir) / "train.jsonl") for w in normalize(u.text).split()})
 
 
 def decode_split(exp: str, data_dir: str, split: str = "test", use_lm: bool = False, checkpoint: str = "best",

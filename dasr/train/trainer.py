@@ -226,6 +226,7 @@ class Trainer:
         self.metrics = MetricsLog(self.exp / "metrics.jsonl", worker.rank,
                                   self.exp / "tensorboard" if worker.is_main else None)
         self.resumed_mid_epoch = False
+        self.evaluated_last = True
         if config.resume:
             self.load_latest()
         self.net = strategy.wrap(self.model, self.optimizer)
@@ -301,11 +302,12 @@ class Trainer:
 
     def train_one_epoch(self) -> None:
         c, p = self.config, self.progress
+        self.evaluated_last = False
         if not self.resumed_mid_epoch:
             self.sampler.set_epoch(p.epoch)
         self.resumed_mid_epoch = False
         bar = tqdm(total=len(self.sampler), initial=self.sampler.position, desc=f"epoch {p.epoch}",
-                   disable=not self.worker.is_main, unit="batch", leave=False)
+                   disable=None if self.worker.is_main else True, unit="batch", leave=False)
         window_loss, window_frames, window_utts, window_start = [], 0, 0, time.time()
         data_time = 0.0
         data_start = time.time()
@@ -339,6 +341,7 @@ class Trainer:
         """Consensus, dev loss and WER, best model, epoch checkpoint."""
         p = self.progress
         self.strategy.consensus(self.model)
+        self.evaluated_last = True
         result = evaluate(self.model, self.dev_set, self.tokenizer, self.worker, self.config.batch_frames, self.amp)
         self.metrics.write({"kind": "eval", "step": p.step, "epoch": p.epoch, **result})
         log.info("epoch %d step %d: dev loss %.3f, dev WER (greedy) %.2f %%", p.epoch, p.step,
@@ -363,6 +366,11 @@ class Trainer:
         try:
             while not self.finished():
                 self.train_one_epoch()
+                if self.sampler.position < len(self.sampler) or (self.progress.epoch + 1) % self.config.eval_every_epochs == 0:
+                    self.end_of_epoch()
+                else:
+                    self.progress.epoch += 1
+            if not self.evaluated_last:
                 self.end_of_epoch()
             self.strategy.consensus(self.model)
             if self.worker.is_main:

@@ -1,0 +1,75 @@
+"""`dasr demo` (what `make demo` runs): corpus -> features -> LM -> train -> decode -> WER table."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from dasr.config import TrainConfig, load_preset
+
+log = logging.getLogger(__name__)
+
+#: corpus size and training length of the full demo and of the --quick smoke version
+FULL = {"hours": 1.0, "conf": "demo"}
+QUICK = {"hours": 0.1, "conf": "demo-quick"}
+
+
+def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict:
+    """Run the whole pipeline into ``out``; returns and writes OUT/results.json."""
+    from dasr.data.features import compute_features
+    from dasr.data.report import data_report
+    from dasr.data.synth import synthesize_corpus
+    from dasr.decode.lm_build import build_lm
+    from dasr.decode.run import decode_split
+    from dasr.train.run import train
+
+    settings = QUICK if quick else FULL
+    start = time.time()
+    out_dir = Path(out)
+    data = Path(data_dir) if data_dir else out_dir / "data"
+    timings = {}
+    if not (data / "train.jsonl").exists():
+        log.info("synthesising %.2f h of demo speech into %s", settings["hours"], data)
+        synthesize_corpus(data, hours=settings["hours"], seed=0)
+    timings["corpus_s"] = time.time() - start
+    if not (data / "cmvn.npz").exists():
+        compute_features(data)
+    print(data_report(data))
+    build_lm(str(data), order=3)
+    timings["features_lm_s"] = time.time() - start - timings["corpus_s"]
+    exp = out_dir / "model"
+    values = {**load_preset(settings["conf"]), "data": str(data), "exp": str(exp)}
+    config = TrainConfig(**values)
+    t = time.time()
+    train(config)
+    timings["train_s"] = time.time() - t
+    t = time.time()
+    greedy = decode_split(str(exp), str(data), "test", use_lm=False)
+    with_lm = decode_split(str(exp), str(data), "test", use_lm=True)
+    timings["decode_s"] = time.time() - t
+    results = {"test_wer_greedy": greedy["wer"], "test_wer_lm": with_lm["wer"],
+               "test_cer_greedy": greedy["cer"], "test_cer_lm": with_lm["cer"],
+               "test_words": with_lm["num_words"], "wall_s": round(time.time() - start, 1),
+               "strategy": config.strategy, "workers": config.world_size, "preset": config.preset,
+               "quick": quick, **{k: round(v, 1) for k, v in timings.items()},
+               "config": dataclasses.asdict(config)}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    print(format_results(results, exp))
+    return results
+
+
+def format_results(results: dict, exp: Path) -> str:
+    """The table `make demo` ends with."""
+    rows = [("test WER, greedy", f"{100 * results['test_wer_greedy']:.2f} %"),
+            ("test WER, 3-gram LM", f"{100 * results['test_wer_lm']:.2f} %"),
+            ("test CER, 3-gram LM", f"{100 * results['test_cer_lm']:.2f} %"),
+            ("test words", str(results["test_words"])),
+            ("training", f"{results['strategy']} on {results['workers']} workers, {results['train_s']:.0f} s"),
+            ("wall time", f"{results['wall_s']:.0f} s"),
+            ("plots", str(exp / "plots")),
+            ("details", str(exp / "decode-test-lm" / "alignments.txt"))]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 30)
+    return "\n".join([line] + [f"{k:<{width}}  {v}" for k, v in rows] + [line])
