@@ -23,7 +23,8 @@ def train(config: TrainConfig) -> dict:
 
         results = launch(run_worker, (config,), nproc=config.nproc, nnodes=config.nnodes,
                          node_rank=config.node_rank, rdzv_endpoint=config.rdzv_endpoint or None,
-                         max_restarts=config.max_restarts, log_dir=Path(config.exp) / "logs")
+                         max_restarts=config.max_restarts, log_dir=Path(config.exp) / "logs",
+                         run_id=f"dasr-{Path(config.exp).name}")  # the same on every node of the job
         progress = results[min(results)] if results else {}
     if config.node_rank == 0:
         plots = plot_metrics(Path(config.exp))

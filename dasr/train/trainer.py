@@ -30,6 +30,7 @@ from dasr.data.text import normalize
 from dasr.data.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 from dasr.decode.ctc import greedy_decode
 from dasr.decode.score import score
+from dasr.dist.straggler import Straggler
 from dasr.dist.strategy import SingleStrategy, Strategy
 from dasr.errors import DasrError
 from dasr.model.blstm import BlstmCtc, describe, preset_config
@@ -227,9 +228,10 @@ class Trainer:
                                   self.exp / "tensorboard" if worker.is_main else None)
         self.resumed_mid_epoch = False
         self.evaluated_last = True
+        self.straggler = Straggler.parse(",".join(config.straggler), worker.rank)
+        self.net = strategy.wrap(self.model, self.optimizer)  # after .to(device), before loading state
         if config.resume:
             self.load_latest()
-        self.net = strategy.wrap(self.model, self.optimizer)
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -283,10 +285,11 @@ class Trainer:
         lr = self.schedule.lr(p.step, p.epoch + self.sampler.position / len(self.sampler))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = compute_loss(self.net, batch, self.worker.device, self.amp)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
+        with self.straggler.step():
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = compute_loss(self.net, batch, self.worker.device, self.amp)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip or math.inf)
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             p.bad_in_a_row += 1
             p.bad_total += 1
@@ -385,23 +388,28 @@ class Trainer:
 
 def strategy_from_config(config: TrainConfig) -> Strategy:
     """The Strategy the config names, with its options."""
-    if config.strategy == "single":
-        return SingleStrategy()
     from dasr.dist import make_strategy
 
-    return make_strategy(config.strategy, graph=config.graph, seed=config.seed, period_s=config.gossip_period_s,
-                         group_size=config.group_size)
+    gossip = dict(graph=config.graph, seed=config.seed, period_s=config.gossip_period_s)
+    options = {"single": {}, "sync": {}, "adpsgd": gossip, "hybrid": {**gossip, "group_size": config.group_size}, "ps": {}}
+    if config.strategy not in options:
+        raise DasrError(f"unknown strategy {config.strategy!r}")
+    return make_strategy(config.strategy, **options[config.strategy])
 
 
 def run_worker(config: TrainConfig) -> dict:
     """Entry point of one worker process (also the whole run with one worker)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from dasr.dist.launch import init_worker
-
-        info = init_worker()
-        worker = Worker(info.rank, info.world_size, info.device)
-    else:
+    if not logging.getLogger().handlers:  # a spawned worker process
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank %(process)d %(name)s: %(message)s",
+                            datefmt="%H:%M:%S")
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1 and config.strategy == "single":
         worker = Worker(device=select_device(config.device))
-    strategy = strategy_from_config(config)
-    progress = Trainer(config, strategy, worker).run()
-    return asdict(progress)
+        return asdict(Trainer(config, SingleStrategy(), worker).run())
+    from dasr.dist.launch import finish_worker, init_worker
+
+    info = init_worker()
+    try:
+        worker = Worker(info.rank, info.world_size, info.device if config.device != "cpu" else torch.device("cpu"))
+        return asdict(Trainer(config, strategy_from_config(config), worker).run())
+    finally:
+        finish_worker()
