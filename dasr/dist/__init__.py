@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dasr.dist.strategy import SingleStrategy, Strategy, accumulate
 
-STRATEGIES = ("single", "sync", "adpsgd", "hybrid")
+STRATEGIES = ("single", "sync", "adpsgd", "hybrid", "ps")
 
 
 def make_strategy(name: str, **options) -> Strategy:
@@ -15,7 +15,8 @@ def make_strategy(name: str, **options) -> Strategy:
 
     single: no options. sync: ``bucket_cap_mb``, ``verify``. adpsgd: ``graph``, ``seed``,
     ``period_s``, ``timeout_s``, ``sync_init``. hybrid: ``group_size`` plus adpsgd's and
-    ``bucket_cap_mb``. ``sync``/``adpsgd``/``hybrid`` need an initialised process group
+    ``bucket_cap_mb``. ps: ``timeout_s`` (runs without a process group as one worker).
+    ``sync``/``adpsgd``/``hybrid`` need an initialised process group
     (:func:`dasr.dist.launch.init_worker`).
     """
     if name == "single":
@@ -31,6 +32,9 @@ def make_strategy(name: str, **options) -> Strategy:
     if name == "hybrid":
         from dasr.dist.hybrid import HybridStrategy
         return HybridStrategy(**options)
+    if name == "ps":
+        from dasr.dist.ps import ParameterServerStrategy
+        return ParameterServerStrategy(**options)
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
 
