@@ -67,7 +67,8 @@ def cmd_features(args) -> None:
     print(data_report(args.data))
 
 
-def _train_config(args):
+def train_config(args):
+    """TrainConfig from the preset YAML overridden by the given `dasr train` options."""
     import dataclasses
 
     from dasr.config import TrainConfig, load_preset
@@ -85,7 +86,7 @@ def _train_config(args):
 def cmd_train(args) -> None:
     from dasr.train.run import train
 
-    progress = train(_train_config(args))
+    progress = train(train_config(args))
     print(f"trained {progress['step']} steps; models in {args.exp}")
 
 

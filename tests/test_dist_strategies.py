@@ -234,6 +234,6 @@ def test_hybrid_members_identical_every_step(four_workers):
 
 def test_make_strategy_rejects_unknown():
     from dasr.dist import make_strategy
-    with pytest.raises(ValueError, match="unknown strategy 'ps'"):
-        make_strategy("ps")
+    with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+        make_strategy("nope")
     assert make_strategy("single").name == "single"

@@ -397,18 +397,30 @@ def strategy_from_config(config: TrainConfig) -> Strategy:
     return make_strategy(config.strategy, **options[config.strategy])
 
 
-def run_worker(config: TrainConfig) -> dict:
-    """Entry point of one worker process (also the whole run with one worker)."""
+def run_worker(config: TrainConfig, prepare: bool = False) -> dict:
+    """Entry point of one worker process (also the whole run with one worker).
+
+    ``prepare``: started by a plain ``torchrun`` rather than `dasr train`, so each node's
+    local rank 0 prepares the experiment dir while the others wait.
+    """
     if not logging.getLogger().handlers:  # a spawned worker process
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank %(process)d %(name)s: %(message)s",
                             datefmt="%H:%M:%S")
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 and config.strategy == "single":
+        if prepare:
+            prepare_experiment(config)
         worker = Worker(device=select_device(config.device))
         return asdict(Trainer(config, SingleStrategy(), worker).run())
     from dasr.dist.launch import finish_worker, init_worker
 
     info = init_worker()
     try:
+        if prepare:
+            if info.local_rank == 0:
+                prepare_experiment(config)
+            import torch.distributed as dist
+
+            dist.barrier()
         worker = Worker(info.rank, info.world_size, info.device if config.device != "cpu" else torch.device("cpu"))
         return asdict(Trainer(config, strategy_from_config(config), worker).run())
     finally:
