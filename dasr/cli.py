@@ -142,6 +142,21 @@ def cmd_demo(args) -> None:
     run_demo(args.out, quick=args.quick, data_dir=args.data)
 
 
+def cmd_bench(args) -> None:
+    import shlex
+
+    command = shlex.join(["dasr", *sys.argv[1:]])
+    if args.bench == "data":
+        from dasr.bench.data import run
+
+        run(args.data, args.quick, args.out, command)
+    else:
+        from dasr.bench.train import run
+
+        run(args.data, args.exp, args.quick, args.out, command)
+    print(f"wrote {args.out}/{args.bench}.md, .json and .png")
+
+
 def _format_summary(summary: dict) -> str:
     return "\n".join(f"{k}: {v}" for k, v in summary.items())
 
@@ -258,6 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="data dir to use/create (default: OUT/data)")
     p.add_argument("--quick", action="store_true", help="a few-minute smoke version")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="benchmarks behind docs/results: data pipeline or training/decoding speed")
+    p.add_argument("bench", choices=["data", "train"], help="data: synthesis, features, loader; "
+                   "train: trainer overhead, decoding speed, paper-size model")
+    p.add_argument("--data", default=None, help="data dir with features (default: synthesise a small one)")
+    p.add_argument("--exp", default=None, help="train: decode with EXP/best.pt (default: the briefly trained demo model)")
+    p.add_argument("--quick", action="store_true", help="a smoke-sized run (under a minute)")
+    p.add_argument("--out", default="docs/results", help="directory for BENCH.md, .json, .png (default docs/results)")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

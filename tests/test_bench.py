@@ -1,0 +1,112 @@
+"""The benchmark code: report writing, side-by-side timing, the CLI. No real benchmark runs here."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dasr.bench.report import Report, bar, cpu_model, machine_info, new_figure, sharing
+from dasr.bench.timing import interleave, paired_ratio, stats, stats_text
+from dasr.bench.workload import bare_step, random_batch
+from dasr.cli import build_parser, main
+from dasr.model.blstm import BlstmCtc, preset_config
+
+
+def test_cpu_model_reads_model_name(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Test CPU 9000 @ 3 GHz\nflags\t: a b\n")
+    assert cpu_model(info) == "Test CPU 9000 @ 3 GHz"
+
+
+def test_machine_info_names_cpu_cores_and_torch():
+    m = machine_info()
+    assert m["cores"] >= 1 and m["torch"] == torch.__version__ and m["cpu"]
+    assert sharing(4, 2) == "4 workers shared 2 cores"
+    assert sharing(1, 1, "thread") == "1 thread shared 1 core"
+
+
+def test_report_writes_md_json_png_with_command_machine_date(tmp_path):
+    machine = {"cpu": "Test CPU", "cores": 2, "torch": "9.9", "python": "3.11.0", "load_avg_1min": 0.5}
+    report = Report("demo", "A title", "dasr bench data --quick", machine, date="2030-01-02 03:04 UTC")
+    report.add("Part", "| a | b |\n|---|---|\n| 1 | 2 |")
+    fig, (ax,) = new_figure(1)
+    bar(ax, ["x", "y"], [2.0, 1.0], [1.5, 0.5], [2.5, 1.5], "t", "s", goal=1.5)
+    written = report.write(tmp_path / "out", {"value": 1.5}, fig)
+    assert {p.name for p in written} == {"demo.md", "demo.json", "demo.png"}
+    md = (tmp_path / "out" / "demo.md").read_text()
+    for needle in ("# A title", "`dasr bench data --quick`", "Test CPU, 2 cores, torch 9.9", "2030-01-02",
+                   "## Part", "| 1 | 2 |", "![A title](demo.png)"):
+        assert needle in md
+    data = json.loads((tmp_path / "out" / "demo.json").read_text())
+    assert data["command"] == "dasr bench data --quick" and data["machine"] == machine
+    assert data["date"] == "2030-01-02 03:04 UTC" and data["results"] == {"value": 1.5}
+    assert (tmp_path / "out" / "demo.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_figure_writes_no_png(tmp_path):
+    machine = {"cpu": "C", "cores": 1, "torch": "1", "python": "3", "load_avg_1min": 0.0}
+    written = Report("x", "X", "dasr bench train", machine).write(tmp_path, {})
+    assert sorted(p.name for p in written) == ["x.json", "x.md"]
+    assert "png" not in (tmp_path / "x.md").read_text()
+
+
+def test_stats_median_quartiles_and_derived():
+    s = stats([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (s.median, s.q1, s.q3, s.low, s.high, s.n) == (3.0, 2.0, 4.0, 1.0, 5.0, 5)
+    assert s.scaled(0.5).median == 1.5
+    rates = s.inverse(6.0)
+    assert (rates.median, rates.q1, rates.q3, rates.low, rates.high) == (2.0, 1.5, 3.0, 1.2, 6.0)
+    assert stats_text(s.as_dict(), ".1f") == "3.0 (IQR 2.0–4.0, n=5)"
+    with pytest.raises(ValueError):
+        stats([])
+
+
+def test_interleave_runs_tasks_in_turn_and_times_them_with_the_clock():
+    now = [0.0]
+    order = []
+
+    def task(name, seconds):
+        def run():
+            order.append(name)
+            now[0] += seconds
+        return run
+
+    times = interleave({"a": task("a", 1.1), "b": task("b", 1.0)}, repeats=3, clock=lambda: now[0])
+    assert order == ["a", "b", "b", "a", "a", "b"]
+    assert times["a"] == pytest.approx([1.1] * 3) and times["b"] == pytest.approx([1.0] * 3)
+    assert paired_ratio(times["a"], times["b"]).median == pytest.approx(1.1)
+    order.clear()
+    interleave({"a": task("a", 1.0), "b": task("b", 1.0)}, repeats=2, clock=lambda: now[0], alternate=False)
+    assert order == ["a", "b", "a", "b"]
+
+
+def test_paired_ratio_cancels_a_slow_round():
+    # round 2 is slowed 3x on both sides (a busy machine): per-round ratios stay 1.05
+    a, b = [1.05, 3.15, 1.05], [1.0, 3.0, 1.0]
+    r = paired_ratio(a, b)
+    assert r.median == pytest.approx(1.05) and r.low == pytest.approx(1.05) and r.high == pytest.approx(1.05)
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
+
+
+def test_bare_step_trains_the_tiny_model():
+    torch.manual_seed(0)
+    model = BlstmCtc(preset_config("tiny", 29))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = random_batch(2, 0.5, 29)
+    assert batch.feats.shape == (2, 50, 80) and int(batch.label_lens[0]) == 6
+    losses = [bare_step(model, optimizer, batch, 5.0) for _ in range(5)]
+    assert losses[-1] < losses[0]
+
+
+def test_cli_bench_help_and_arguments(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--quick" in out and "--exp" in out and "docs/results" in out
+    args = build_parser().parse_args(["bench", "train", "--quick", "--out", "/tmp/x", "--exp", "exp/a"])
+    assert (args.bench, args.quick, args.out, args.exp, args.data) == ("train", True, "/tmp/x", "exp/a", None)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "nothing"])
