@@ -130,12 +130,17 @@ class DistributedBucketSampler:
         self.seed = seed
         self.epoch = 0
         self.position = 0  # batches of the current epoch already handed out on this rank
+        self._cached_key: tuple[int, int] | None = None
+        self._cached: list[list[int]] = []
 
     def _epoch_batches(self) -> list[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        batches = bucket_batches(self.frames, self.batch_frames, rng)
-        per_rank = len(batches) // self.world_size
-        return batches[self.rank::self.world_size][:per_rank]
+        key = (self.seed, self.epoch)
+        if self._cached_key != key:  # built once per epoch: len() is called every step
+            rng = np.random.default_rng([self.seed, self.epoch])
+            batches = bucket_batches(self.frames, self.batch_frames, rng)
+            per_rank = len(batches) // self.world_size
+            self._cached_key, self._cached = key, batches[self.rank::self.world_size][:per_rank]
+        return self._cached
 
     def __len__(self) -> int:
         return len(self._epoch_batches())

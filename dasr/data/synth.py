@@ -58,7 +58,7 @@ SNR_DB = (10.0, 30.0)
 BABBLE_TALKERS = (3, 6)
 PEAK = 0.9
 LM_TEXT_FILE = "lm_text.txt"         # extra LM text written beside the manifests
-LM_TEXT_SENTENCES = 50_000
+LM_TEXT_SENTENCES = 100_000
 SECONDS_PER_CHAR_AT_1_WPM = 11.3      # measured: espeak speaks ~wpm/11.3 characters a second
 
 
