@@ -32,12 +32,14 @@ def test_features_shape_storage_and_parity_with_kaldi_native_fbank(tiny_data_dir
 
 
 def test_cmvn_normalises_train_to_zero_mean_unit_variance(tiny_data_dir):
+    """Per-utterance mean, pooled within-utterance variance: train is exactly mean 0, variance 1."""
     compute_features(tiny_data_dir, jobs=1)
     store = FeatureStore(tiny_data_dir, "train")
     cmvn = Cmvn.load(tiny_data_dir)
     normed = np.concatenate([cmvn(store[i]) for i in store.index])
     np.testing.assert_allclose(normed.mean(axis=0), 0.0, atol=1e-3)
     np.testing.assert_allclose(normed.std(axis=0), 1.0, atol=1e-3)
+    np.testing.assert_allclose(cmvn(store[next(iter(store.index))]).mean(axis=0), 0.0, atol=1e-4)
 
 
 def test_bad_utterances_rejected_and_too_short_for_ctc(tiny_data_dir, make_wav):

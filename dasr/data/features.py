@@ -1,10 +1,10 @@
-"""80-dim log-mel filterbanks (kaldi-native-fbank), sharded on disk, global CMVN, SpecAugment.
+"""80-dim log-mel filterbanks (kaldi-native-fbank), sharded on disk, CMVN, SpecAugment.
 
 On-disk layout of a data dir after ``dasr features DIR``::
 
     features/<split>/shard-00000.npy   float16 (frames, 80), utterances back to back
     features/<split>/index.jsonl       {"id", "shard", "offset", "frames"} per utterance
-    cmvn.npz                           mean, std, count over all train frames (float64 sums)
+    cmvn.npz                           train mean, pooled within-utterance std, frame count
     rejected.jsonl                     entries skipped, with file, line and reason
 
 Shards are read with ``np.load(mmap_mode="r")``, so a worker touches only the frames it uses.
@@ -116,7 +116,10 @@ class ShardWriter:
 
 def compute_split(data_dir: Path, split: str, jobs: int, subsampling: int,
                   rejections: RejectionLog) -> tuple[int, np.ndarray, np.ndarray, int]:
-    """Extract one split's features. Returns (accepted, frame sum, frame sum of squares, frame count)."""
+    """Extract one split's features.
+
+    Returns (accepted, frame sum, sum of squared deviations from each utterance's mean, frames).
+    """
     manifest = data_dir / f"{split}.jsonl"
     utts = read_manifest(manifest, rejections)
     seen: dict[str, int] = {}
@@ -150,7 +153,7 @@ def compute_split(data_dir: Path, split: str, jobs: int, subsampling: int,
             writer.add(utt_id, feats)
             f64 = feats.astype(np.float64)
             total += f64.sum(axis=0)
-            total_sq += (f64 ** 2).sum(axis=0)
+            total_sq += ((f64 - f64.mean(axis=0)) ** 2).sum(axis=0)  # spread around each utterance's mean
             count += len(feats)
     writer.close()
     return len(writer.index), total, total_sq, count
@@ -181,7 +184,7 @@ def compute_features(data_dir: str | os.PathLike, jobs: int | None = None,
         rejections.write(data_dir / "rejected.jsonl")
         raise DataError(f"no usable utterances remain in {data_dir} (see {data_dir / 'rejected.jsonl'})")
     mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-10))
+    std = np.sqrt(np.maximum(total_sq / count, 1e-10))
     np.savez(data_dir / "cmvn.npz", mean=mean, std=std, count=count)
     rejections.write(data_dir / "rejected.jsonl")
     summary["rejected"] = len(rejections)
@@ -220,7 +223,14 @@ class FeatureStore:
 
 
 class Cmvn:
-    """Global mean/variance normalisation with the train statistics."""
+    """Mean normalisation per utterance, variance normalisation with the train statistics.
+
+    Subtracting each utterance's own mean (CMN) removes what a voice or channel adds to
+    every frame (spectral tilt, loudness), which is what differs most between the demo's
+    unseen test voices and the training voices; the variance is the train frames' pooled
+    spread around their utterances' means. ``mean`` (the global train mean) is kept in
+    cmvn.npz for reference.
+    """
 
     def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.mean = mean.astype(np.float32)
@@ -235,7 +245,7 @@ class Cmvn:
         return cls(stats["mean"], stats["std"])
 
     def __call__(self, feats: np.ndarray) -> np.ndarray:
-        return (feats - self.mean) * self.inv_std
+        return (feats - feats.mean(axis=0)) * self.inv_std
 
 
 def spec_augment(feats: np.ndarray, rng: np.random.Generator, freq_masks: int = 2, freq_width: int = 15,
