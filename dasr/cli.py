@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--lm", action="store_true", help="lexicon beam search with DATA/lm.arpa, weights tuned on dev")
     p.add_argument("--checkpoint", default="best", help="model file EXP/<name>.pt (best, final, averaged)")
-    p.add_argument("--beam-size", type=int, default=100)
+    p.add_argument("--beam-size", type=int, default=300)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("transcribe", help="print the text of audio files: FILE<TAB>text")

@@ -200,8 +200,8 @@ class TuningResult:
 def tune_lm_weights(
     decoder: LexiconBeamDecoder,
     dev: Sequence[tuple[torch.Tensor, str]],
-    lm_weights: Sequence[float] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
-    word_scores: Sequence[float] = (-1.0, 0.0, 1.0, 2.0, 3.0),
+    lm_weights: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0),
+    word_scores: Sequence[float] = (-1.0, 0.0, 1.0, 2.0),
 ) -> TuningResult:
     """Grid search of LM weight × word score that minimises WER on a dev set.
 

@@ -34,7 +34,7 @@ def split_log_probs(rec: Recognizer, data_dir: str, split: str, batch_frames: in
 
 
 def decode_split(exp: str, data_dir: str, split: str = "test", use_lm: bool = False, checkpoint: str = "best",
-                 beam_size: int = 100) -> dict:
+                 beam_size: int = 300) -> dict:
     """Decode ``split``; with ``use_lm`` tune LM weight and word score on dev first. Returns wer.json's dict."""
     rec = Recognizer(exp, checkpoint)
     out_dir = Path(exp) / f"decode-{split}{'-lm' if use_lm else ''}"
