@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 @dataclass
@@ -39,15 +38,30 @@ def preset_config(name: str, vocab_size: int) -> ModelConfig:
     return ModelConfig(vocab_size=vocab_size, **PRESETS[name])
 
 
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of a padded (B, T, D) batch within its own length; padding stays put."""
+    steps = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+    reversed_steps = lengths.to(x.device).unsqueeze(1) - 1 - steps
+    index = torch.where(reversed_steps >= 0, reversed_steps, steps)
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
 class BlstmCtc(nn.Module):
-    """Stacked BLSTM over (optionally stacked) fbank frames, producing CTC log-probabilities."""
+    """Stacked BLSTM over (optionally stacked) fbank frames, producing CTC log-probabilities.
+
+    Each layer is a forward and a backward unidirectional LSTM; the backward one reads each
+    utterance reversed within its own length, so both directions see only real frames before
+    the padding. That gives exactly a packed bidirectional LSTM's outputs on the real frames,
+    at half its cost on CPU (PyTorch's packed LSTM runs a shrinking batch step by step:
+    measured 0.47-0.66 s against 0.27 s per demo step on 1 thread).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.lstm = nn.LSTM(config.input_dim * config.subsampling, config.hidden, num_layers=config.layers,
-                            bidirectional=True, batch_first=True,
-                            dropout=config.dropout if config.layers > 1 else 0.0)
+        sizes = [config.input_dim * config.subsampling] + [2 * config.hidden] * (config.layers - 1)
+        self.forward_lstms = nn.ModuleList(nn.LSTM(n, config.hidden, batch_first=True) for n in sizes)
+        self.backward_lstms = nn.ModuleList(nn.LSTM(n, config.hidden, batch_first=True) for n in sizes)
         self.dropout = nn.Dropout(config.dropout)
         self.bottleneck = nn.Linear(2 * config.hidden, config.bottleneck)
         self.output = nn.Linear(config.bottleneck, config.vocab_size)
@@ -65,10 +79,13 @@ class BlstmCtc(nn.Module):
             feats = nn.functional.pad(feats, (0, 0, 0, s - frames))
         x = feats[:, :usable].reshape(batch, usable // s, dim * s)
         out_lens = self.output_lengths(lengths)
-        packed = pack_padded_sequence(x, out_lens.cpu(), batch_first=True, enforce_sorted=False)
-        y, _ = self.lstm(packed)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
-        y = self.bottleneck(self.dropout(y))
+        for i, (forward_lstm, backward_lstm) in enumerate(zip(self.forward_lstms, self.backward_lstms)):
+            if i:
+                x = self.dropout(x)
+            ahead, _ = forward_lstm(x)
+            behind, _ = backward_lstm(reverse_padded(x, out_lens))
+            x = torch.cat([ahead, reverse_padded(behind, out_lens)], dim=-1)
+        y = self.bottleneck(self.dropout(x))
         return self.output(y).log_softmax(dim=-1), out_lens
 
 
