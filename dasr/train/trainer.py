@@ -16,7 +16,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -413,6 +413,8 @@ def run_worker(config: TrainConfig, prepare: bool = False) -> dict:
         return asdict(Trainer(config, SingleStrategy(), worker).run())
     from dasr.dist.launch import finish_worker, init_worker
 
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        config = replace(config, resume=True)  # a restarted worker continues from the checkpoint
     info = init_worker()
     try:
         if prepare:
