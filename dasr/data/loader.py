@@ -90,8 +90,8 @@ def bucket_batches(frames: np.ndarray, batch_frames: int, rng: np.random.Generat
     An utterance longer than the budget gets a batch of its own.
     """
     order = rng.permutation(len(frames))
-    mean_per_batch = max(1, batch_frames // max(1, int(np.mean(frames)) if len(frames) else 1))
-    chunk = mean_per_batch * bucket_size
+    mean_frames = max(1, int(np.mean(frames))) if len(frames) else 1
+    chunk = max(1, batch_frames // mean_frames) * bucket_size
     batches: list[list[int]] = []
     for start in range(0, len(order), chunk):
         part = sorted(order[start:start + chunk], key=lambda i: frames[i])

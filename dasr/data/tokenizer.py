@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import string
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Iterable
 
@@ -18,7 +19,7 @@ BLANK = "<blank>"
 WORD_BOUNDARY = "|"
 
 
-class Tokenizer:
+class Tokenizer(ABC):
     """Maps normalised text to unit ids and back."""
 
     kind: str
@@ -27,17 +28,21 @@ class Tokenizer:
     word_boundary: str | None
     blank: int = 0
 
+    @abstractmethod
     def encode(self, text: str) -> list[int]:
-        raise NotImplementedError
+        """Unit ids of ``text`` (normalised first)."""
 
+    @abstractmethod
     def decode(self, ids: Iterable[int]) -> str:
-        raise NotImplementedError
+        """Text of unit ids (blanks dropped)."""
 
+    @abstractmethod
     def spell(self, word: str) -> list[str]:
-        raise NotImplementedError
+        """The units ``word`` is written with in the decoder's lexicon."""
 
+    @abstractmethod
     def save(self, directory: str | os.PathLike) -> None:
-        raise NotImplementedError
+        """Write what :func:`load_tokenizer` needs into ``directory``."""
 
     @property
     def vocab_size(self) -> int:

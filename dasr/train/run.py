@@ -34,8 +34,6 @@ def train(config: TrainConfig) -> dict:
 
 def average_last(exp: str, last: int) -> tuple[Path, list[Path]]:
     """Average the model of the last ``last`` complete checkpoints into EXP/averaged.pt."""
-    import torch  # noqa: F401  (checkpoint files hold tensors)
-
     exp_dir = Path(exp)
     dirs = checkpoint.list_complete(exp_dir / "checkpoints")[-last:]
     if not dirs:

@@ -108,15 +108,26 @@ def build_schedule(config: TrainConfig, world_size: int, steps_per_epoch: int) -
     return LrSchedule(peak, config.warmup_steps, config.anneal, config.anneal_start_epoch, total)
 
 
-def compute_loss(model: torch.nn.Module, batch: Batch, device: torch.device, amp: bool) -> torch.Tensor:
-    """CTC loss summed over the batch's utterances, divided by their number."""
+def forward(model: torch.nn.Module, batch: Batch, device: torch.device, amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's float32 (B, T', V) log-probs and their lengths (bf16 autocast when ``amp``)."""
     feats, lens = batch.feats.to(device, non_blocking=True), batch.feat_lens.to(device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         log_probs, out_lens = model(feats, lens)
+    return log_probs.float(), out_lens
+
+
+def ctc_loss(log_probs: torch.Tensor, out_lens: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """CTC loss summed over the batch's utterances, divided by their number."""
+    device = log_probs.device
     loss = torch.nn.functional.ctc_loss(
-        log_probs.float().transpose(0, 1), batch.labels.to(device), out_lens, batch.label_lens.to(device),
+        log_probs.transpose(0, 1), batch.labels.to(device), out_lens, batch.label_lens.to(device),
         blank=0, reduction="sum", zero_infinity=True)
     return loss / len(batch.ids)
+
+
+def compute_loss(model: torch.nn.Module, batch: Batch, device: torch.device, amp: bool) -> torch.Tensor:
+    """Forward pass and CTC loss of one batch."""
+    return ctc_loss(*forward(model, batch, device, amp), batch)
 
 
 class MetricsLog:
@@ -169,12 +180,10 @@ def evaluate(model: torch.nn.Module, dataset: AsrDataset, tokenizer: Tokenizer, 
     for i, batch in enumerate(batches(dataset, sampler)):
         if i % worker.world_size != worker.rank:
             continue
-        loss_sum += float(compute_loss(model, batch, worker.device, amp)) * len(batch.ids)
+        log_probs, out_lens = forward(model, batch, worker.device, amp)
+        loss_sum += float(ctc_loss(log_probs, out_lens, batch)) * len(batch.ids)
         utts += len(batch.ids)
-        feats = batch.feats.to(worker.device)
-        with torch.autocast(worker.device.type, dtype=torch.bfloat16, enabled=amp):
-            log_probs, out_lens = model(feats, batch.feat_lens.to(worker.device))
-        for utt_id, text, hyp in zip(batch.ids, batch.texts, greedy_decode(log_probs.float().cpu(), out_lens.cpu(), tokenizer)):
+        for utt_id, text, hyp in zip(batch.ids, batch.texts, greedy_decode(log_probs.cpu(), out_lens.cpu(), tokenizer)):
             refs[utt_id], hyps[utt_id] = normalize(text), hyp
     result = score(refs, hyps)
     errors = result["substitutions"] + result["deletions"] + result["insertions"]
