@@ -186,6 +186,25 @@ def _straggler_scenario(info, wall_s):
     return {"close_s": time.monotonic() - t, "stats": strategy.stats()}
 
 
+def _others_pause_first_scenario(info, rounds=3):
+    """Rank 0 is the slowest: the others reach consensus() (pause) while it still has steps to do."""
+    torch.manual_seed(0)
+    model = TinyLSTM()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    strategy = make_strategy("ps", timeout_s=5)
+    strategy.wrap(model, opt)
+    for r in range(rounds):
+        for step in range(3):
+            if info.rank == 0:
+                time.sleep(0.3)               # the others push, then pause, meanwhile
+            _backward(model, 10 * r + step)
+            strategy.step(opt)
+        strategy.consensus(model)
+    spread = _gathered_spread(strategy.flat, info.world_size)
+    strategy.close()
+    return {"spread": spread, "stats": strategy.stats()}
+
+
 def _silent_scenario(info):
     """Nobody pushes while the server serves: a clear error after timeout_s, no hang."""
     from dasr.dist.ps import ParameterServerError
@@ -214,7 +233,8 @@ def _three_worker_suite():
     info = init_worker(timeout_s=30)
     out = {}
     for name, run in (("exact", _exact_scenario), ("train", _train_scenario),
-                      ("straggler", lambda i: _straggler_scenario(i, 2.0)), ("silent", _silent_scenario)):
+                      ("straggler", lambda i: _straggler_scenario(i, 2.0)),
+                      ("pause_first", _others_pause_first_scenario), ("silent", _silent_scenario)):
         t = time.monotonic()
         out[name] = run(info)
         out[name]["wall_s"] = time.monotonic() - t
@@ -272,3 +292,11 @@ def test_silent_workers_give_a_clear_error_not_a_hang(three_workers):
     assert "parameter server thread on rank 0 failed" in out[0]["error"], out
     assert all("lost the parameter server" in out[r]["error"] for r in (1, 2)), out
     assert max(res["close_s"] for res in out.values()) < 2, out
+
+
+def test_workers_pausing_before_a_slow_rank_0_do_not_deadlock(three_workers):
+    """Regression: the server thread re-entered gloo for a pause it had already handled (timed out at version 2)."""
+    out = {r: v["pause_first"] for r, v in three_workers.items()}
+    for res in out.values():
+        assert res["spread"] == 0.0 and res["stats"]["version"] == 3 * 3 * len(out), out
+        assert res["wall_s"] < 4.5, out          # well under the scenario's 5 s timeout: no wait for a lost pause

@@ -42,9 +42,7 @@ def test_two_nodes_train_together_over_c10d_rendezvous(speech_data_dir, tmp_path
     assert all((a[k] == b[k]).all() for k in a)  # sync replicas stay identical
 
 
-# ps through the trainer is left out: in one CI-like run its server thread timed out waiting
-# for rank 1 at version 2 (see the closing note of issue 5); dasr/dist/ps.py's own tests pass.
-@pytest.mark.parametrize("strategy", ["adpsgd", "hybrid"])
+@pytest.mark.parametrize("strategy", ["adpsgd", "hybrid", "ps"])
 def test_strategies_train_through_the_cli(speech_data_dir, tmp_path, strategy):
     extra = ["--strategy", strategy, "--nproc", 2, "--group-size", 1, "--gossip-period-s", 0.05]
     done = subprocess.run(_train_args(speech_data_dir, tmp_path / "exp", *extra), capture_output=True, text=True,

@@ -33,7 +33,10 @@ on a CPU copy, also in CUDA runs (the master lives on rank 0's CPU).
 The server thread serves only while rank 0 trains: from rank 0's ``step()`` (or
 ``consensus()``/``close()``) until all other workers have sent *pause* in
 :meth:`consensus`; then it parks outside gloo, so evaluations and checkpoints of any
-length cost no timeout. A worker pushing meanwhile waits for rank 0's next ``step()``, at
+length cost no timeout. The others may all pause while rank 0 still has steps to do (it
+is slower): the thread then stays parked (counted in ``parks``) and rank 0's remaining
+``step()`` calls and its ``consensus()`` do not wake it, since no push can come before
+the broadcast of that consensus. A worker pushing meanwhile waits for rank 0's next ``step()``, at
 most ``timeout_s``; a server that hears from nobody for ``timeout_s`` while serving, or a
 worker whose push is not answered within ``timeout_s``, fails with a clear error.
 :meth:`close` is collective: the other workers send *done*, rank 0's server thread stops
@@ -113,7 +116,8 @@ class ParameterServer:
         self.stats = {"server_updates": 0, "server_staleness_max": 0, "server_busy_s": 0.0}
         self._cv = threading.Condition()
         self._serving = False
-        self._parked = threading.Event()
+        self._parks = 0      # times the thread parked because every other worker paused
+        self._rounds = 0     # consensus rounds rank 0's main thread has finished
         self._thread: threading.Thread | None = None
         if group is not None:
             self._request, self._answer = Message(master.numel()), Message(master.numel())
@@ -142,24 +146,27 @@ class ParameterServer:
 
     # ---- rank 0's main thread
     def serve(self) -> None:
-        """Let the thread receive (again); no-op while it does."""
+        """Let the thread receive (again); no-op while it does, or while the others wait in a consensus."""
         self.raise_error()
         with self._cv:
-            if not self._serving:
-                self._parked.clear()
+            if not self._serving and self._parks == self._rounds:
                 self._serving = True
                 self._cv.notify_all()
 
     def wait_parked(self) -> None:
-        """Serve until every other worker has sent *pause*, then return with the thread parked."""
+        """Serve until every other worker has sent *pause* (maybe already), then return with the thread parked."""
         self.serve()
-        while not self._parked.wait(1.0):
-            if not self._thread.is_alive():
-                break
+        with self._cv:
+            while self._parks == self._rounds and self.error is None:
+                if not self._cv.wait(1.0) and not self._thread.is_alive():
+                    break
+            self._rounds = self._parks
         self.raise_error()
 
     def join(self) -> None:
         """Serve until every other worker has sent *done*; join the thread, re-raise its error."""
+        with self._cv:
+            self._rounds = self._parks   # close() follows the last consensus: no pause is pending
         self.serve()
         self._thread.join()
         self.raise_error()
@@ -200,10 +207,12 @@ class ParameterServer:
                     paused.clear()
                     with self._cv:                  # atomic with serve()'s check
                         self._serving = False
-                        self._parked.set()
+                        self._parks += 1
+                        self._cv.notify_all()
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
-            self.error = e
-            self._parked.set()
+            with self._cv:
+                self.error = e
+                self._cv.notify_all()
 
 
 class ParameterServerStrategy(Strategy):
