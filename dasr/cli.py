@@ -142,18 +142,18 @@ def cmd_demo(args) -> None:
     run_demo(args.out, quick=args.quick, data_dir=args.data)
 
 
+#: `dasr bench NAME` -> the module whose ``run_cli(args, command)`` runs it
+BENCHMARKS = {"data": "dasr.bench.data", "train": "dasr.bench.train", "strategies": "dasr.bench.strategies",
+              "stragglers": "dasr.bench.stragglers", "large-batch": "dasr.bench.large_batch",
+              "accuracy": "dasr.bench.accuracy", "reliability": "dasr.bench.reliability"}
+
+
 def cmd_bench(args) -> None:
+    import importlib
     import shlex
 
     command = shlex.join(["dasr", *sys.argv[1:]])
-    if args.bench == "data":
-        from dasr.bench.data import run
-
-        run(args.data, args.quick, args.out, command)
-    else:
-        from dasr.bench.train import run
-
-        run(args.data, args.exp, args.quick, args.out, command)
+    importlib.import_module(BENCHMARKS[args.bench]).run_cli(args, command)
     print(f"wrote {args.out}/{args.bench}.md, .json and .png")
 
 
@@ -274,14 +274,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a few-minute smoke version")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="benchmarks behind docs/results: data pipeline or training/decoding speed")
-    p.add_argument("bench", choices=["data", "train"], help="data: synthesis, features, loader; "
-                   "train: trainer overhead, decoding speed, paper-size model")
-    p.add_argument("--data", default=None, help="data dir with features (default: synthesise a small one)")
-    p.add_argument("--exp", default=None, help="train: decode with EXP/best.pt (default: the briefly trained demo model)")
-    p.add_argument("--quick", action="store_true", help="a smoke-sized run (under a minute)")
-    p.add_argument("--out", default="docs/results", help="directory for BENCH.md, .json, .png (default docs/results)")
-    p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("bench", help="benchmarks behind docs/results (Markdown + JSON + PNG)")
+    benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    helps = {"data": "synthesis, features, loader speed",
+             "train": "trainer overhead, decoding speed, paper-size model",
+             "strategies": "samples/s and compute/communication per strategy at N = 1, 2, 4",
+             "stragglers": "time to a target dev WER with one worker 1x/2x/4x slower",
+             "large-batch": "effective batch B vs 10B, with and without LR scaling + warm-up",
+             "accuracy": "test WER of every strategy at equal epochs",
+             "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak"}
+    bench_parsers = {}
+    for name, text in helps.items():
+        b = bench_parsers[name] = benches.add_parser(name, help=text)
+        b.add_argument("--data", default=None, help="data dir with features (default: synthesise a small one)")
+        b.add_argument("--quick", action="store_true", help="a smoke-sized run")
+        b.add_argument("--out", default="docs/results", help="directory for BENCH.md, .json, .png (default docs/results)")
+        b.set_defaults(func=cmd_bench)
+    bench_parsers["train"].add_argument("--exp", default=None,
+                                        help="decode with EXP/best.pt (default: the briefly trained demo model)")
     return parser
 
 

@@ -102,10 +102,12 @@ def test_bare_step_trains_the_tiny_model():
 
 def test_cli_bench_help_and_arguments(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["bench", "--help"])
+        main(["bench", "train", "--help"])
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert "--quick" in out and "--exp" in out and "docs/results" in out
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "data", "--exp", "exp/a"])   # --exp is train's only
     args = build_parser().parse_args(["bench", "train", "--quick", "--out", "/tmp/x", "--exp", "exp/a"])
     assert (args.bench, args.quick, args.out, args.exp, args.data) == ("train", True, "/tmp/x", "exp/a", None)
     with pytest.raises(SystemExit):

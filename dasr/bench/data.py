@@ -166,3 +166,8 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     ax3.set_yscale("log")
     report.write(out_dir, results, fig)
     return results
+
+
+def run_cli(args, command: str) -> dict:
+    """`dasr bench data`: :func:`run` with the command line's options."""
+    return run(args.data, args.quick, args.out, command)

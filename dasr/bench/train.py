@@ -259,3 +259,8 @@ def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, comman
         f"paper preset step, {paper['utterances']} x {paper['seconds_each']:g} s", "seconds per step")
     report.write(out_dir, results, fig)
     return results
+
+
+def run_cli(args, command: str) -> dict:
+    """`dasr bench train`: :func:`run` with the command line's options."""
+    return run(args.data, args.exp, args.quick, args.out, command)
