@@ -192,6 +192,16 @@ def evaluate(model: torch.nn.Module, dataset: AsrDataset, tokenizer: Tokenizer, 
     return {"dev_loss": loss_sum / max(utts, 1), "dev_wer": errors / max(words, 1)}
 
 
+def resident_mib() -> float | None:
+    """This process's resident memory (VmRSS from /proc/self/status) in MiB; None where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+    return round(kib / 1024, 2)
+
+
 def rng_state() -> dict:
     """Global RNG states as plain lists and tensors (loadable with weights_only=True)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -338,6 +348,7 @@ class Trainer:
                           "loss": float(np.mean(window_loss)) if window_loss else None,
                           "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": window_utts / elapsed,
                           "x_real_time": window_frames * 0.01 / elapsed, "data_share": data_time / elapsed,
+                          "rss_mib": resident_mib(),
                           "skipped_total": p.bad_total, **self.strategy.stats()}
                 self.metrics.write(record)
                 bar.set_postfix(loss=record["loss"], lr=f"{record['lr']:.3g}")
