@@ -36,7 +36,7 @@ def test_two_nodes_train_together_over_c10d_rendezvous(speech_data_dir, tmp_path
     for node, (_, err) in zip(nodes, outputs):
         assert node.returncode == 0, err[-2000:]
     records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
-    assert {r["rank"] for r in records if r["kind"] == "train"} == {0, 1}
+    _check_train_records(exp, communicates_every_step=True)
     last = list_complete(exp / "checkpoints")[-1]
     a, b = load_file(last / "rank0.pt")["model"], load_file(last / "rank1.pt")["model"]
     assert all((a[k] == b[k]).all() for k in a)  # sync replicas stay identical
@@ -52,3 +52,16 @@ def test_strategies_train_through_the_cli(speech_data_dir, tmp_path, strategy):
     a, b = load_file(last / "rank0.pt")["model"], load_file(last / "rank1.pt")["model"]
     assert all((a[k] == b[k]).all() for k in a)  # checkpoints hold the consensus model
     assert (tmp_path / "exp" / "final.pt").exists()
+    _check_train_records(tmp_path / "exp", communicates_every_step=strategy != "adpsgd")
+
+
+def _check_train_records(exp, communicates_every_step):
+    """metrics.jsonl carries the per-step fields of the interface, from every rank."""
+    records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert {r["rank"] for r in train} == {0, 1}
+    for r in train:
+        assert {"rank", "step", "epoch", "loss", "lr", "samples_per_s", "compute_s", "comm_s", "wall_s"} <= r.keys()
+        assert r["compute_s"] > 0 and r["comm_s"] >= 0 and r["exposed_comm_s"] >= 0 and r["wall_s"] > 0, r
+        if communicates_every_step:
+            assert r["comm_s"] > 0, r

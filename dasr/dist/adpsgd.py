@@ -364,7 +364,10 @@ class AdpsgdStrategy(Strategy):
         g.round = int(r.item())
 
     def stats(self) -> dict:
-        out = {"steps": self._steps, "lock_wait_s": self._lock_wait_s, "consensus_s": self._consensus_s}
+        """Counters; ``comm_s`` is the gossip thread's exchange time, ``exposed_comm_s`` the step's wait for its lock."""
+        out = {"steps": self._steps, "lock_wait_s": self._lock_wait_s, "consensus_s": self._consensus_s,
+               "comm_s": self.gossip.stats["comm_s"] if self.gossip is not None else 0.0,
+               "exposed_comm_s": self._lock_wait_s}
         if self.gossip is not None:
             s = self.gossip.stats
             out.update({f"gossip_{k}": v for k, v in s.items()})

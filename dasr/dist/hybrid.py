@@ -22,6 +22,7 @@ agree on which step's parameters to snapshot and when to apply, i.e. step-gated 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 import torch.distributed as dist
@@ -29,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dasr.dist.adpsgd import AdpsgdStrategy
-from dasr.dist.sync import _device_ids
+from dasr.dist.sync import CommTimer, timed_ddp
 
 
 class HybridStrategy(AdpsgdStrategy):
@@ -53,9 +54,11 @@ class HybridStrategy(AdpsgdStrategy):
         self.group_index, self.member = divmod(self.rank, group_size)
         self.bucket_cap_mb = bucket_cap_mb
         self.ddp: DDP | None = None
+        self.timer: CommTimer | None = None
         self.intra = None
         self._has_pending = False
         self._applies = 0
+        self._apply_s = 0.0
 
     def _planes(self) -> list[list[int]]:
         return [[a * self.g + r for a in range(self.n_groups)] for r in range(self.g)]
@@ -79,8 +82,7 @@ class HybridStrategy(AdpsgdStrategy):
         self.pending = torch.zeros(sl.stop - sl.start, dtype=torch.float32)
         self._gather = torch.zeros(self._shard_len * self.g, dtype=self.flat.dtype, device=self.flat.device)
         self._local = torch.zeros(self._shard_len, dtype=self.flat.dtype, device=self.flat.device)
-        self.ddp = DDP(model, device_ids=_device_ids(model), process_group=self.intra,
-                       bucket_cap_mb=self.bucket_cap_mb)
+        self.ddp, self.timer = timed_ddp(model, self.intra, self.bucket_cap_mb)
         return self.ddp
 
     def _read(self, out: torch.Tensor) -> None:
@@ -116,7 +118,9 @@ class HybridStrategy(AdpsgdStrategy):
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         super().step(optimizer)
         if self.gossip is not None:
+            t = time.perf_counter()
             self._apply_pending()
+            self._apply_s += time.perf_counter() - t
 
     def _drain(self) -> None:
         super()._drain()
@@ -128,6 +132,9 @@ class HybridStrategy(AdpsgdStrategy):
             self._apply_pending()
 
     def stats(self) -> dict:
+        """adpsgd's between groups, plus the group's all-reduce (its exposed part on the critical path)."""
         out = super().stats()
         out["pending_applies"] = self._applies
+        out["comm_s"] += self.timer.comm_s + self._apply_s
+        out["exposed_comm_s"] += self.timer.exposed_s + self._apply_s
         return out

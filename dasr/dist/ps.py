@@ -352,6 +352,7 @@ class ParameterServerStrategy(Strategy):
     def stats(self) -> dict:
         s = dict(self._stats)
         s["staleness_mean"] = s.pop("staleness_sum") / s["pushes"] if s["pushes"] else 0.0
+        s["exposed_comm_s"] = s["comm_s"]                # a worker waits for its push and pull
         s["version"] = self.version
         if self.server is not None:
             s.update(self.server.stats)

@@ -40,7 +40,11 @@ class Strategy(ABC):
         """Restore what :meth:`state_dict` returned."""
 
     def stats(self) -> dict:
-        """Per-worker timings and counters for metrics.jsonl (e.g. comm time, staleness)."""
+        """Per-worker counters for metrics.jsonl, cumulative since :meth:`wrap` (e.g. staleness).
+
+        Strategies that communicate report ``comm_s`` (seconds communication took, hidden
+        behind compute or not) and ``exposed_comm_s`` (the part the training thread waited for).
+        """
         return {}
 
     def close(self) -> None:

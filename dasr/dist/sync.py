@@ -23,6 +23,53 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from dasr.dist.strategy import Strategy
 
 
+class CommTimer:
+    """A DDP communication hook that all-reduces each bucket (mean, as DDP's default) and times it.
+
+    Per backward pass it adds to :attr:`comm_s` the span from the first bucket's launch to
+    the last bucket's completion (the communication, hidden or not) and to
+    :attr:`exposed_s` the last bucket's launch-to-completion time: once autograd has
+    launched the last bucket the compute is done, so that wait is communication the
+    training thread sees.
+
+        timer = CommTimer(group); ddp.register_comm_hook(timer, CommTimer.hook)
+    """
+
+    def __init__(self, group=None):
+        self.group = group
+        self.world = dist.get_world_size(group)
+        self.comm_s = 0.0
+        self.exposed_s = 0.0
+        self._first_launch: float | None = None
+
+    @staticmethod
+    def hook(timer: "CommTimer", bucket):   # no return annotation: DDP checks it against an object, ours is a string
+        launched = time.perf_counter()
+        if timer._first_launch is None:
+            timer._first_launch = launched
+        last = bucket.is_last()
+        tensor = bucket.buffer().div_(timer.world)
+        future = dist.all_reduce(tensor, group=timer.group, async_op=True).get_future()
+
+        def done(f: torch.futures.Future) -> torch.Tensor:
+            if last:
+                finished = time.perf_counter()
+                timer.comm_s += finished - timer._first_launch
+                timer.exposed_s += finished - launched
+                timer._first_launch = None
+            return f.value()[0]
+
+        return future.then(done)
+
+
+def timed_ddp(model: nn.Module, process_group, bucket_cap_mb: float) -> tuple[DDP, CommTimer]:
+    """``model`` in DDP over ``process_group`` with a :class:`CommTimer` hook."""
+    ddp = DDP(model, device_ids=_device_ids(model), process_group=process_group, bucket_cap_mb=bucket_cap_mb)
+    timer = CommTimer(process_group)
+    ddp.register_comm_hook(timer, CommTimer.hook)
+    return ddp, timer
+
+
 def _device_ids(model: nn.Module) -> list[int] | None:
     p = next(model.parameters())
     return [p.device.index] if p.device.type == "cuda" else None
@@ -47,12 +94,12 @@ class SyncStrategy(Strategy):
         self.verify = verify
         self.process_group = process_group
         self.ddp: DDP | None = None
+        self.timer: CommTimer | None = None
         self._steps = 0
         self._step_s = 0.0
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
-        self.ddp = DDP(model, device_ids=_device_ids(model), process_group=self.process_group,
-                       bucket_cap_mb=self.bucket_cap_mb)
+        self.ddp, self.timer = timed_ddp(model, self.process_group, self.bucket_cap_mb)
         return self.ddp
 
     def accumulate(self):
@@ -70,7 +117,9 @@ class SyncStrategy(Strategy):
             verify_identical(self.ddp.module, self.process_group)
 
     def stats(self) -> dict:
-        return {"steps": self._steps, "optimizer_s": self._step_s}
+        t = self.timer
+        return {"steps": self._steps, "optimizer_s": self._step_s, "comm_s": t.comm_s if t else 0.0,
+                "exposed_comm_s": t.exposed_s if t else 0.0}
 
     def close(self) -> None:
         self.ddp = None

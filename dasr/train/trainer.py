@@ -130,6 +130,10 @@ def compute_loss(model: torch.nn.Module, batch: Batch, device: torch.device, amp
     return ctc_loss(*forward(model, batch, device, amp), batch)
 
 
+#: strategy counters the train record carries per step instead of cumulatively
+_PER_STEP = ("comm_s", "exposed_comm_s")
+
+
 class MetricsLog:
     """Appends JSON lines to EXP/metrics.jsonl (one write per line, so ranks can share the file)."""
 
@@ -143,7 +147,7 @@ class MetricsLog:
             self.tb = SummaryWriter(str(tensorboard_dir))
 
     def write(self, record: dict) -> None:
-        record = {"rank": self.rank, "wall": round(time.time() - self.start, 3), **record}
+        record = {"rank": self.rank, "wall_s": round(time.time() - self.start, 3), **record}
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, (json.dumps(record) + "\n").encode())
@@ -248,6 +252,7 @@ class Trainer:
         self.resumed_mid_epoch = False
         self.evaluated_last = True
         self.straggler = Straggler.parse(",".join(config.straggler), worker.rank)
+        self.busy_s = 0.0   # training-thread seconds of the steps since the last metrics record
         self.net = strategy.wrap(self.model, self.optimizer)  # after .to(device), before loading state
         if config.resume:
             self.load_latest()
@@ -304,6 +309,7 @@ class Trainer:
         lr = self.schedule.lr(p.step, p.epoch + self.sampler.position / len(self.sampler))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        started = time.perf_counter()
         with self.straggler.step():
             self.optimizer.zero_grad(set_to_none=True)
             loss = compute_loss(self.net, batch, self.worker.device, self.amp)
@@ -320,6 +326,7 @@ class Trainer:
             return None
         p.bad_in_a_row = 0
         self.strategy.step(self.optimizer)
+        self.busy_s += time.perf_counter() - started
         return float(loss.detach())
 
     def train_one_epoch(self) -> None:
@@ -331,7 +338,8 @@ class Trainer:
         bar = tqdm(total=len(self.sampler), initial=self.sampler.position, desc=f"epoch {p.epoch}",
                    disable=None if self.worker.is_main else True, unit="batch", leave=False)
         window_loss, window_frames, window_utts, window_start = [], 0, 0, time.time()
-        data_time = 0.0
+        window_steps, window_comm = 0, self._comm_totals()
+        data_time = self.busy_s = 0.0
         data_start = time.time()
         for batch in batches(self.train_set, self.sampler):
             data_time += time.time() - data_start
@@ -342,23 +350,35 @@ class Trainer:
                 window_loss.append(loss)
             window_frames += batch.num_frames
             window_utts += len(batch.ids)
+            window_steps += 1
             if p.step % c.log_every == 0 or self.sampler.position == len(self.sampler):
                 elapsed = max(time.time() - window_start, 1e-9)
+                stats = self.strategy.stats()
+                comm = self._comm_totals(stats)
+                comm_s, exposed_s = ((now - before) / window_steps for now, before in zip(comm, window_comm))
                 record = {"kind": "train", "step": p.step, "epoch": p.epoch,
                           "loss": float(np.mean(window_loss)) if window_loss else None,
                           "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": window_utts / elapsed,
                           "x_real_time": window_frames * 0.01 / elapsed, "data_share": data_time / elapsed,
+                          "step_s": elapsed / window_steps, "compute_s": self.busy_s / window_steps - exposed_s,
+                          "comm_s": comm_s, "exposed_comm_s": exposed_s, "utts_per_step": window_utts / window_steps,
                           "rss_mib": resident_mib(),
-                          "skipped_total": p.bad_total, **self.strategy.stats()}
+                          "skipped_total": p.bad_total, **{k: v for k, v in stats.items() if k not in _PER_STEP}}
                 self.metrics.write(record)
                 bar.set_postfix(loss=record["loss"], lr=f"{record['lr']:.3g}")
                 window_loss, window_frames, window_utts, window_start, data_time = [], 0, 0, time.time(), 0.0
+                window_steps, window_comm, self.busy_s = 0, comm, 0.0
             if c.checkpoint_every and p.step % c.checkpoint_every == 0:
                 self.save_checkpoint()
             if c.max_steps and p.step >= c.max_steps:
                 break
             data_start = time.time()
         bar.close()
+
+    def _comm_totals(self, stats: dict | None = None) -> tuple[float, float]:
+        """The strategy's cumulative (communication, exposed communication) seconds."""
+        stats = self.strategy.stats() if stats is None else stats
+        return stats.get("comm_s", 0.0), stats.get("exposed_comm_s", 0.0)
 
     def end_of_epoch(self) -> None:
         """Consensus, dev loss and WER, best model, epoch checkpoint."""
