@@ -62,6 +62,7 @@ class Progress:
     bad_in_a_row: int = 0
     bad_total: int = 0
     best_dev_wer: float = math.inf
+    train_s: float = 0.0     # seconds spent in training epochs (evaluations and checkpoints left out)
 
 
 def prepare_experiment(config: TrainConfig) -> Tokenizer:
@@ -386,7 +387,7 @@ class Trainer:
         self.strategy.consensus(self.model)
         self.evaluated_last = True
         result = evaluate(self.model, self.dev_set, self.tokenizer, self.worker, self.config.batch_frames, self.amp)
-        self.metrics.write({"kind": "eval", "step": p.step, "epoch": p.epoch, **result})
+        self.metrics.write({"kind": "eval", "step": p.step, "epoch": p.epoch, "train_s": p.train_s, **result})
         log.info("epoch %d step %d: dev loss %.3f, dev WER (greedy) %.2f %%", p.epoch, p.step,
                  result["dev_loss"], 100 * result["dev_wer"])
         if self.worker.is_main and result["dev_wer"] < p.best_dev_wer:
@@ -408,7 +409,9 @@ class Trainer:
                      describe(self.model_config), self.strategy.name, self.worker.world_size, len(self.sampler))
         try:
             while not self.finished():
+                started = time.perf_counter()
                 self.train_one_epoch()
+                self.progress.train_s += time.perf_counter() - started
                 if self.sampler.position < len(self.sampler) or (self.progress.epoch + 1) % self.config.eval_every_epochs == 0:
                     self.end_of_epoch()
                 else:
