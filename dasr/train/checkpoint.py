@@ -3,14 +3,18 @@
 A checkpoint is ``EXP/checkpoints/step-000000120/`` holding one ``rank<R>.pt`` per worker
 (adpsgd replicas keep their own optimizer state) and a ``COMPLETE`` marker written last.
 Every file goes to a temp name, is fsynced, then renamed, so a kill at any moment leaves
-either the old or the new file, never half of one. Files load with ``weights_only=True``.
+either the old or the new file, never half of one. Files load with ``weights_only=True``
+after their zip CRCs are checked, so a corrupt file is an error, never silently wrong weights.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
+import pickle
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import torch
@@ -22,16 +26,26 @@ _STEP_DIR = re.compile(r"^step-(\d{9})$")
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to ``path`` through a fsynced temp file and a rename."""
+    """torch.save to ``path`` through a fsynced temp file and a rename.
+
+    Raises:
+        DasrError: the file could not be written (disk full, file size limit, permissions);
+            ``path`` is then left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    data = io.BytesIO()
+    torch.save(obj, data)  # serialised first, so that a failed write is a plain OSError
     try:
         with open(tmp, "wb") as f:
-            torch.save(obj, f)
+            f.write(data.getbuffer())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise DasrError(f"cannot write {path}: {e.strerror or e} ({data.tell()} bytes); "
+                        f"{'the previous version is kept' if path.exists() else 'nothing was written'}") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -48,9 +62,18 @@ def load_file(path: str | os.PathLike) -> dict:
     if not path.exists():
         raise DasrError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for torn or foreign files
-        raise DasrError(f"checkpoint {path} is unreadable (truncated or corrupt): {type(e).__name__}") from None
+        with zipfile.ZipFile(path) as archive:  # torch does not check the CRCs of what it reads
+            bad = archive.testzip()
+        if bad is None:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        reason = f"{bad} fails its CRC check"
+    except pickle.UnpicklingError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), type(e).__name__)
+        raise DasrError(f"checkpoint {path} was refused: it holds objects other than tensors and plain "
+                        f"containers, which loading with weights_only=True never runs ({detail})") from None
+    except Exception as e:  # zipfile and torch raise many types for torn or foreign files
+        reason = type(e).__name__
+    raise DasrError(f"checkpoint {path} is unreadable (truncated or corrupt): {reason}")
 
 
 def step_dir(checkpoint_root: Path, step: int) -> Path:
@@ -74,6 +97,9 @@ def mark_complete(checkpoint_root: Path, step: int, world_size: int, keep: int) 
     complete = list_complete(checkpoint_root)
     for old in complete[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
+    for torn in checkpoint_root.iterdir():  # left by a run killed while saving; can never complete
+        if _STEP_DIR.match(torn.name) and torn < directory and not (torn / "COMPLETE").exists():
+            shutil.rmtree(torn, ignore_errors=True)
 
 
 def list_complete(checkpoint_root: Path) -> list[Path]:
