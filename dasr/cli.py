@@ -142,6 +142,16 @@ def cmd_demo(args) -> None:
     run_demo(args.out, quick=args.quick, data_dir=args.data)
 
 
+def cmd_simulate(args) -> None:
+    import shlex
+
+    from dasr.sim.run import run
+
+    learners = [int(n) for n in args.learners.split(",")]
+    run(args.calibration, args.out, learners, args.quick, shlex.join(["dasr", *sys.argv[1:]]))
+    print(f"wrote {args.out}/simulate.md, .json and .png")
+
+
 #: `dasr bench NAME` -> the module whose ``run_cli(args, command)`` runs it
 BENCHMARKS = {"data": "dasr.bench.data", "train": "dasr.bench.train", "strategies": "dasr.bench.strategies",
               "stragglers": "dasr.bench.stragglers", "large-batch": "dasr.bench.large_batch",
@@ -273,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="data dir to use/create (default: OUT/data)")
     p.add_argument("--quick", action="store_true", help="a few-minute smoke version")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("simulate", help="cluster simulator: calibrate here, check N = 2/4, predict the paper's GPUs")
+    p.add_argument("--calibration", default="docs/results/strategies.json",
+                   help="strategies benchmark output to calibrate on (default docs/results/strategies.json)")
+    p.add_argument("--out", default="docs/results", help="directory for simulate.md, .json, .png (default docs/results)")
+    p.add_argument("--learners", default="8,16,32,64,128", help="learner counts to predict (default 8,16,32,64,128)")
+    p.add_argument("--quick", action="store_true", help="fewer simulated steps and link repetitions")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bench", help="benchmarks behind docs/results (Markdown + JSON + PNG)")
     benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")

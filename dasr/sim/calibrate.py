@@ -1,0 +1,116 @@
+"""Calibrating the simulator to this machine: the strategies benchmark's single run plus a link micro-benchmark.
+
+Only these measurements go in (never the multi-worker runs the simulator is checked against):
+
+* ``docs/results/strategies.json`` (``dasr bench strategies``): its ``setup`` (cores, model
+  bytes, utterances per step, gossip period, hybrid group size) and its N = 1 ``single``
+  run (compute and whole-step time of one worker alone);
+* :func:`measure_link`: two gloo processes on 127.0.0.1 all-reducing a few message sizes
+  (latency and bandwidth of the loopback "link"), and one memory pass over the parameter
+  vector (what snapshot, merge and server updates cost per pass).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from dasr.errors import DasrError
+from dasr.sim import model
+from dasr.sim.cluster import Cluster, Workload
+
+#: all-reduce message sizes of the link micro-benchmark, in bytes (the model's own size is added)
+LINK_SIZES = (64 * 1024, 1024 * 1024, 4 * 1024 * 1024)
+
+
+def load_strategies(path: str | os.PathLike) -> dict:
+    """The ``results`` of a ``strategies.json`` written by ``dasr bench strategies`` (setup + runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise DasrError(f"no calibration file {path}; run `dasr bench strategies` first (it writes it)")
+    results = json.loads(path.read_text()).get("results", {})
+    if "setup" not in results or "runs" not in results:
+        raise DasrError(f"{path} has no results.setup and results.runs; is it from `dasr bench strategies`?")
+    if not any(r["strategy"] == "single" and r["nproc"] == 1 for r in results["runs"]):
+        raise DasrError(f"{path} has no N = 1 single run to take the compute time from")
+    return results
+
+
+def _allreduce_worker(sizes: list[int], reps: int) -> dict[int, float]:
+    import torch.distributed as dist
+
+    from dasr.dist.launch import finish_worker, init_worker
+
+    init_worker()
+    out = {}
+    try:
+        for size in sizes:
+            x = torch.ones(max(size // 4, 1))
+            for _ in range(2):
+                dist.all_reduce(x)
+            times = []
+            for _ in range(reps):
+                dist.barrier()
+                t = time.perf_counter()
+                dist.all_reduce(x)
+                times.append(time.perf_counter() - t)
+            out[size] = statistics.median(times)
+    finally:
+        finish_worker()
+    return out
+
+
+def pass_seconds(nbytes: int, reps: int = 7) -> float:
+    """Median seconds of one ``add_`` pass over a float32 vector of ``nbytes`` on one thread (reads 2, writes 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a, b = torch.ones(nbytes // 4), torch.ones(nbytes // 4)
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            a.add_(b)
+            times.append(time.perf_counter() - t)
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def measure_link(param_bytes: int, reps: int = 7) -> dict:
+    """Two gloo processes on 127.0.0.1: median all-reduce seconds per size, the fitted link, one memory pass.
+
+    Returns:
+        ``{"allreduce_s": {bytes: seconds}, "latency_s", "bandwidth_Bps", "pass_s"}``.
+    """
+    from dasr.dist.launch import launch
+
+    sizes = sorted({*LINK_SIZES, int(param_bytes)})
+    times = launch(_allreduce_worker, (sizes, reps), nproc=2)[0]
+    link = model.fit_link(list(times), list(times.values()), ranks=2)
+    return {"allreduce_s": {int(k): v for k, v in times.items()}, "latency_s": link.latency_s,
+            "bandwidth_Bps": link.bandwidth_Bps, "pass_s": pass_seconds(int(param_bytes))}
+
+
+def single_run(results: dict) -> dict:
+    """The N = 1 ``single`` run of a strategies benchmark."""
+    return next(r for r in results["runs"] if r["strategy"] == "single" and r["nproc"] == 1)
+
+
+def machine_model(results: dict, link: dict, compute_cv: float) -> tuple[Workload, Cluster]:
+    """This machine as the simulator sees it: the single run's step, the setup, the measured link.
+
+    Workers share ``setup.cores`` cores; gloo runs on the CPU, so transfers are CPU work.
+    """
+    setup, one = results["setup"], single_run(results)
+    compute = one["compute_s"]
+    work = Workload(compute_s=compute, other_s=max(one["step_s"] - compute, 0.0),
+                    samples_per_step=setup["utts_per_step"], param_bytes=setup["param_bytes"],
+                    pass_s=link["pass_s"], compute_cv=compute_cv,
+                    gossip_period_s=setup.get("gossip_period_s", 0.0), group_size=setup.get("group_size", 2))
+    cluster = Cluster(cores=setup["cores"], link=model.Link(link["latency_s"], link["bandwidth_Bps"]),
+                      comm_on_cpu=True)
+    return work, cluster
