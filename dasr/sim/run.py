@@ -76,11 +76,13 @@ def _figure(validation: list[dict], published: list[dict], scale: list[dict]):
             if p["strategy"] == strategy:
                 ax1.plot(p["learners"], p["published_speedup"], "*", color=f"C{i}", markersize=13,
                          markeredgecolor="k")
+                ax1.plot(p["learners"], p["speedup"], "x", color=f"C{i}", markersize=9)
                 ax1.annotate(p["label"], (p["learners"], p["published_speedup"]), fontsize=6,
                              xytext=(4, -8), textcoords="offset points")
     ns = sorted({r["learners"] for r in scale})
     ax1.plot(ns, ns, "k:", linewidth=1, label="linear")
-    ax1.plot([], [], "k*", label="published (star)")
+    ax1.plot([], [], "k*", label="published")
+    ax1.plot([], [], "kx", label="predicted for that run")
     ax1.set_xscale("log", base=2)
     ax1.set_yscale("log", base=2)
     ax1.set_xlabel("learners (GPUs)")
