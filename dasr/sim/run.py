@@ -44,8 +44,8 @@ def assumptions(results: dict, link: dict, work) -> list[tuple[str, str, str]]:
          "strategies.json setup"),
         ("this machine: gossip period, hybrid group", f"{setup.get('gossip_period_s')} s, {setup.get('group_size')}",
          "strategies.json setup"),
-        ("this machine: gloo loopback link", f"{link['latency_s'] * 1e6:.0f} us, {link['bandwidth_Bps'] / 1e9:.2f} GB/s;"
-         " transfers are CPU work of both ends", "link micro-benchmark (2 gloo processes, all-reduce at "
+        ("this machine: gloo loopback link",
+         f"{link['latency_s'] * 1e6:.0f} us, {link['bandwidth_Bps'] / 1e9:.2f} GB/s; transfers are CPU work of both ends", "link micro-benchmark (2 gloo processes, all-reduce at "
          f"{', '.join(f'{k / 2**20:.2g} MiB' for k in link['allreduce_s'])})"),
         ("this machine: one memory pass over the parameters", f"{link['pass_s'] * 1e3:.2f} ms",
          "micro-benchmark (add_ on 1 thread)"),
