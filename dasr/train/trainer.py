@@ -352,7 +352,8 @@ class Trainer:
             window_frames += batch.num_frames
             window_utts += len(batch.ids)
             window_steps += 1
-            if p.step % c.log_every == 0 or self.sampler.position == len(self.sampler):
+            last = self.sampler.position == len(self.sampler) or (c.max_steps and p.step >= c.max_steps)
+            if p.step % c.log_every == 0 or last:
                 elapsed = max(time.time() - window_start, 1e-9)
                 stats = self.strategy.stats()
                 comm = self._comm_totals(stats)
