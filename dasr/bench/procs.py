@@ -113,3 +113,43 @@ class Run:
     def tail(self, chars: int = 2000) -> str:
         """The end of the log."""
         return self.log.read_bytes()[-chars:].decode(errors="replace")
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+    except OSError:
+        pass
+    return inodes
+
+
+def _address(hex_addr: str) -> str:
+    """``0100007F:1F90`` (/proc/net/tcp) or its IPv6 form -> ``127.0.0.1`` / ``::``, ports dropped."""
+    import ipaddress
+
+    raw = bytes.fromhex(hex_addr.split(":")[0])
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))  # four host-order 32-bit words
+    address = ipaddress.IPv6Address(words)
+    return str(address.ipv4_mapped or address)
+
+
+def listening_addresses(pids: list[int]) -> set[str]:
+    """The local addresses the TCP sockets of ``pids`` listen on (e.g. ``{"127.0.0.1"}``)."""
+    inodes = set().union(*(_socket_inodes(p) for p in pids)) if pids else set()
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[9]) in inodes:  # state 0A: LISTEN
+                found.add(_address(fields[1]))
+    return found

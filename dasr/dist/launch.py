@@ -61,6 +61,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+#: the store server a rank-0 worker hosts on loopback, kept for the life of the process
+_worker_store_server: tuple | None = None
+
+
+def serve_store_on_loopback(port: int) -> tuple[dist.TCPStore, socket.socket]:
+    """Host the TCPStore server of ``port`` on 127.0.0.1 only (torch's own listens on every interface).
+
+    The server is multi-tenant: torch's later ``TCPStore(..., is_master=True, multi_tenant=True)``
+    for the same port in this process (the c10d rendezvous, ``init_process_group``) shares it
+    instead of binding a public one. Keep both returned objects while it serves.
+    """
+    sock = socket.create_server(("127.0.0.1", port))
+    return dist.TCPStore("127.0.0.1", port, is_master=True, master_listen_fd=sock.fileno(), multi_tenant=True), sock
+
+
 def _failure_text(failure: Any) -> str:
     msg = failure.message
     if isinstance(msg, dict):  # error file with {"message": ..., "extraInfo": {"py_callstack": ...}}
@@ -113,10 +128,16 @@ def launch(
         raise ValueError(f"node_rank must be in [0, {nnodes}), got {node_rank}")
     if nnodes > 1 and not rdzv_endpoint:
         raise ValueError("several nodes need rdzv_endpoint='host:port' (the same on every node)")
-    local_addr = None
+    # torch's agent otherwise keeps one TCPStore across restarts: restarted workers would read
+    # the killed attempt's keys (its peers' old addresses) and fail to connect. With this set,
+    # every attempt's rank 0 hosts a fresh store on a port of the new rendezvous round.
+    os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+    local_addr = rendezvous_server = None
     if not rdzv_endpoint:
         local_addr = "127.0.0.1"
-        rdzv_endpoint = f"{local_addr}:{free_port(local_addr)}"
+        port = free_port(local_addr)
+        rendezvous_server = serve_store_on_loopback(port)
+        rdzv_endpoint = f"{local_addr}:{port}"
     config = LaunchConfig(
         min_nodes=nnodes,
         max_nodes=nnodes,
@@ -145,6 +166,9 @@ def launch(
         if others:
             lines.append(f"(ranks {others} failed too)")
         raise WorkerFailedError("\n".join(lines), failures) from None
+    finally:
+        if rendezvous_server is not None:
+            rendezvous_server[1].close()
 
 
 def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerInfo:
@@ -175,9 +199,16 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerI
         device = torch.device("cpu")
         backend = backend or "gloo"
     if not dist.is_initialized():
+        if rank == 0 and os.environ.get("MASTER_ADDR") == "127.0.0.1" and not _uses_agent_store():
+            global _worker_store_server
+            _worker_store_server = serve_store_on_loopback(int(os.environ["MASTER_PORT"]))
         dist.init_process_group(backend=backend, rank=rank, world_size=world,
                                 timeout=timedelta(seconds=timeout_s))
     return WorkerInfo(rank, world, local_rank, device)
+
+
+def _uses_agent_store() -> bool:
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
 
 
 def finish_worker() -> None:
