@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-augment", action="store_true", default=None)
     p.add_argument("--speed-perturb", action="store_true", default=None)
     p.add_argument("--eval-every-epochs", type=int, help="dev evaluation and epoch checkpoint every N epochs")
+    p.add_argument("--eval-every-s", type=float, help="time mode: evaluate every this many seconds of training "
+                   "(workers' epochs stay their own: a fast adpsgd worker never waits for a slow one at an epoch end)")
+    p.add_argument("--train-seconds", type=float, help="time mode: stop at the first evaluation after this much training")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: evaluated epoch ends only)")
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument("--log-every", type=int)

@@ -41,6 +41,8 @@ class TrainConfig:
     spec_augment: bool = False
     speed_perturb: bool = False
     eval_every_epochs: int = 1        # dev evaluation (and epoch checkpoint) every this many epochs
+    eval_every_s: float = 0.0         # >0: evaluate every this many seconds of training instead (time mode)
+    train_seconds: float = 0.0        # time mode: stop at the first evaluation after this much training
     checkpoint_every: int = 0         # steps; 0: only at evaluated epoch ends
     keep_checkpoints: int = 3
     log_every: int = 10
@@ -67,6 +69,8 @@ class TrainConfig:
             raise DasrError(f"--optimizer must be sgd or adamw, not {self.optimizer!r}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise DasrError("give --epochs or --max-steps a positive value")
+        if (self.eval_every_s > 0) != (self.train_seconds > 0):
+            raise DasrError("--eval-every-s and --train-seconds go together (time mode): give both or neither")
         if self.batch_frames <= 0:
             raise DasrError(f"--batch-frames must be positive, not {self.batch_frames}")
 

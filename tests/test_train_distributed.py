@@ -65,3 +65,26 @@ def _check_train_records(exp, communicates_every_step):
         assert r["compute_s"] > 0 and r["comm_s"] >= 0 and r["exposed_comm_s"] >= 0 and r["wall_s"] > 0, r
         if communicates_every_step:
             assert r["comm_s"] > 0, r
+
+
+@pytest.mark.parametrize("strategy", ["adpsgd", "sync"])
+def test_time_mode_evaluates_at_agreed_marks_and_lets_adpsgd_run_ahead(speech_data_dir, tmp_path, strategy):
+    """--eval-every-s: evaluations at marks of training time; no epoch-end waits for a 4x slow rank in adpsgd."""
+    exp = tmp_path / "exp"
+    args = _train_args(speech_data_dir, exp, "--strategy", strategy, "--nproc", 2, "--gossip-period-s", 0.05,
+                       "--straggler", "1:4", "--eval-every-s", 2, "--train-seconds", 6)
+    del args[args.index("--max-steps"):args.index("--max-steps") + 2]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert sorted(r["rank"] for r in evals) == [0, 0, 0, 1, 1, 1]
+    for rank in (0, 1):   # one evaluation per 2 s mark of training time (the first step past it)
+        assert [round(r["train_s"] / 2) for r in evals if r["rank"] == rank] == [1, 2, 3], evals
+    last_step = {rank: max(r["step"] for r in records if r["rank"] == rank and r["kind"] == "train") for rank in (0, 1)}
+    if strategy == "adpsgd":
+        assert last_step[0] >= 2 * last_step[1], last_step   # nobody waited for the slow rank
+    else:
+        assert last_step[0] == last_step[1], last_step       # sync: lockstep, marks agreed by all-reduce
+    complete = list_complete(exp / "checkpoints")
+    assert len(complete) >= 1 and (complete[-1] / "rank1.pt").exists()   # one checkpoint dir for all ranks

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from dasr.dist.adpsgd import AdpsgdStrategy
-from dasr.dist.sync import CommTimer, timed_ddp
+from dasr.dist.sync import CommTimer, agree_in_group, timed_ddp
 
 
 class HybridStrategy(AdpsgdStrategy):
@@ -110,6 +110,10 @@ class HybridStrategy(AdpsgdStrategy):
             dist.all_gather([self._gather[i * L:(i + 1) * L] for i in range(self.g)], self._local, group=self.intra)
             self.flat.add_(self._gather[:n])
         self._applies += 1
+
+    def agree(self, flag: bool) -> bool:
+        """Members of a group decide together; groups on their own."""
+        return agree_in_group(flag, self.ddp.module, self.intra)
 
     def accumulate(self):
         """Context in which backward passes accumulate gradients locally (no all-reduce)."""

@@ -32,6 +32,16 @@ class Strategy(ABC):
     def consensus(self, model: nn.Module) -> None:
         """Make ``model`` the average of all workers' models (a no-op where replicas are identical)."""
 
+    def agree(self, flag: bool) -> bool:
+        """Whether this worker acts on ``flag`` now (e.g. "evaluation due").
+
+        Workers that take every step together (sync, a hybrid group) must decide alike: they
+        return the flag OR-ed over that group. Independent workers (adpsgd, ps) decide on their
+        own, so a fast one never waits for a slow one to decide; the collective that follows
+        (:meth:`consensus`) is where they meet.
+        """
+        return flag
+
     def state_dict(self) -> dict:
         """State needed to resume exactly (e.g. the gossip round)."""
         return {}

@@ -70,6 +70,13 @@ def timed_ddp(model: nn.Module, process_group, bucket_cap_mb: float) -> tuple[DD
     return ddp, timer
 
 
+def agree_in_group(flag: bool, model: nn.Module, group) -> bool:
+    """``flag`` OR-ed over ``group`` (one one-element all-reduce on the model's device)."""
+    t = torch.tensor([1.0 if flag else 0.0], device=next(model.parameters()).device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX, group=group)
+    return bool(t.item())
+
+
 def _device_ids(model: nn.Module) -> list[int] | None:
     p = next(model.parameters())
     return [p.device.index] if p.device.type == "cuda" else None
@@ -111,6 +118,9 @@ class SyncStrategy(Strategy):
         optimizer.step()
         self._step_s += time.perf_counter() - t
         self._steps += 1
+
+    def agree(self, flag: bool) -> bool:
+        return agree_in_group(flag, self.ddp.module, self.process_group)
 
     def consensus(self, model: nn.Module | None = None) -> None:
         if self.verify and self.ddp is not None:

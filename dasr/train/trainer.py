@@ -62,7 +62,8 @@ class Progress:
     bad_in_a_row: int = 0
     bad_total: int = 0
     best_dev_wer: float = math.inf
-    train_s: float = 0.0     # seconds spent in training epochs (evaluations and checkpoints left out)
+    train_s: float = 0.0     # seconds spent training (evaluations and checkpoints left out)
+    evals: int = 0           # time mode: evaluations done
 
 
 def prepare_experiment(config: TrainConfig) -> Tokenizer:
@@ -164,14 +165,22 @@ class MetricsLog:
             self.tb.close()
 
 
-def _all_reduce_sum(values: list[float], worker: Worker) -> list[float]:
+def _all_reduce(values: list[float], worker: Worker, op) -> list[float]:
     if worker.world_size == 1:
         return values
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64, device=worker.device if worker.device.type == "cuda" else "cpu")
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return t.tolist()
+
+
+def _all_reduce_sum(values: list[float], worker: Worker) -> list[float]:
+    return _all_reduce(values, worker, "SUM")
+
+
+def _all_reduce_max(values: list[float], worker: Worker) -> list[float]:
+    return _all_reduce(values, worker, "MAX")
 
 
 @torch.no_grad()
@@ -266,13 +275,17 @@ class Trainer:
                 "data_rng": self.train_set.rng.bit_generator.state, "units": self.tokenizer.units}
 
     def save_checkpoint(self) -> None:
-        """Consensus, then every rank writes its file; rank 0 marks the checkpoint complete."""
+        """Consensus, then every rank writes its file; rank 0 marks the checkpoint complete.
+
+        The checkpoint is named after the largest step of any rank: ranks of independent
+        strategies (adpsgd, ps, time mode) may have taken different numbers of steps.
+        """
         self.strategy.consensus(self.model)
-        checkpoint.save_rank(self.checkpoints, self.progress.step, self.worker.rank, self.state())
+        step = int(_all_reduce_max([self.progress.step], self.worker)[0])
+        checkpoint.save_rank(self.checkpoints, step, self.worker.rank, self.state())
         self._barrier()
         if self.worker.is_main:
-            checkpoint.mark_complete(self.checkpoints, self.progress.step, self.worker.world_size,
-                                     self.config.keep_checkpoints)
+            checkpoint.mark_complete(self.checkpoints, step, self.worker.world_size, self.config.keep_checkpoints)
 
     def load_latest(self) -> None:
         state = checkpoint.load_latest(self.checkpoints, self.worker.rank)
@@ -302,7 +315,14 @@ class Trainer:
     # -- training ----------------------------------------------------------------------------
     def finished(self) -> bool:
         c = self.config
+        if c.eval_every_s > 0:
+            return self.progress.evals * c.eval_every_s >= c.train_seconds
         return (c.max_steps and self.progress.step >= c.max_steps) or (not c.max_steps and self.progress.epoch >= c.epochs)
+
+    def evaluation_due(self) -> bool:
+        """Time mode: this step's training clock passed the next evaluation mark (as the strategy agrees)."""
+        c, p = self.config, self.progress
+        return c.eval_every_s > 0 and self.strategy.agree(p.train_s >= (p.evals + 1) * c.eval_every_s)
 
     def train_step(self, batch: Batch) -> float | None:
         """One optimizer step; None when the loss or gradient was not finite (batch skipped)."""
@@ -341,7 +361,7 @@ class Trainer:
         window_loss, window_frames, window_utts, window_start = [], 0, 0, time.time()
         window_steps, window_comm = 0, self._comm_totals()
         data_time = self.busy_s = 0.0
-        data_start = time.time()
+        data_start = tick = time.time()
         for batch in batches(self.train_set, self.sampler):
             data_time += time.time() - data_start
             loss = self.train_step(batch)
@@ -370,11 +390,20 @@ class Trainer:
                 bar.set_postfix(loss=record["loss"], lr=f"{record['lr']:.3g}")
                 window_loss, window_frames, window_utts, window_start, data_time = [], 0, 0, time.time(), 0.0
                 window_steps, window_comm, self.busy_s = 0, comm, 0.0
+            p.train_s += time.time() - tick
             if c.checkpoint_every and p.step % c.checkpoint_every == 0:
                 self.save_checkpoint()
+            tick = time.time()
+            due = self.evaluation_due()
+            p.train_s += time.time() - tick      # waiting for the others to agree is training time
+            if due:
+                p.evals += 1
+                self.evaluate_and_save()
+                if self.finished():
+                    break
             if c.max_steps and p.step >= c.max_steps:
                 break
-            data_start = time.time()
+            data_start = tick = time.time()
         bar.close()
 
     def _comm_totals(self, stats: dict | None = None) -> tuple[float, float]:
@@ -384,6 +413,18 @@ class Trainer:
 
     def end_of_epoch(self) -> None:
         """Consensus, dev loss and WER, best model, epoch checkpoint."""
+        self.evaluate_dev()
+        if self.sampler.position >= len(self.sampler):
+            self.progress.epoch += 1
+        self.save_checkpoint()
+
+    def evaluate_and_save(self) -> None:
+        """Time mode's evaluation: as at an epoch end, without ending the epoch."""
+        self.evaluate_dev()
+        self.save_checkpoint()
+
+    def evaluate_dev(self) -> None:
+        """Consensus, dev loss and WER, best model (collective: every worker calls it)."""
         p = self.progress
         self.strategy.consensus(self.model)
         self.evaluated_last = True
@@ -394,9 +435,6 @@ class Trainer:
         if self.worker.is_main and result["dev_wer"] < p.best_dev_wer:
             self.save_model(self.exp / "best.pt")
         p.best_dev_wer = min(p.best_dev_wer, result["dev_wer"])
-        if self.sampler.position >= len(self.sampler):
-            p.epoch += 1
-        self.save_checkpoint()
 
     def save_model(self, path: Path) -> None:
         """The consensus model with what decoding needs (model shape, units)."""
@@ -410,10 +448,10 @@ class Trainer:
                      describe(self.model_config), self.strategy.name, self.worker.world_size, len(self.sampler))
         try:
             while not self.finished():
-                started = time.perf_counter()
                 self.train_one_epoch()
-                self.progress.train_s += time.perf_counter() - started
-                if self.sampler.position < len(self.sampler) or (self.progress.epoch + 1) % self.config.eval_every_epochs == 0:
+                if self.config.eval_every_s > 0:     # time mode: each worker's epochs are its own
+                    self.progress.epoch += self.sampler.position >= len(self.sampler)
+                elif self.sampler.position < len(self.sampler) or (self.progress.epoch + 1) % self.config.eval_every_epochs == 0:
                     self.end_of_epoch()
                 else:
                     self.progress.epoch += 1
@@ -424,10 +462,22 @@ class Trainer:
                 self.save_model(self.exp / "final.pt")
                 if not (self.exp / "best.pt").exists():
                     self.save_model(self.exp / "best.pt")
-        finally:
+        except BaseException:
+            self._close_after_error()
+            raise
+        else:
             self.strategy.close()
+        finally:
             self.metrics.close()
         return self.progress
+
+    def _close_after_error(self) -> None:
+        """Close the strategy after a failure without hiding the failure behind a closing error."""
+        try:
+            self.strategy.close()
+        except Exception as e:  # noqa: BLE001 - the original error is what the user must see
+            log.warning("rank %d: closing the %s strategy after the error also failed: %s",
+                        self.worker.rank, self.strategy.name, e)
 
 
 def strategy_from_config(config: TrainConfig) -> Strategy:
