@@ -1,0 +1,117 @@
+"""`dasr bench stragglers`: time to a target dev WER with one of N = 4 workers 1x, 2x, 4x slower.
+
+sync, adpsgd and hybrid train the `demo` model for the same budget of training seconds in
+time mode (`--eval-every-s`, `--train-seconds`): the workers evaluate at agreed marks of
+training time, and each worker's epochs are its own, so a fast adpsgd worker never waits
+for the slow one at an epoch end. Rank 3 is the straggler (`--straggler 3:F`: it sleeps
+(F - 1) x its compute time after every step).
+
+The target is the lowest dev WER that every run reached (so every run has a time to it);
+time to target is interpolated between evaluations. The limit of a ratio sync ÷ adpsgd is
+mean speed ÷ slowest speed = (3F + 1) / 4 (1.75 at F = 2): sync moves at the slowest
+worker's pace, adpsgd at best at the mean pace.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from dasr.bench.report import Report, machine_info, new_figure, sharing
+from dasr.bench.runs import TrainRun, time_to_target, train
+from dasr.bench.summary import update_summary
+from dasr.errors import DasrError
+
+NPROC = 4
+SLOW_RANK = 3
+STRATEGIES = ("sync", "adpsgd", "hybrid")
+FACTORS = (1, 2, 4)
+#: (training seconds per run, seconds between evaluations): quick smoke run, full benchmark
+SIZES = {True: (20, 10), False: (210, 30)}
+
+
+def limit(factor: float, nproc: int = NPROC) -> float:
+    """Mean speed ÷ slowest speed with one of ``nproc`` workers ``factor`` times slower."""
+    return ((nproc - 1) * factor + 1) / nproc
+
+
+def _options(strategy: str, factor: int, train_s: float, eval_s: float) -> list[str]:
+    options = ["--preset", "demo", "--reference-batch-frames", "8000", "--eval-every-s", str(eval_s),
+               "--train-seconds", str(train_s), "--log-every", "10", "--checkpoint-every", "0"]
+    if strategy == "hybrid":
+        options += ["--group-size", "2"]
+    if factor > 1:
+        options += ["--straggler", f"{SLOW_RANK}:{factor}"]
+    return options
+
+
+def target_wer(runs: list[dict]) -> float:
+    """The lowest dev WER every run reached (the largest of the runs' best WERs)."""
+    return max(min(e["dev_wer"] for e in r["evals"]) for r in runs)
+
+
+def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
+    """Run the straggler benchmark; write ``stragglers.md/.json/.png`` and the summary's headline ratio."""
+    train_s, eval_s = SIZES[quick]
+    report = Report("stragglers", "Stragglers: time to a target dev WER", command, machine_info())
+    cores = report.machine["cores"]
+    if data_dir is None:
+        raise DasrError("dasr bench stragglers needs --data: a corpus with features, e.g. exp/demo/data from `make demo`")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
+        for factor in FACTORS:
+            for strategy in STRATEGIES:
+                label = f"{strategy} {factor}x"
+                summary = train(TrainRun(label, strategy, NPROC, _options(strategy, factor, train_s, eval_s)),
+                                data_dir, Path(tmp) / f"{strategy}-{factor}", skip_steps=10)
+                summary["factor"] = factor
+                runs.append(summary)
+                print(f"  {label}: {summary['samples_per_s']:.1f} samples/s, dev WER "
+                      f"{[round(e['dev_wer'], 3) for e in summary['evals']]}", flush=True)
+    target = target_wer(runs)
+    for r in runs:
+        r["time_to_target_s"] = time_to_target(r["evals"], target)
+    table = {(r["strategy"], r["factor"]): r for r in runs}
+    ratios = {f: table[("sync", f)]["time_to_target_s"] / table[("adpsgd", f)]["time_to_target_s"] for f in FACTORS}
+    results = {"nproc": NPROC, "slow_rank": SLOW_RANK, "train_seconds": train_s, "eval_every_s": eval_s,
+               "target_dev_wer": target, "runs": runs, "sync_over_adpsgd_time_to_target": ratios,
+               "limits": {f: limit(f) for f in FACTORS}}
+
+    report.add("Setup", (
+        f"`demo` model, AdamW, 4000 frames per worker step, LR for a reference batch of 8000 frames scaled "
+        f"linearly; N = {NPROC} workers, one torch thread each ({sharing(NPROC, cores)}); rank {SLOW_RANK} "
+        f"slowed by F (it sleeps (F − 1) × its compute time per step; sleeping takes no CPU, so on shared cores "
+        f"the others speed up a little meanwhile). Every run trains {train_s} s of training time (evaluations "
+        f"excluded), evaluating every {eval_s} s. Target dev WER (greedy) = the lowest every run reached: "
+        f"**{100 * target:.1f} %**."))
+    rows = ("| F | strategy | samples/s | time to target, s | sync ÷ this | limit (mean ÷ slowest speed) | final dev WER |\n"
+            "|---|---|---|---|---|---|---|\n")
+    for r in runs:
+        sync_t, t = table[("sync", r["factor"])]["time_to_target_s"], r["time_to_target_s"]
+        rows += (f"| {r['factor']}x | {r['strategy']} | {r['samples_per_s']:.1f} | {t:.0f} | {sync_t / t:.2f} | "
+                 f"{limit(r['factor']):.2f} | {100 * r['evals'][-1]['dev_wer']:.1f} % |\n")
+    report.add("Results", rows)
+    headline = ratios[2]
+    report.add("Headline", (
+        f"With one worker 2x slow at N = {NPROC}, adpsgd reached the target **{headline:.2f}x** sooner than sync "
+        f"(limit {limit(2):.2f}x; goal ≥ 1.6x: {'met' if headline >= 1.6 else '**not met**'}). At 4x: "
+        f"{ratios[4]:.2f}x (limit {limit(4):.2f}x); without a straggler {ratios[1]:.2f}x."))
+
+    fig, axes = new_figure(len(FACTORS))
+    for ax, factor in zip(axes, FACTORS):
+        for strategy in STRATEGIES:
+            evals = table[(strategy, factor)]["evals"]
+            ax.plot([0] + [e["train_s"] for e in evals], [1.0] + [e["dev_wer"] for e in evals], marker="o",
+                    label=strategy)
+        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {100 * target:.0f} %")
+        ax.set_title(f"rank {SLOW_RANK} {factor}x slower ({sharing(NPROC, cores)})", fontsize=9)
+        ax.set_xlabel("training time, s")
+        ax.set_ylabel("dev WER (greedy)")
+        ax.legend(fontsize=7)
+    report.write(out_dir, results, fig)
+    update_summary(out_dir, {"straggler2x_time_to_target_ratio_sync_over_adpsgd": headline}, report)
+    return results
+
+
+def run_cli(args, command: str) -> dict:
+    """`dasr bench stragglers`: :func:`run` with the command line's options."""
+    return run(args.data, args.quick, args.out, command)
