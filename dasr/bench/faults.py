@@ -26,10 +26,10 @@ from dasr.train import checkpoint
 
 
 def train_command(data: str | os.PathLike, exp: str | os.PathLike, strategy: str, nproc: int, steps: int,
-                  *extra) -> list[str]:
+                  *extra, batch_frames: int = 1200) -> list[str]:
     """`dasr train` of the tiny preset, one metrics record per step, dev evaluation only at the end."""
     return [sys.executable, "-m", "dasr", "train", "--data", str(data), "--exp", str(exp), "--preset", "tiny",
-            "--strategy", strategy, "--nproc", str(nproc), "--max-steps", str(steps), "--batch-frames", "1200",
+            "--strategy", strategy, "--nproc", str(nproc), "--max-steps", str(steps), "--batch-frames", str(batch_frames),
             "--log-every", "1", "--gossip-period-s", "0.05", "--eval-every-epochs", "100000", *map(str, extra)]
 
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, session id) of ``pid`` from /proc, or None when it is gone."""
+def _stat(pid: int) -> tuple[int, int, str] | None:
+    """(parent pid, session id, state letter) of ``pid`` from /proc, or None when it is gone."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = text[text.rindex(")") + 2:].split()  # the name in parentheses may hold spaces
-    return int(fields[1]), int(fields[3])
+    return int(fields[1]), int(fields[3]), fields[0]
 
 
 def _pids() -> list[int]:
@@ -68,8 +68,8 @@ def threads(pid: int) -> int | None:
 
 
 def session_leftovers(session: int) -> list[int]:
-    """Living processes of session ``session`` (zombies included: they were not reaped)."""
-    return [p for p in _pids() if (st := _stat(p)) is not None and st[1] == session and p != session]
+    """Living processes of session ``session`` (zombies hold nothing but their pid and are left out)."""
+    return [p for p in _pids() if (st := _stat(p)) is not None and st[1] == session and st[2] != "Z" and p != session]
 
 
 @dataclass

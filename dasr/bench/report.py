@@ -75,13 +75,14 @@ class Report:
         """The one line a figure carries: command, machine, date."""
         return f"{self.command}  |  {self.machine['cpu']}, {self.machine['cores']} cores, torch {self.machine['torch']}  |  {self.date}"
 
-    def write(self, out_dir: str | os.PathLike, results: dict, figure=None) -> list[Path]:
+    def write(self, out_dir: str | os.PathLike, results: dict, figure=None, top_level: dict | None = None) -> list[Path]:
         """Write ``NAME.md`` and ``NAME.json`` (and ``NAME.png`` from a matplotlib ``figure``) into ``out_dir``.
 
         Args:
             out_dir: directory to write into (created if missing).
             results: the raw measurements, stored in the JSON beside command, machine and date.
             figure: a matplotlib figure, or None for no PNG.
+            top_level: headline values also stored at the JSON's top level (an interface others read).
 
         Returns:
             The paths written.
@@ -96,7 +97,7 @@ class Report:
         md.write_text(f"# {self.title}\n\n{self.header()}\n" + "\n".join(self.sections) + image)
         js = out / f"{self.name}.json"
         js.write_text(json.dumps({"command": self.command, "machine": self.machine, "date": self.date,
-                                  "results": results}, indent=1) + "\n")
+                                  **(top_level or {}), "results": results}, indent=1) + "\n")
         return [md, js, *written]
 
 

@@ -1,0 +1,97 @@
+"""A long adpsgd run watched from outside: progress (no deadlock), resident memory, threads, leftovers.
+
+    result = soak(data, exp, nproc=8, steps=1000, rss_from=100)
+
+The run is `dasr train --strategy adpsgd` of the tiny preset with one metrics record per
+step per rank (each carries the worker's ``rss_mib``). A run that logs nothing for
+``stall_s`` seconds counts as a deadlock and is killed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from dasr.bench.faults import train_command
+from dasr.bench.procs import Run, session_leftovers, threads, workers
+
+
+class MetricsTail:
+    """The train records appended to ``EXP/metrics.jsonl`` since the last call."""
+
+    def __init__(self, exp: Path) -> None:
+        self.path, self.offset, self.partial = exp / "metrics.jsonl", 0, b""
+
+    def new(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = self.partial + f.read()
+        self.offset += len(data) - len(self.partial)
+        *lines, self.partial = data.split(b"\n")
+        return [r for r in map(json.loads, lines) if r.get("kind") == "train"]
+
+
+def rss_growth(records: list[dict], rss_from: int) -> dict[int, float]:
+    """Per rank: relative growth of ``rss_mib`` from its first record at step >= ``rss_from`` to its last."""
+    first, last = {}, {}
+    for r in records:
+        if r["step"] >= rss_from and r.get("rss_mib"):
+            first.setdefault(r["rank"], r["rss_mib"])
+            last[r["rank"]] = r["rss_mib"]
+    return {rank: (last[rank] - first[rank]) / first[rank] for rank in first}
+
+
+def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps: int = 1000, rss_from: int = 100,
+         batch_frames: int = 200, stall_s: float = 180.0, limit_s: float = 3600.0) -> dict:
+    """Train ``nproc`` adpsgd workers for ``steps`` steps and watch them.
+
+    ``batch_frames``: small enough that the corpus gives every worker a batch (the 8 test
+    utterances make 8 batches at 200 frames).
+
+    Returns:
+        steps reached by every rank, ``deadlocks`` (1 when the run stalled or ran past
+        ``limit_s``), exit code, the largest RSS growth over the ranks from step ``rss_from``
+        to the end, the largest growth of a worker's thread count over the same span, and
+        the processes of the run still alive after it exited.
+    """
+    exp = Path(exp)
+    run = Run.start(train_command(data, exp, "adpsgd", nproc, steps, "--checkpoint-every", max(steps // 4, 1),
+                                  batch_frames=batch_frames), exp.parent / f"{exp.name}.log")
+    tail, records, thread_counts = MetricsTail(exp), [], {}
+    start = progress_at = time.monotonic()
+    stalled = False
+    while run.process.poll() is None:
+        new = tail.new()
+        records += new
+        now = time.monotonic()
+        if new:
+            progress_at = now
+        elif now - progress_at > stall_s or now - start > limit_s:
+            stalled = True
+            break
+        if records and max(r["step"] for r in records) >= rss_from:
+            for pid in workers(run.pid):
+                n = threads(pid)
+                if n is not None:
+                    thread_counts.setdefault(pid, [n, n])[1] = n
+        time.sleep(1.0)
+    if stalled:
+        run.kill()
+    code = run.process.wait()
+    time.sleep(0.5)  # let the kernel reap what the launcher left
+    leftovers = session_leftovers(run.pid)
+    records += tail.new()
+    growth = rss_growth(records, rss_from)
+    last_steps = {}
+    for r in records:
+        last_steps[r["rank"]] = max(last_steps.get(r["rank"], 0), r["step"])
+    return {"nproc": nproc, "steps": steps, "rss_from_step": rss_from, "exit_code": code,
+            "deadlocks": int(stalled), "min_rank_step": min(last_steps.values(), default=0),
+            "rss_growth": max(growth.values(), default=None), "rss_growth_per_rank": growth,
+            "rss_mib_end": {r["rank"]: r["rss_mib"] for r in records},
+            "thread_growth": max((b - a for a, b in thread_counts.values()), default=None),
+            "processes_left": len(leftovers), "wall_s": round(time.monotonic() - start, 1),
+            "log_tail": "" if code == 0 else run.tail()}
