@@ -73,3 +73,43 @@ def test_strategies_report_pairs_rounds_side_by_side(tmp_path, monkeypatch):
     rows = {r["label"]: r for r in results["runs"]}
     assert rows["sync x4"]["samples_per_s"] == pytest.approx(37.5)                     # median of 50 and 25
     assert {r["nproc"] for r in results["runs"]} == {1, 2, 4}
+
+
+def test_large_batch_report_compares_10b_with_b(tmp_path, monkeypatch):
+    from dasr.bench import large_batch
+
+    finals = {"B": 0.50, "10B scaled + warm-up": 0.505, "10B scaled, no warm-up": 0.9}
+
+    def fake_train(run, data_dir, exp_dir, skip_steps):
+        variant = run.label[len(run.strategy) + 1:]
+        evals = [{"epoch": 0, "step": 5, "train_s": 5.0, "dev_wer": 1.0},
+                 {"epoch": 1, "step": 10, "train_s": 10.0, "dev_wer": finals[variant] + (run.strategy == "sync") * 0.1}]
+        return {**_fake_run(run.strategy, run.nproc), "evals": evals, "label": run.label, "strategy": run.strategy,
+                "nproc": run.nproc}
+
+    monkeypatch.setattr(large_batch, "train", fake_train)
+    monkeypatch.setattr(large_batch, "train_frames", lambda data_dir: 400000)
+    results = large_batch.run(str(tmp_path), quick=True, out_dir=str(tmp_path / "out"), command="dasr bench large-batch")
+    diffs = results["relative_wer_difference_vs_B"]
+    assert diffs["adpsgd"]["10B scaled + warm-up"] == pytest.approx(0.01)
+    assert diffs["sync"]["10B scaled + warm-up"] == pytest.approx(0.005 / 0.6)
+    assert results["largest_tolerated_multiple_of_B"] == {"sync": 10, "adpsgd": 10}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["large_batch_10x_warmup_wer_rel_diff"]["value"] == pytest.approx(0.005 / 0.6)
+    runs = large_batch.variants("sync", 6, 400000)
+    assert runs[1].options[runs[1].options.index("--warmup-steps") + 1] == "10"   # one epoch of 10B steps
+
+
+def test_accuracy_report_has_one_row_per_strategy(tmp_path, monkeypatch):
+    from dasr.bench import accuracy
+
+    def fake_train(run, data_dir, exp_dir, skip_steps):
+        return {**_fake_run(run.strategy, run.nproc), "label": run.label, "strategy": run.strategy, "nproc": run.nproc}
+
+    monkeypatch.setattr(accuracy, "train", fake_train)
+    monkeypatch.setattr(accuracy, "decoded_test_wer", lambda exp, data: {"test_wer_greedy": 0.3, "test_wer_lm": 0.05,
+                                                                        "test_words": 2000})
+    results = accuracy.run(str(tmp_path), quick=True, out_dir=str(tmp_path / "out"), command="dasr bench accuracy")
+    assert [r["strategy"] for r in results["runs"]] == ["single", "sync", "adpsgd", "hybrid", "ps"]
+    text = (tmp_path / "out" / "accuracy.md").read_text()
+    assert text.count("| 5.00 % | 30.00 % |") == 5 and "Command: `dasr bench accuracy`" in text
