@@ -22,7 +22,6 @@ def test_killed_sync_worker_restarts_from_checkpoint_and_ends_like_an_uninterrup
     assert killed["final_dev_loss"] == pytest.approx(reference, rel=1e-4)  # sync resumes exactly
 
 
-@pytest.mark.slow
 def test_killed_adpsgd_worker_restarts_from_checkpoint(speech_data_dir, tmp_path):
     killed = faults.kill_worker_run(speech_data_dir, tmp_path / "killed", "adpsgd", steps=16, checkpoint_every=5,
                                     kill_at_step=7, victim=0, timeout_s=120)

@@ -117,7 +117,7 @@ def write_report(report: Report, size: dict, kills: dict, vanished: list[dict], 
         f"| exit code | {soaked['exit_code']} |\n"
         f"| RSS growth from step {soaked['rss_from_step']} to the end (worst rank) | "
         f"{'–' if growth is None else f'{100 * growth:+.2f} %'} (goal < 5 %) |\n"
-        f"| thread-count growth of a worker over the same span | {soaked['thread_growth']} |\n"
+        f"| threads a worker gained after that step (max) | {soaked['thread_growth']} |\n"
         f"| processes of the run left after it exited | {soaked['processes_left']} |\n"
         f"| wall time | {soaked['wall_s']} s |"))
     report.add("Summary", "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| "

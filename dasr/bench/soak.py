@@ -54,8 +54,8 @@ def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps:
     Returns:
         steps reached by every rank, ``deadlocks`` (1 when the run stalled or ran past
         ``limit_s``), exit code, the largest RSS growth over the ranks from step ``rss_from``
-        to the end, the largest growth of a worker's thread count over the same span, and
-        the processes of the run still alive after it exited.
+        to the end, the most threads a worker gained over its count at step ``rss_from``,
+        and the processes of the run still alive after it exited.
     """
     exp = Path(exp)
     run = Run.start(train_command(data, exp, "adpsgd", nproc, steps, "--checkpoint-every", max(steps // 4, 1),
@@ -76,7 +76,8 @@ def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps:
             for pid in workers(run.pid):
                 n = threads(pid)
                 if n is not None:
-                    thread_counts.setdefault(pid, [n, n])[1] = n
+                    counts = thread_counts.setdefault(pid, [n, n])
+                    counts[1] = max(counts[1], n)
         time.sleep(1.0)
     if stalled:
         run.kill()
