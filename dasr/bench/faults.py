@@ -6,6 +6,7 @@ tests run the same functions at different sizes.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -13,7 +14,6 @@ import resource
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -107,32 +107,31 @@ def reference_run(data: str | os.PathLike, exp: str | os.PathLike, strategy: str
     return final_dev_loss(exp) if run.wait(timeout_s) == 0 else None
 
 
-_GOSSIP_WORKER = textwrap.dedent("""
-    import os, signal, sys, time, torch
-    from dasr.dist.launch import init_worker
+def gossip_until_error(timeout_s: float, how: str) -> None:
+    """An adpsgd worker of :func:`vanished_partner` (env:// rendezvous); the last rank vanishes after 50 steps.
+
+    Prints ``STOPPED <time> <error>`` and exits 1 when its gossip fails.
+    """
     from dasr.dist import make_strategy
+    from dasr.dist.launch import init_worker
+
     info = init_worker(timeout_s=30)
     model = torch.nn.Linear(64, 64)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    strategy = make_strategy("adpsgd", period_s=0.01, timeout_s={timeout_s})
-    strategy.wrap(model, opt)
-    steps = 0
-    while True:
-        opt.zero_grad()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    strategy = make_strategy("adpsgd", period_s=0.01, timeout_s=timeout_s)
+    strategy.wrap(model, optimizer)
+    for step in itertools.count(1):
+        optimizer.zero_grad()
         model(torch.randn(8, 64)).pow(2).mean().backward()
         try:
-            strategy.step(opt)
-        except Exception as e:
-            print(f"STOPPED {{time.time():.3f}} {{type(e).__name__}}: {{e}}", flush=True)
+            strategy.step(optimizer)
+        except Exception as e:  # noqa: BLE001 - reported, then a hard exit (gloo would wait on the dead peer)
+            print(f"STOPPED {time.time():.3f} {type(e).__name__}: {e}", flush=True)
             os._exit(1)
-        steps += 1
-        if steps == 30:
-            print(f"STEPPING {{time.time():.3f}}", flush=True)
-        if info.rank == info.world_size - 1 and steps == 50:
-            print(f"VANISH {{time.time():.3f}}", flush=True)
-            os.kill(os.getpid(), signal.{how})
+        if info.rank == info.world_size - 1 and step == 50:
+            print(f"VANISH {time.time():.3f}", flush=True)
+            os.kill(os.getpid(), getattr(signal, how))
         time.sleep(0.005)
-""")
 
 
 def vanished_partner(workdir: str | os.PathLike, how: str = "SIGKILL", nproc: int = 3, timeout_s: float = 5.0,
@@ -148,7 +147,7 @@ def vanished_partner(workdir: str | os.PathLike, how: str = "SIGKILL", nproc: in
     """
     workdir = Path(workdir)
     port = free_port()
-    code = _GOSSIP_WORKER.format(timeout_s=timeout_s, how=how)
+    code = f"from dasr.bench.faults import gossip_until_error; gossip_until_error({timeout_s}, {how!r})"
     runs = [Run.start([sys.executable, "-c", code], workdir / f"gossip-rank{rank}.log",
                       env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                            "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc)})
