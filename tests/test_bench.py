@@ -51,6 +51,13 @@ def test_report_without_figure_writes_no_png(tmp_path):
     assert "png" not in (tmp_path / "x.md").read_text()
 
 
+def test_report_json_carries_headline_values_at_its_top_level(tmp_path):
+    machine = {"cpu": "C", "cores": 1, "torch": "1", "python": "3", "load_avg_1min": 0.0}
+    Report("r", "R", "dasr bench reliability", machine).write(tmp_path, {"kills": 2, "runs": []}, top_level={"kills": 2})
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["kills"] == 2 and data["results"]["kills"] == 2 and data["command"] == "dasr bench reliability"
+
+
 def test_stats_median_quartiles_and_derived():
     s = stats([4.0, 1.0, 3.0, 2.0, 5.0])
     assert (s.median, s.q1, s.q3, s.low, s.high, s.n) == (3.0, 2.0, 4.0, 1.0, 5.0, 5)

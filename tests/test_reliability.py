@@ -2,6 +2,7 @@
 checkpoints, a full disk, malicious pickles, loopback binding, a short soak."""
 import os
 import pickle
+import socket
 import time
 
 import pytest
@@ -79,6 +80,14 @@ def test_checkpoint_with_malicious_pickle_is_refused_and_never_run(tmp_path):
     with pytest.raises(DasrError, match="truncated or corrupt"):
         checkpoint.load_file(plain)
     assert not marker.exists()
+
+
+def test_listening_addresses_tell_loopback_from_every_interface():
+    with socket.create_server(("127.0.0.1", 0)), socket.create_server(("", 0)):
+        assert listening_addresses([os.getpid()]) == {"127.0.0.1", "0.0.0.0"}
+    if socket.has_dualstack_ipv6():  # what torch's TCPStore binds to by itself
+        with socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True):
+            assert listening_addresses([os.getpid()]) == {"::"}
 
 
 def test_training_servers_listen_on_loopback_only(speech_data_dir, tmp_path):
