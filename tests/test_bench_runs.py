@@ -50,7 +50,7 @@ def test_straggler_report_and_headline_ratio(tmp_path, monkeypatch):
     monkeypatch.setattr(stragglers, "train", fake_train)
     results = stragglers.run(str(tmp_path), quick=True, out_dir=str(tmp_path / "out"), command="dasr bench stragglers")
     # sync at 2x learns half as fast per second: twice the time to the common target
-    assert results["target_dev_wer"] == pytest.approx(0.85)              # the best WER of the slowest run (sync 4x)
+    assert (results["target_metric"], results["target"]) == ("dev_wer", pytest.approx(0.85))   # sync 4x's best
     assert results["sync_over_adpsgd_time_to_target"][2] == pytest.approx(2.0)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["straggler2x_time_to_target_ratio_sync_over_adpsgd"]["value"] == pytest.approx(2.0)
@@ -113,3 +113,16 @@ def test_accuracy_report_has_one_row_per_strategy(tmp_path, monkeypatch):
     assert [r["strategy"] for r in results["runs"]] == ["single", "sync", "adpsgd", "hybrid", "ps"]
     text = (tmp_path / "out" / "accuracy.md").read_text()
     assert text.count("| 5.00 % | 30.00 % |") == 5 and "Command: `dasr bench accuracy`" in text
+
+
+def test_common_target_falls_back_to_dev_loss_when_no_wer_says_anything():
+    from dasr.bench.stragglers import common_target
+
+    def run(wers, losses):
+        return {"evals": [{"train_s": 10.0 * (i + 1), "dev_wer": w, "dev_loss": l} for i, (w, l) in enumerate(zip(wers, losses))]}
+
+    assert common_target([run([0.9, 0.5], [80, 40]), run([1.0, 0.7], [90, 50])]) == ("dev_wer", 0.7)
+    runs = [run([1.0, 0.95], [80, 40]), run([1.0, 0.97], [90, 60])]
+    assert common_target(runs) == ("dev_loss", 60)
+    assert time_to_target(runs[0]["evals"], 60, "dev_loss", start=None) == pytest.approx(15.0)
+    assert time_to_target(runs[0]["evals"], 85, "dev_loss", start=None) == pytest.approx(10.0)   # first eval already there

@@ -101,18 +101,20 @@ def summarise(records: list[dict], skip_steps: int) -> dict:
     return out
 
 
-def time_to_target(evals: list[dict], target_wer: float) -> float | None:
-    """Training seconds at which dev WER first reaches ``target_wer``, interpolated between evaluations.
+def time_to_target(evals: list[dict], target: float, key: str = "dev_wer", start: float | None = 1.0) -> float | None:
+    """Training seconds at which ``key`` (dev WER) first reaches ``target``, interpolated between evaluations.
 
     Linear interpolation between the last evaluation above the target and the first at or
-    below it (from 0 s at the start). None if the run never reached it.
+    below it; before the first evaluation from ``start`` at 0 s (WER 1.0; None: no point
+    before the first evaluation, which then counts when it is already at the target).
+    None if the run never reached it.
     """
-    previous_s, previous_wer = 0.0, 1.0
+    previous_s, previous = 0.0, start
     for e in evals:
-        if e["dev_wer"] <= target_wer:
-            if previous_wer <= e["dev_wer"]:
+        if e[key] <= target:
+            if previous is None or previous <= e[key]:
                 return e["train_s"]
-            share = (previous_wer - target_wer) / (previous_wer - e["dev_wer"])
+            share = (previous - target) / (previous - e[key])
             return previous_s + share * (e["train_s"] - previous_s)
-        previous_s, previous_wer = e["train_s"], e["dev_wer"]
+        previous_s, previous = e["train_s"], e[key]
     return None
