@@ -6,8 +6,9 @@ training time, and each worker's epochs are its own, so a fast adpsgd worker nev
 for the slow one at an epoch end. Rank 3 is the straggler (`--straggler 3:F`: it sleeps
 (F - 1) x its compute time after every step).
 
-The target is the lowest dev WER that every run reached (so every run has a time to it);
-time to target is interpolated between evaluations. The limit of a ratio sync ÷ adpsgd is
+The target is the lowest dev WER that every run reached (so every run has a time to it), or
+the lowest dev loss when that WER is above 90 % (see :func:`common_target`); time to target
+is interpolated between evaluations. The limit of a ratio sync ÷ adpsgd is
 mean speed ÷ slowest speed = (3F + 1) / 4 (1.75 at F = 2): sync moves at the slowest
 worker's pace, adpsgd at best at the mean pace.
 """
