@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from dasr.sim import calibrate, model
+from dasr.sim import calibrate, gpu, model
 from dasr.sim.cluster import Cluster, Workload, simulate
 from dasr.sim.engine import Cpu, Engine, Sleep, Wait
 from dasr.sim.model import Link
@@ -35,6 +35,16 @@ def test_fit_link_recovers_latency_and_bandwidth():
     fitted = model.fit_link(sizes, [model.ring_allreduce_s(s, 2, truth) for s in sizes], ranks=2)
     assert fitted.latency_s == pytest.approx(truth.latency_s)
     assert fitted.bandwidth_Bps == pytest.approx(truth.bandwidth_Bps)
+
+
+def test_gpu_batch_curve_interpolates_the_table_log_log():
+    table = {32: 240.0, 128: 120.0, 512: 60.0}
+    assert gpu.us_per_sample(128, table) == pytest.approx(120.0)          # a table point returns its value
+    assert gpu.us_per_sample(64, table) == pytest.approx(240.0 / 2 ** 0.5)  # halfway in log-log
+    assert gpu.us_per_sample(1024, table) == pytest.approx(42.43, rel=1e-3)  # end segment's slope beyond
+    times = [gpu.us_per_sample(b) for b in (16, 32, 80, 128, 256)]
+    assert times == sorted(times, reverse=True)                             # per-sample time falls with batch
+    assert gpu.per_sample_factor(256, 256) == 1.0 and gpu.per_sample_factor(80, 256) > 1.0
 
 
 # ------------------------------------------------------------------------------- event kernel

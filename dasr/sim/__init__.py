@@ -5,6 +5,7 @@
     cluster.py    N learners of one strategy (sync, adpsgd, hybrid, ps) on the kernel -> samples/s
     calibrate.py  this machine: the strategies benchmark's single run + a gloo link micro-benchmark
     hardware.py   V100/P100 nodes, NVLink, InfiniBand, Ethernet from public specifications
+    gpu.py        compute per sample vs batch size: a public cuDNN LSTM benchmark, log-log interpolated
     paper.py      the published SWB2000 times and the predictions for them
     run.py        `dasr simulate`: report, figure, summary figures
 """

@@ -2,13 +2,15 @@
 
 The workload is the paper's: SWB2000 (2000 h; 30 M training samples per epoch), the 6-layer
 BLSTM acoustic model, 16 epochs. Compute per sample comes from the one single-GPU figure
-("about one week on one V100"); P100s are scaled by peak FP32 throughput; links come from
+("about one week on one V100", batch 256), scaled to each learner's batch by a public cuDNN
+LSTM benchmark (:mod:`dasr.sim.gpu`); P100s are scaled by peak FP32 throughput; links come from
 :mod:`dasr.sim.hardware`. Nothing is fitted to the multi-GPU times being predicted.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dasr.sim import gpu as gpu_model
 from dasr.sim import hardware
 from dasr.sim.cluster import Workload, simulate
 
@@ -24,8 +26,10 @@ ASSUMPTIONS = [
     ("epochs per training run", f"{EPOCHS}", "assumed (the paper's recipe); scales hours, not speed-ups"),
     ("single-GPU time", f"{SINGLE_GPU_HOURS} h (1 week) on 1 V100, batch {SINGLE_GPU_BATCH}",
      "IBM Research blog, Oct 2019 and Jul 2020 ('from one week on a single V100')"),
-    ("compute per sample, V100", "1 week / (epochs x samples per epoch), the same at every batch size",
-     "derived from the single-GPU figure; GPU efficiency at small per-learner batches is not modelled"),
+    ("compute per sample, V100, batch 256", "1 week / (epochs x samples per epoch)", "derived from the single-GPU figure"),
+    ("compute per sample at another per-learner batch b", "batch 256's x t(b) / t(256), t = cuDNN LSTM (512 hidden) "
+     f"train time per sample: {gpu_model.describe()}; log-log interpolation, the end segment's slope beyond the table "
+     "(t(256) is an extrapolation); the same curve for P100", gpu_model.SOURCE),
     ("compute per sample, P100", "V100's x 15.7 / 10.6 (peak FP32 ratio)", "NVIDIA V100 and P100 datasheets"),
     ("step-to-step compute variation", f"lognormal, coefficient of variation {COMPUTE_CV}", "assumed"),
     ("ADPSGD gossip", "a communication thread per learner, rounds back to back, ring graph; the gradient "
@@ -87,7 +91,8 @@ PUBLISHED = [
 def workload(node: str, batch_per_learner: float, group_size: int = 4) -> Workload:
     """The SWB2000 BLSTM step of one learner on ``node``'s GPU with ``batch_per_learner`` samples."""
     gpu = hardware.NODES[node].gpu
-    sample_s = hardware.per_sample_s(gpu, hardware.V100, V100_SAMPLE_S)
+    sample_s = (hardware.per_sample_s(gpu, hardware.V100, V100_SAMPLE_S)
+                * gpu_model.per_sample_factor(batch_per_learner, SINGLE_GPU_BATCH))
     return Workload(compute_s=batch_per_learner * sample_s, samples_per_step=batch_per_learner,
                     param_bytes=PARAM_BYTES, pass_s=PARAM_BYTES * 3 / (gpu.memory_GBps * 1e9),
                     compute_cv=COMPUTE_CV, gossip_period_s=0.0, group_size=group_size)

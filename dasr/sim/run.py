@@ -129,8 +129,8 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
         + f"\n\nLargest error: **{max_paper:.0%}**. Speed-ups are over the single-V100 week for every row "
         "(the P100 row too: no single-P100 time is published). The simulator models throughput only: "
         "a prediction above the published speed-up means the published run lost time the model does not "
-        "contain (GPU efficiency at small per-learner batches, data loading, evaluation, implementation "
-        "overheads, or more epochs); one below it means the published system processed samples faster "
+        "contain (data loading, evaluation, implementation overheads, more epochs, or a GPU less "
+        "efficient at small per-learner batches than the cuDNN LSTM benchmark says); one below it means the published system processed samples faster "
         "than the single-GPU week implies.")
     report.add("Predicted scaling: 4 V100 per node, NVLink 2.0 + EDR InfiniBand, 80 samples per learner", _table(
         ["N", "strategy", "samples/s", "hours per epoch", f"hours for {paper.EPOCHS} epochs", "speed-up"],
