@@ -48,15 +48,18 @@ def final_dev_loss(exp: str | os.PathLike) -> float | None:
 
 
 def restarts(records: list[dict]) -> list[dict]:
-    """Per rank and restart: the last step logged before it and the step it resumed from."""
+    """Per rank and restart: the last step logged before it and the step it resumed from.
+
+    A restarted worker's records start again at a lower wall time (seconds since its start).
+    """
     found, last = [], {}
     for r in records:
         if r["kind"] != "train":
             continue
         before = last.get(r["rank"])
-        if before is not None and r["step"] <= before:
-            found.append({"rank": r["rank"], "last_step": before, "resumed_from": r["step"] - 1})
-        last[r["rank"]] = r["step"]
+        if before is not None and (r["step"] <= before["step"] or r["wall_s"] < before["wall_s"]):
+            found.append({"rank": r["rank"], "last_step": before["step"], "resumed_from": r["step"] - 1})
+        last[r["rank"]] = r
     return found
 
 
