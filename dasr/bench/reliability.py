@@ -120,7 +120,10 @@ def write_report(report: Report, size: dict, kills: dict, vanished: list[dict], 
         f"| processes of the run left after it exited | {soaked['processes_left']} |\n"
         f"| wall time | {soaked['wall_s']} s |"))
     report.add("Summary", "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| "
-               + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in head.values()) + " |")
+               + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in head.values()) + " |\n\n"
+               "`kills`: workers killed (restarted runs and vanished gossip partners); `kills_recovered`: runs "
+               "that completed after their restart, and vanished-partner runs whose survivors all stopped with "
+               "an error; `soak_steps`: steps every soak worker reached; `soak_rss_growth`: a fraction.")
 
 
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
