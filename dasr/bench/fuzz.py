@@ -35,13 +35,18 @@ class Tally:
 
 
 def seed_audio(directory: Path) -> dict[str, Path]:
-    """Small valid audio files the cases start from: 16 kHz wav, flac, 8 kHz stereo wav."""
+    """Small valid audio files the cases start from: 16 kHz wav, flac, ogg (and mp3 where libsndfile
+    writes it), 8 kHz stereo wav."""
+    import soundfile
+
     directory.mkdir(parents=True, exist_ok=True)
     t = np.arange(4000) / 16000
     wave = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    files = {"wav": directory / "a.wav", "flac": directory / "a.flac", "stereo": directory / "b.wav"}
-    audio.write(files["wav"], wave)
-    audio.write(files["flac"], wave)
+    kinds = ["wav", "flac", "ogg"] + (["mp3"] if "MP3" in soundfile.available_formats() else [])
+    files = {kind: directory / f"a.{kind}" for kind in kinds}
+    for path in files.values():
+        audio.write(path, wave)
+    files["stereo"] = directory / "b.wav"
     audio.write(files["stereo"], np.stack([wave[::2], wave[::2]], axis=1), 8000)
     return files
 
@@ -139,8 +144,8 @@ def _strategies(seeds: dict[str, Path], sentinel: Path) -> dict[str, tuple]:
             data[position % len(data)] = value
         return bytes(data[:cut] if cut is not None else data)
 
-    edits = st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6)
-    mutated = st.builds(mutate, st.sampled_from(list(seed_bytes.values())), edits, st.none() | st.integers(0, 300))
+    edits = st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=8)
+    mutated = st.builds(mutate, st.sampled_from(list(seed_bytes.values())), edits, st.none() | st.integers(0, 4000))
     audio_bytes = st.one_of(mutated, st.binary(max_size=200), st.binary(max_size=60).map(lambda b: b"RIFF" + b),
                             st.binary(max_size=60).map(lambda b: b"fLaC" + b))
     ids = st.sampled_from(["19-198-0001", "19-198-0002", "19-198-0003", "x", ""])
@@ -151,7 +156,7 @@ def _strategies(seeds: dict[str, Path], sentinel: Path) -> dict[str, tuple]:
     return {"manifest": (st.lists(manifest_line, max_size=5), manifest_case),
             "kaldi": (kaldi_files, lambda w, f: kaldi_case(w, f, sentinel)),
             "librispeech": (transcript, libri_audio, librispeech_case),
-            "audio": (audio_bytes, st.sampled_from([".wav", ".flac", ".ogg", ".bin"]), audio_case)}
+            "audio": (audio_bytes, st.sampled_from([".wav", ".flac", ".ogg", ".mp3", ".bin"]), audio_case)}
 
 
 TARGETS = ("manifest", "kaldi", "librispeech", "audio")

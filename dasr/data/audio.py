@@ -21,6 +21,7 @@ TARGET_RATE = 16000
 MIN_RATE = 8000
 MAX_RATE = 192000
 PIPE_TIMEOUT_S = 120
+READ_BLOCK_FRAMES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def load(entry: str, start: float | None = None, end: float | None = None,
             last = f.frames if end is None else min(f.frames, int(round(end * rate)))
             if first:
                 f.seek(first)
-            samples = f.read(max(0, last - first), dtype="float32", always_2d=True)
+            samples = _read_frames(f, max(0, last - first))
     except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
         raise DataError(f"corrupt audio: {entry}: {e}") from None
     if samples.shape[0] == 0:
@@ -99,6 +100,19 @@ def load(entry: str, start: float | None = None, end: float | None = None,
     if not np.all(np.isfinite(mono)):
         raise DataError(f"corrupt audio: {entry} contains NaN or infinite samples")
     return resample(mono, rate, target_rate)
+
+
+def _read_frames(f: soundfile.SoundFile, count: int) -> np.ndarray:
+    """Up to ``count`` frames as float32 (frames, channels), read in blocks: a corrupt header that
+    claims billions of frames costs only the memory of the frames the file really holds."""
+    blocks = []
+    while count > 0:
+        block = f.read(min(count, READ_BLOCK_FRAMES), dtype="float32", always_2d=True)
+        if len(block) == 0:
+            break
+        blocks.append(block)
+        count -= len(block)
+    return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), dtype=np.float32)
 
 
 def resample(samples: np.ndarray, rate: int, target_rate: int = TARGET_RATE) -> np.ndarray:
