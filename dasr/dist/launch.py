@@ -199,9 +199,8 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerI
         device = torch.device("cpu")
         backend = backend or "gloo"
     if not dist.is_initialized():
-        if rank == 0 and os.environ.get("MASTER_ADDR") == "127.0.0.1" and not _uses_agent_store():
-            global _worker_store_server
-            _worker_store_server = serve_store_on_loopback(int(os.environ["MASTER_PORT"]))
+        if os.environ.get("MASTER_ADDR") == "127.0.0.1":
+            _listen_on_loopback(rank)
         dist.init_process_group(backend=backend, rank=rank, world_size=world,
                                 timeout=timedelta(seconds=timeout_s))
     return WorkerInfo(rank, world, local_rank, device)
@@ -209,6 +208,17 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerI
 
 def _uses_agent_store() -> bool:
     return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
+def _listen_on_loopback(rank: int) -> None:
+    """Keep a one-machine job's sockets on 127.0.0.1: gloo's (it would take the address the
+    hostname resolves to) and the store rank 0 hosts."""
+    global _worker_store_server
+    loopback = next((name for _, name in socket.if_nameindex() if name.startswith("lo")), None)
+    if loopback is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback)
+    if rank == 0 and not _uses_agent_store():
+        _worker_store_server = serve_store_on_loopback(int(os.environ["MASTER_PORT"]))
 
 
 def finish_worker() -> None:
