@@ -5,7 +5,7 @@ import pytest
 
 from dasr.sim import calibrate, gpu, model
 from dasr.sim.cluster import Cluster, Workload, simulate
-from dasr.sim.engine import Cpu, Engine, Sleep, Wait
+from dasr.sim.engine import Cpu, Engine, Sleep, Wait, aggregate_speed
 from dasr.sim.model import Link
 
 LINK = Link(latency_s=1e-3, bandwidth_Bps=1e8)
@@ -62,6 +62,38 @@ def test_processor_sharing_four_tasks_on_two_cores_take_twice_as_long():
         engine.spawn(task())
     engine.run(10.0)
     assert finished == pytest.approx([2.0] * 4)
+
+
+def _finish_times(engine, tasks):
+    finished = []
+
+    def task():
+        yield Cpu(1.0)
+        finished.append(engine.now)
+
+    for _ in range(tasks):
+        engine.spawn(task())
+    engine.run(10.0)
+    return finished
+
+
+def test_measured_contention_slows_each_task_to_s_of_k_over_k():
+    speedup = {1: 1.0, 2: 1.5, 4: 1.5}
+    assert _finish_times(Engine(cores=2, speedup=speedup), 4) == pytest.approx([4 / 1.5] * 4)
+    assert _finish_times(Engine(cores=2, speedup=speedup), 2) == pytest.approx([2 / 1.5] * 2)
+    assert _finish_times(Engine(cores=2, speedup=speedup), 1) == pytest.approx([1.0])
+    # ideal sharing is the default and unchanged
+    assert _finish_times(Engine(cores=2), 2) == pytest.approx([1.0, 1.0])
+    assert _finish_times(Engine(cores=2, speedup={2: 2.0, 4: 2.0}), 4) == pytest.approx([2.0] * 4)
+
+
+def test_aggregate_speed_interpolates_between_measured_counts_and_stays_flat_beyond():
+    speedup = {2: 1.8, 4: 1.6}
+    assert aggregate_speed(1, speedup) == 1.0                    # s(1) = 1 when not given
+    assert aggregate_speed(3, speedup) == pytest.approx(1.7)
+    assert aggregate_speed(8, speedup) == pytest.approx(1.6)
+    with pytest.raises(ValueError):
+        Engine(cores=None, speedup=speedup)                      # factors only for shared cores
 
 
 def test_sleep_uses_no_core_and_events_release_waiters():
@@ -122,6 +154,13 @@ def test_shared_cores_make_four_workers_take_twice_per_step():
     assert crowded.step_s == pytest.approx(0.2, rel=0.03)
 
 
+def test_measured_contention_slows_four_workers_on_two_cores_to_s_of_4():
+    w = _work(gossip_period_s=1e6)
+    shared = Cluster(cores=2, link=LINK, comm_on_cpu=True, speedup={2: 1.8, 4: 1.5})
+    assert simulate("adpsgd", 2, w, shared, steps=40).step_s == pytest.approx(0.1 * 2 / 1.8, rel=0.03)
+    assert simulate("adpsgd", 4, w, shared, steps=40).step_s == pytest.approx(0.1 * 4 / 1.5, rel=0.03)
+
+
 def test_ps_server_contention_grows_with_workers():
     w = _work(pass_s=0.004)
     times = [simulate("ps", n, w, OWN, steps=40).step_s for n in (2, 4, 8, 16)]
@@ -164,9 +203,10 @@ def _fixture(path):
 def test_machine_model_takes_only_the_single_run(tmp_path):
     results = calibrate.load_strategies(_fixture(tmp_path / "strategies.json"))
     link = {"latency_s": 2e-4, "bandwidth_Bps": 6e8, "pass_s": 1e-3, "allreduce_s": {}}
-    work, cluster = calibrate.machine_model(results, link, 0.0)
+    work, cluster = calibrate.machine_model(results, link, 0.0, {1: 1.0, 2: 1.8})
     assert (work.compute_s, work.other_s, work.samples_per_step) == (0.3, pytest.approx(0.02), 13.5)
-    assert cluster.cores == 2 and cluster.comm_on_cpu
+    assert cluster.cores == 2 and cluster.comm_on_cpu and cluster.speedup == {1: 1.0, 2: 1.8}
+    assert calibrate.batch_shape(SETUP) == (14, pytest.approx(4000 / 13.5 / 100))
 
 
 def test_missing_calibration_is_a_clear_error(tmp_path):
@@ -181,6 +221,7 @@ def test_cli_writes_report_and_summary(tmp_path, monkeypatch):
 
     link = {"latency_s": 2e-4, "bandwidth_Bps": 6e8, "pass_s": 1e-3, "allreduce_s": {65536: 1e-3}}
     monkeypatch.setattr(calibrate, "measure_link", lambda param_bytes, reps: link)
+    monkeypatch.setattr(calibrate, "measure_contention", lambda utterances, seconds, window_s: {1: 1.0, 2: 1.8, 4: 1.6})
     cal = _fixture(tmp_path / "strategies.json")
     assert main(["simulate", "--calibration", str(cal), "--out", str(tmp_path), "--learners", "8,16",
                  "--quick"]) == 0
@@ -191,3 +232,4 @@ def test_cli_writes_report_and_summary(tmp_path, monkeypatch):
         assert summary[key]["value"] >= 0 and summary[key]["command"].startswith("dasr")
     md = (tmp_path / "simulate.md").read_text()
     assert "Assumptions" in md and "ICASSP 2020" in md and "V100 datasheet" in md
+    assert "k=2: 1.80x, k=4: 1.60x" in md

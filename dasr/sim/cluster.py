@@ -30,7 +30,7 @@ import numpy as np
 
 from dasr.dist import topology
 from dasr.sim import model
-from dasr.sim.engine import Cpu, Engine, Event, Sleep, Wait
+from dasr.sim.engine import Cpu, Engine, Event, Sleep, Wait, aggregate_speed
 from dasr.sim.model import Link
 
 STRATEGIES = ("single", "sync", "adpsgd", "hybrid", "ps")
@@ -81,6 +81,8 @@ class Cluster:
         node_link: link between learners of one node (None: ``link``).
         node_size: learners per node.
         comm_on_cpu: transfers are CPU work of the processes involved (gloo on CPU), not wall time only.
+        speedup: ``{k: s(k)}``, measured aggregate speed of ``k`` tasks on the shared cores relative to
+            one (None: ideal processor sharing); see :class:`dasr.sim.engine.Engine`.
     """
 
     cores: int | None
@@ -88,6 +90,7 @@ class Cluster:
     node_link: Link | None = None
     node_size: int = 1
     comm_on_cpu: bool = False
+    speedup: dict[int, float] | None = None
 
     def link_for(self, ranks: list[int]) -> Link:
         """The slowest link a collective over ``ranks`` crosses."""
@@ -121,7 +124,11 @@ def simulate(strategy: str, nproc: int, work: Workload, cluster: Cluster, steps:
         raise ValueError(f"hybrid group size {work.group_size} must divide {nproc}")
     run = _Run(strategy, nproc, work, cluster, seed)
     slowest = max([1.0, *work.stragglers.values()])
-    one_step = (work.compute_s * slowest + work.other_s) * max(1.0, nproc / (cluster.cores or nproc))
+    if cluster.speedup is not None:
+        crowding = nproc / aggregate_speed(nproc, cluster.speedup)
+    else:
+        crowding = max(1.0, nproc / (cluster.cores or nproc))
+    one_step = (work.compute_s * slowest + work.other_s) * crowding
     t_warm = warmup_steps * one_step * 1.5
     t_end = t_warm + steps * one_step * 1.5
     run.engine.run(t_warm)
@@ -138,7 +145,7 @@ class _Run:
     """The processes of one simulated run and their shared state."""
 
     def __init__(self, strategy: str, n: int, work: Workload, cluster: Cluster, seed: int):
-        self.engine = Engine(cluster.cores)
+        self.engine = Engine(cluster.cores, cluster.speedup)
         self.strategy, self.n, self.work, self.cluster = strategy, n, work, cluster
         self.rng = np.random.default_rng(seed)
         self.steps = [0] * n

@@ -12,7 +12,12 @@ A process is a generator that yields requests and is resumed when they are done:
     engine.run(until=60.0)
 
 Processor sharing: with ``k`` tasks in ``Cpu`` and ``C`` cores, each progresses at rate
-``min(1, C / k)`` (``cores=None``: every task has its own processor, rate 1).
+``min(1, C / k)`` (``cores=None``: every task has its own processor, rate 1). Real cores
+share less than ideally (SMT siblings, memory bandwidth, caches): given measured
+``speedup = {k: s(k)}``, the aggregate speed of ``k`` concurrent tasks relative to one
+alone, each progresses at ``s(k) / k`` instead (:func:`aggregate_speed` interpolates ``s``)::
+
+    engine = Engine(cores=2, speedup={1: 1.0, 2: 1.8, 4: 1.65})
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Generator
+
+import numpy as np
 
 Process = Generator
 
@@ -54,13 +61,31 @@ class Wait:
     event: Event
 
 
-class Engine:
-    """Runs processes in simulated time; ``now`` is the current time in seconds."""
+def aggregate_speed(k: int, speedup: dict[int, float]) -> float:
+    """``s(k)``: measured aggregate speed of ``k`` concurrent tasks, linear between measured counts.
 
-    def __init__(self, cores: int | None = None):
+    ``s(1) = 1`` by definition; beyond the largest measured count the aggregate stays at its
+    last value (the cores are saturated: more tasks only split the same throughput).
+    """
+    counts = sorted({1, *speedup})
+    return float(np.interp(k, counts, [speedup.get(c, 1.0) for c in counts]))
+
+
+class Engine:
+    """Runs processes in simulated time; ``now`` is the current time in seconds.
+
+    Args:
+        cores: cores all tasks share (None: every task has its own processor).
+        speedup: ``{k: s(k)}`` measured on those cores (None: ideal sharing, ``s(k) = min(k, cores)``).
+    """
+
+    def __init__(self, cores: int | None = None, speedup: dict[int, float] | None = None):
         if cores is not None and cores < 1:
             raise ValueError(f"cores must be >= 1 or None, got {cores}")
+        if speedup is not None and (cores is None or any(k < 1 or s <= 0 for k, s in speedup.items())):
+            raise ValueError(f"speedup needs shared cores, counts >= 1 and positive factors, got {speedup}")
         self.cores = cores
+        self.speedup = speedup
         self.now = 0.0
         self._timers: list = []            # (time, seq, process)
         self._seq = itertools.count()
@@ -93,7 +118,11 @@ class Engine:
     def rate(self) -> float:
         """Progress per second of each computing task now."""
         k = len(self._computing)
-        return 1.0 if self.cores is None or k <= self.cores else self.cores / k
+        if self.cores is None or k == 0:
+            return 1.0
+        if self.speedup is not None:
+            return aggregate_speed(k, self.speedup) / k
+        return 1.0 if k <= self.cores else self.cores / k
 
     def run(self, until: float) -> None:
         """Advance time to ``until`` (or until nothing is left to do)."""

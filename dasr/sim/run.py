@@ -6,6 +6,7 @@ Writes ``OUT/simulate.md``, ``.json`` and ``.png`` and sets ``sim_vs_measured_ma
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from dasr.bench.report import Report, machine_info, new_figure
 from dasr.bench.summary import update_summary
@@ -33,11 +34,19 @@ def validate(results: dict, work, cluster, steps: int) -> list[dict]:
     return rows
 
 
-def assumptions(results: dict, link: dict, work) -> list[tuple[str, str, str]]:
+def assumptions(results: dict, link: dict, work, contention: dict) -> list[tuple[str, str, str]]:
     """(what, value, source) of everything the simulator takes as given."""
     one, setup = calibrate.single_run(results), results["setup"]
+    utterances, seconds = calibrate.batch_shape(setup)
+    factors = ", ".join(f"k={k}: {s:.2f}x" for k, s in contention["speedup"].items() if k > 1)
     cpu = [
-        ("this machine: cores shared by all workers", f"{setup['cores']} (processor sharing)", "strategies.json setup"),
+        ("this machine: cores shared by all workers", f"{setup['cores']} (processor sharing at the measured "
+         "contention)", "strategies.json setup"),
+        ("this machine: CPU contention", f"aggregate speed of k concurrent single-thread training processes vs one: "
+         f"{factors} (ideal: min(k, {setup['cores']})); each of k computing tasks runs at s(k)/k, linear between "
+         "measured k, flat beyond", f"micro-benchmark (demo BLSTM steps on a random {utterances} x {seconds:.1f} s "
+         f"batch, {contention['window_s']:g} s per k, all started together; 1-min load average "
+         f"{contention['load_before']:.1f} before)"),
         ("this machine: compute per step", f"{work.compute_s * 1e3:.1f} ms (+ {work.other_s * 1e3:.1f} ms rest of "
          f"the step)", "strategies.json, N = 1 single run (compute_s, step_s)"),
         ("this machine: utterances per step, model bytes", f"{setup['utts_per_step']:.2f}, {setup['param_bytes']:,}",
@@ -104,13 +113,16 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
     """Calibrate, validate, predict; write the report and the two summary figures. Returns the results."""
     results = calibrate.load_strategies(calibration)
     link = calibrate.measure_link(results["setup"]["param_bytes"], reps=3 if quick else 7)
-    work, cluster = calibrate.machine_model(results, link, CPU_COMPUTE_CV)
+    window_s = 2.0 if quick else 3.0
+    contention = {"window_s": window_s, "load_before": os.getloadavg()[0],
+                  "speedup": calibrate.measure_contention(*calibrate.batch_shape(results["setup"]), window_s)}
+    work, cluster = calibrate.machine_model(results, link, CPU_COMPUTE_CV, contention["speedup"])
     steps = 30 if quick else 150
     gpu_steps = 15 if quick else 60
     validation = validate(results, work, cluster, steps)
     published = paper.compare_published(gpu_steps)
     scale = paper.scaling(learners, gpu_steps)
-    given = assumptions(results, link, work)
+    given = assumptions(results, link, work, contention)
     max_measured = max((r["rel_err"] for r in validation), default=None)
     max_paper = max(r["rel_err"] for r in published)
 
@@ -138,7 +150,7 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
         ["N", "strategy", "samples/s", "hours per epoch", f"hours for {paper.EPOCHS} epochs", "speed-up"],
         [[r["learners"], r["strategy"], f"{r['samples_per_s']:,.0f}", f"{r['epoch_h']:.2f}", f"{r['hours']:.1f}",
           f"{r['speedup']:.1f}x"] for r in scale]))
-    res = {"calibration": calibration, "link": link, "workload": dataclasses.asdict(work),
+    res = {"calibration": calibration, "link": link, "contention": contention, "workload": dataclasses.asdict(work),
            "assumptions": [dict(zip(("what", "value", "source"), a)) for a in given],
            "validation": validation, "published": published, "scaling": scale,
            "sim_vs_measured_max_rel_err": max_measured, "sim_vs_paper_max_rel_err": max_paper}
