@@ -118,6 +118,7 @@ def write_report(report: Report, size: dict, kills: dict, vanished: list[dict], 
         f"{'–' if growth is None else f'{100 * growth:+.2f} %'} (goal < 5 %) |\n"
         f"| threads a worker gained after that step (max) | {soaked['thread_growth']} |\n"
         f"| processes of the run left after it exited | {soaked['processes_left']} |\n"
+        f"| addresses its sockets listened on | {', '.join(soaked['listened_on'])} |\n"
         f"| wall time | {soaked['wall_s']} s |"))
     report.add("Summary", "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| "
                + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in head.values()) + " |\n\n"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from dasr.bench.faults import train_command
-from dasr.bench.procs import Run, session_leftovers, threads, workers
+from dasr.bench.procs import Run, descendants, listening_addresses, session_leftovers, threads, workers
 
 
 class MetricsTail:
@@ -55,12 +55,13 @@ def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps:
         steps reached by every rank, ``deadlocks`` (1 when the run stalled or ran past
         ``limit_s``), exit code, the largest RSS growth over the ranks from step ``rss_from``
         to the end, the most threads a worker gained over its count at step ``rss_from``,
-        and the processes of the run still alive after it exited.
+        the processes of the run still alive after it exited, and the addresses its
+        sockets listened on.
     """
     exp = Path(exp)
     run = Run.start(train_command(data, exp, "adpsgd", nproc, steps, "--checkpoint-every", max(steps // 4, 1),
                                   batch_frames=batch_frames), exp.parent / f"{exp.name}.log")
-    tail, records, thread_counts = MetricsTail(exp), [], {}
+    tail, records, thread_counts, addresses = MetricsTail(exp), [], {}, set()
     start = progress_at = time.monotonic()
     stalled = False
     while run.process.poll() is None:
@@ -72,6 +73,7 @@ def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps:
         elif now - progress_at > stall_s or now - start > limit_s:
             stalled = True
             break
+        addresses |= listening_addresses([run.pid, *descendants(run.pid)])
         if records and max(r["step"] for r in records) >= rss_from:
             for pid in workers(run.pid):
                 n = threads(pid)
@@ -94,5 +96,6 @@ def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps:
             "rss_growth": max(growth.values(), default=None), "rss_growth_per_rank": growth,
             "rss_mib_end": {r["rank"]: r["rss_mib"] for r in records},
             "thread_growth": max((b - a for a, b in thread_counts.values()), default=None),
-            "processes_left": len(leftovers), "wall_s": round(time.monotonic() - start, 1),
+            "processes_left": len(leftovers), "listened_on": sorted(addresses),
+            "wall_s": round(time.monotonic() - start, 1),
             "log_tail": "" if code == 0 else run.tail()}
