@@ -164,7 +164,8 @@ def cmd_bench(args) -> None:
 
     command = shlex.join(["dasr", *sys.argv[1:]])
     importlib.import_module(BENCHMARKS[args.bench]).run_cli(args, command)
-    print(f"wrote {args.out}/{args.bench}.md, .json and .png")
+    written = [ext for ext in (".md", ".json", ".png") if (Path(args.out) / f"{args.bench}{ext}").exists()]
+    print(f"wrote {args.out}/{args.bench}{', '.join(written)}")
 
 
 def _format_summary(summary: dict) -> str:
