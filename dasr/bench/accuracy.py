@@ -17,7 +17,7 @@ from dasr.errors import DasrError
 
 BEAM = 50
 #: epochs per run: quick smoke run, full benchmark
-EPOCHS = {True: 1, False: 6}
+EPOCHS = {True: 1, False: 5}
 
 
 def configurations(epochs: int) -> list[TrainRun]:

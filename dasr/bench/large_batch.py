@@ -29,7 +29,7 @@ SCALE = 10
 BASE_LR = 0.003
 WER_GOAL = 0.02
 #: (epochs per run): quick smoke run, full benchmark
-EPOCHS = {True: 1, False: 6}
+EPOCHS = {True: 1, False: 5}
 
 
 def variants(strategy: str, epochs: int, train_frames: int) -> list[TrainRun]:

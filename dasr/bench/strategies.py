@@ -30,7 +30,7 @@ GOSSIP_PERIOD_S = 0.5
 GROUP_SIZE = 2
 BATCH_FRAMES = 4000
 #: (steps per run, warm-up steps left out, rounds): quick smoke run, full benchmark
-SIZES = {True: (10, 5, 1), False: (40, 10, 2)}
+SIZES = {True: (10, 5, 1), False: (30, 10, 2)}
 
 
 def configurations() -> list[TrainRun]:
