@@ -82,8 +82,9 @@ def test_large_batch_report_compares_10b_with_b(tmp_path, monkeypatch):
 
     def fake_train(run, data_dir, exp_dir, skip_steps):
         variant = run.label[len(run.strategy) + 1:]
-        evals = [{"epoch": 0, "step": 5, "train_s": 5.0, "dev_wer": 1.0},
-                 {"epoch": 1, "step": 10, "train_s": 10.0, "dev_wer": finals[variant] + (run.strategy == "sync") * 0.1}]
+        evals = [{"epoch": 0, "step": 5, "train_s": 5.0, "dev_wer": 1.0, "dev_loss": 100.0},
+                 {"epoch": 1, "step": 10, "train_s": 10.0, "dev_wer": finals[variant] + (run.strategy == "sync") * 0.1,
+                  "dev_loss": 50.0}]
         return {**_fake_run(run.strategy, run.nproc), "evals": evals, "label": run.label, "strategy": run.strategy,
                 "nproc": run.nproc}
 
