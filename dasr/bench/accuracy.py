@@ -46,7 +46,6 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         raise DasrError("dasr bench accuracy needs --data: a corpus with features, e.g. exp/demo/data from `make demo`")
     epochs = EPOCHS[quick]
     report = Report("accuracy", "Accuracy of every strategy at equal epochs", command, machine_info())
-    cores = report.machine["cores"]
     runs = []
     with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
         for config in configurations(epochs):
@@ -56,17 +55,30 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
             runs.append(summary)
             print(f"  {config.label}: test WER {100 * summary['test_wer_lm']:.2f} % with LM, "
                   f"{100 * summary['test_wer_greedy']:.2f} % greedy", flush=True)
+    return write_report(runs, epochs, report, out_dir)
+
+
+def write_report(runs: list[dict], epochs: int, report: Report, out_dir: str) -> dict:
+    """The table and figure of the measured ``runs``."""
+    cores = report.machine["cores"]
     results = {"epochs": epochs, "beam": BEAM, "runs": runs}
     report.add("Setup", (
         f"`demo` model, {epochs} epochs each, 4000 padded frames per worker step, LR given for 8000 frames and scaled "
         f"linearly with the effective batch, SpecAugment and speed perturbation (`conf/demo.yaml`); one torch thread "
         f"per worker ({sharing(4, cores)} at N = 4). Test = unseen voices and sentences ({runs[0]['test_words']} "
         f"words); LM decoding with the 5-gram `lm.arpa`, beam {BEAM}, LM weight and word score tuned on dev."))
-    rows = "| strategy | workers | test WER, LM | test WER, greedy | final dev WER (greedy) | samples/s |\n|---|---|---|---|---|---|\n"
+    rows = ("| strategy | workers | updates per worker | test WER, LM | test WER, greedy | final dev WER (greedy) | "
+            "samples/s |\n|---|---|---|---|---|---|---|\n")
     for r in runs:
-        rows += (f"| {r['label']} | {r['nproc']} | {100 * r['test_wer_lm']:.2f} % | {100 * r['test_wer_greedy']:.2f} % | "
-                 f"{100 * r['evals'][-1]['dev_wer']:.1f} % | {r['samples_per_s']:.1f} |\n")
-    report.add("Results", rows)
+        rows += (f"| {r['label']} | {r['nproc']} | {r['evals'][-1]['step']} | {100 * r['test_wer_lm']:.2f} % | "
+                 f"{100 * r['test_wer_greedy']:.2f} % | {100 * r['evals'][-1]['dev_wer']:.1f} % | "
+                 f"{r['samples_per_s']:.1f} |\n")
+    report.add("Results", rows + (
+        "\nAt equal epochs N workers make 1/N of one worker's updates, each on an N times larger batch with "
+        "an N times larger LR (linear scaling). Early in training, as after these few epochs, the WER still "
+        "follows the number of updates; whether the strategies end level (the paper's \"no loss\") needs "
+        "training to convergence, e.g. the demo's 18 epochs (`make demo`: adpsgd on 2 workers, 3.16 % test "
+        "WER with the LM). ps, the baseline the paper argues against, also runs plain SGD here."))
     fig, (ax1, ax2) = new_figure(2)
     for r in runs:
         ax1.plot([e["epoch"] + 1 for e in r["evals"]], [e["dev_wer"] for e in r["evals"]], marker="o", label=r["label"])
