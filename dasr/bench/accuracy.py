@@ -12,8 +12,7 @@ import tempfile
 from pathlib import Path
 
 from dasr.bench.report import Report, machine_info, new_figure, sharing
-from dasr.bench.runs import TrainRun, train
-from dasr.errors import DasrError
+from dasr.bench.runs import TrainRun, require_data, train
 
 BEAM = 50
 #: epochs per run: quick smoke run, full benchmark
@@ -42,8 +41,7 @@ def decoded_test_wer(exp: Path, data_dir: str) -> dict:
 
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """Run the accuracy benchmark; write ``accuracy.md/.json/.png``."""
-    if data_dir is None:
-        raise DasrError("dasr bench accuracy needs --data: a corpus with features, e.g. exp/demo/data from `make demo`")
+    require_data(data_dir, "accuracy")
     epochs = EPOCHS[quick]
     report = Report("accuracy", "Accuracy of every strategy at equal epochs", command, machine_info())
     runs = []

@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 
 from dasr.bench.report import Report, machine_info, new_figure, sharing
-from dasr.bench.runs import TrainRun, train
+from dasr.bench.runs import TrainRun, require_data, train
 from dasr.bench.summary import update_summary
-from dasr.errors import DasrError
 
 NPROC = 2
 BASE_FRAMES = 2000
@@ -63,8 +62,7 @@ def relative_wer_difference(wer: float, reference: float) -> float:
 
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """Run the large-batch benchmark; write ``large-batch.md/.json/.png`` and the summary's headline difference."""
-    if data_dir is None:
-        raise DasrError("dasr bench large-batch needs --data: a corpus with features, e.g. exp/demo/data from `make demo`")
+    require_data(data_dir, "large-batch")
     epochs = EPOCHS[quick]
     report = Report("large-batch", "Large batches: B against 10B at equal epochs", command, machine_info())
     frames = train_frames(data_dir)

@@ -40,6 +40,17 @@ class TrainRun:
                 "--strategy", self.strategy, "--nproc", str(self.nproc), *self.options]
 
 
+def require_data(data_dir: str | None, bench: str) -> str:
+    """``data_dir``, or a clear error: benchmarks that train to an accuracy need a real corpus.
+
+    Raises:
+        DasrError: ``data_dir`` is None.
+    """
+    if data_dir is None:
+        raise DasrError(f"dasr bench {bench} needs --data: a corpus with features, e.g. exp/demo/data from `make demo`")
+    return data_dir
+
+
 def train(run: TrainRun, data_dir: str | os.PathLike, exp_dir: str | os.PathLike, skip_steps: int,
           timeout_s: float = 1800.0) -> dict:
     """Run ``run`` into the fresh ``exp_dir`` and summarise it (:func:`summarise`).

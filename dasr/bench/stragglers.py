@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 
 from dasr.bench.report import Report, machine_info, new_figure, sharing
-from dasr.bench.runs import TrainRun, time_to_target, train
+from dasr.bench.runs import TrainRun, require_data, time_to_target, train
 from dasr.bench.summary import update_summary
-from dasr.errors import DasrError
 
 NPROC = 4
 SLOW_RANK = 3
@@ -79,8 +78,7 @@ def measure(data_dir: str, train_s: float, eval_s: float) -> list[dict]:
 
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """Run the straggler benchmark; write ``stragglers.md/.json/.png`` and the summary's headline ratio."""
-    if data_dir is None:
-        raise DasrError("dasr bench stragglers needs --data: a corpus with features, e.g. exp/demo/data from `make demo`")
+    require_data(data_dir, "stragglers")
     train_s, eval_s = SIZES[quick]
     report = Report("stragglers", "Stragglers: time to a common target", command, machine_info())
     return write_report(measure(data_dir, train_s, eval_s), train_s, eval_s, report, out_dir)
