@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench soak sysdeps venv clean
+.PHONY: demo test test-all lint bench soak sysdeps venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ sysdeps:
 demo: venv
 	$(VENV)/bin/dasr demo --out exp/demo
 
-test: venv
+# ruff for lint and format; `make test` runs it first, so a lint error fails CI
+lint: venv
+	$(VENV)/bin/ruff check dasr tests scripts
+	$(VENV)/bin/ruff format --check dasr tests scripts
+
+test: venv lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 test-all: venv

@@ -1,4 +1,5 @@
 """`dasr` command line: one thin function per subcommand; the work happens in the modules."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,10 @@ def _finish_import(utts, rejections, out: Path, strict: bool) -> None:
     if strict and rejections:
         raise DasrError(f"--strict: {len(rejections)} entries were rejected, see {rejected_path}")
     write_manifest(out, utts)
-    print(f"wrote {len(utts)} utterances ({sum(u.duration for u in utts) / 3600:.2f} h) to {out}; "
-          f"rejected {len(rejections)}")
+    print(
+        f"wrote {len(utts)} utterances ({sum(u.duration for u in utts) / 3600:.2f} h) to {out}; "
+        f"rejected {len(rejections)}"
+    )
 
 
 def cmd_corpus_synth(args) -> None:
@@ -63,7 +66,9 @@ def cmd_features(args) -> None:
 
     summary = compute_features(args.data, jobs=args.jobs, subsampling=args.subsampling)
     if args.strict and summary["rejected"]:
-        raise DasrError(f"--strict: {summary['rejected']} entries were rejected, see {Path(args.data) / 'rejected.jsonl'}")
+        raise DasrError(
+            f"--strict: {summary['rejected']} entries were rejected, see {Path(args.data) / 'rejected.jsonl'}"
+        )
     print(data_report(args.data))
 
 
@@ -102,8 +107,10 @@ def cmd_decode(args) -> None:
 
     result = decode_split(args.exp, args.data, args.split, args.lm, args.checkpoint, args.beam_size)
     out = f"{args.exp}/decode-{args.split}{'-lm' if args.lm else ''}"
-    print(f"{args.split}: WER {100 * result['wer']:.2f} %, CER {100 * result['cer']:.2f} % "
-          f"over {result['num_words']} words; details in {out}")
+    print(
+        f"{args.split}: WER {100 * result['wer']:.2f} %, CER {100 * result['cer']:.2f} % "
+        f"over {result['num_words']} words; details in {out}"
+    )
 
 
 def cmd_transcribe(args) -> None:
@@ -153,9 +160,15 @@ def cmd_simulate(args) -> None:
 
 
 #: `dasr bench NAME` -> the module whose ``run_cli(args, command)`` runs it
-BENCHMARKS = {"data": "dasr.bench.data", "train": "dasr.bench.train", "strategies": "dasr.bench.strategies",
-              "stragglers": "dasr.bench.stragglers", "large-batch": "dasr.bench.large_batch",
-              "accuracy": "dasr.bench.accuracy", "reliability": "dasr.bench.reliability"}
+BENCHMARKS = {
+    "data": "dasr.bench.data",
+    "train": "dasr.bench.train",
+    "strategies": "dasr.bench.strategies",
+    "stragglers": "dasr.bench.stragglers",
+    "large-batch": "dasr.bench.large_batch",
+    "accuracy": "dasr.bench.accuracy",
+    "reliability": "dasr.bench.reliability",
+}
 
 
 def cmd_bench(args) -> None:
@@ -173,9 +186,15 @@ def _format_summary(summary: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dasr", description="Fast distributed training of BLSTM-CTC speech recognizers.")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="logging level (default INFO)")
+    parser = argparse.ArgumentParser(
+        prog="dasr", description="Fast distributed training of BLSTM-CTC speech recognizers."
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="logging level (default INFO)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     corpus = sub.add_parser("corpus", help="make, import and export corpora (manifests)")
@@ -187,13 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="parallel synthesis processes (default: all cores)")
     p.add_argument("--text", default=None, help="sentences from this file (one per line) instead of the generator")
     p.set_defaults(func=cmd_corpus_synth)
-    p = corpus_sub.add_parser("import-kaldi", help="Kaldi data dir (wav.scp, text, utt2spk[, segments]) -> JSONL manifest")
+    p = corpus_sub.add_parser(
+        "import-kaldi", help="Kaldi data dir (wav.scp, text, utt2spk[, segments]) -> JSONL manifest"
+    )
     p.add_argument("kaldi_dir")
     p.add_argument("--out", required=True, help="manifest FILE.jsonl to write (rejected.jsonl goes beside it)")
     p.add_argument("--allow-pipes", action="store_true", help="run wav.scp entries that are shell pipes ('cmd |')")
     p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
     p.set_defaults(func=cmd_corpus_import_kaldi)
-    p = corpus_sub.add_parser("import-librispeech", help="LibriSpeech-style tree (*.trans.txt + flac) -> JSONL manifest")
+    p = corpus_sub.add_parser(
+        "import-librispeech", help="LibriSpeech-style tree (*.trans.txt + flac) -> JSONL manifest"
+    )
     p.add_argument("root")
     p.add_argument("--out", required=True, help="manifest FILE.jsonl to write (rejected.jsonl goes beside it)")
     p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
@@ -206,8 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="compute fbank features and CMVN for every manifest of a data dir")
     p.add_argument("data", help="data dir holding train/dev/test.jsonl")
     p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
-    p.add_argument("--subsampling", type=int, default=3,
-                   help="frame subsampling of the model, for the CTC length check (default 3)")
+    p.add_argument(
+        "--subsampling",
+        type=int,
+        default=3,
+        help="frame subsampling of the model, for the CTC length check (default 3)",
+    )
     p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
     p.set_defaults(func=cmd_features)
 
@@ -220,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-frames", type=int, help="padded frames per batch per worker")
     p.add_argument("--lr", type=float, help="peak learning rate for the reference batch")
     p.add_argument("--reference-batch-frames", type=int, help="batch --lr is meant for (default: --batch-frames)")
-    p.add_argument("--lr-scaling", choices=["linear", "sqrt", "none"], help="scale the peak LR with the effective batch")
+    p.add_argument(
+        "--lr-scaling", choices=["linear", "sqrt", "none"], help="scale the peak LR with the effective batch"
+    )
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--anneal", choices=["paper", "cosine"], help="paper: x1/sqrt2 per epoch from --anneal-start-epoch")
     p.add_argument("--anneal-start-epoch", type=int)
@@ -232,9 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spec-augment", action="store_true", default=None)
     p.add_argument("--speed-perturb", action="store_true", default=None)
     p.add_argument("--eval-every-epochs", type=int, help="dev evaluation and epoch checkpoint every N epochs")
-    p.add_argument("--eval-every-s", type=float, help="time mode: evaluate every this many seconds of training "
-                   "(workers' epochs stay their own: a fast adpsgd worker never waits for a slow one at an epoch end)")
-    p.add_argument("--train-seconds", type=float, help="time mode: stop at the first evaluation after this much training")
+    p.add_argument(
+        "--eval-every-s",
+        type=float,
+        help="time mode: evaluate every this many seconds of training "
+        "(workers' epochs stay their own: a fast adpsgd worker never waits for a slow one at an epoch end)",
+    )
+    p.add_argument(
+        "--train-seconds", type=float, help="time mode: stop at the first evaluation after this much training"
+    )
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: evaluated epoch ends only)")
     p.add_argument("--keep-checkpoints", type=int)
     p.add_argument("--log-every", type=int)
@@ -253,7 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--straggler", action="append", metavar="RANK:FACTOR", help="slow RANK's compute by FACTOR")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("lm", help="estimate a word n-gram LM (modified Kneser-Ney) on the train text; writes DATA/lm.arpa")
+    p = sub.add_parser(
+        "lm", help="estimate a word n-gram LM (modified Kneser-Ney) on the train text; writes DATA/lm.arpa"
+    )
     p.add_argument("--data", required=True)
     p.add_argument("--order", type=int, default=3)
     p.set_defaults(func=cmd_lm)
@@ -289,39 +326,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("simulate", help="cluster simulator: calibrate here, check N = 2/4, predict the paper's GPUs")
-    p.add_argument("--calibration", default="docs/results/strategies.json",
-                   help="strategies benchmark output to calibrate on (default docs/results/strategies.json)")
-    p.add_argument("--out", default="docs/results", help="directory for simulate.md, .json, .png (default docs/results)")
+    p.add_argument(
+        "--calibration",
+        default="docs/results/strategies.json",
+        help="strategies benchmark output to calibrate on (default docs/results/strategies.json)",
+    )
+    p.add_argument(
+        "--out", default="docs/results", help="directory for simulate.md, .json, .png (default docs/results)"
+    )
     p.add_argument("--learners", default="8,16,32,64,128", help="learner counts to predict (default 8,16,32,64,128)")
     p.add_argument("--quick", action="store_true", help="fewer simulated steps and link repetitions")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bench", help="benchmarks behind docs/results (Markdown + JSON + PNG)")
     benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    helps = {"data": "synthesis, features, loader speed",
-             "train": "trainer overhead, decoding speed, paper-size model",
-             "strategies": "samples/s and compute/communication per strategy at N = 1, 2, 4",
-             "stragglers": "time to a target dev WER with one worker 1x/2x/4x slower",
-             "large-batch": "effective batch B vs 10B, with and without LR scaling + warm-up",
-             "accuracy": "test WER of every strategy at equal epochs",
-             "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak"}
+    helps = {
+        "data": "synthesis, features, loader speed",
+        "train": "trainer overhead, decoding speed, paper-size model",
+        "strategies": "samples/s and compute/communication per strategy at N = 1, 2, 4",
+        "stragglers": "time to a target dev WER with one worker 1x/2x/4x slower",
+        "large-batch": "effective batch B vs 10B, with and without LR scaling + warm-up",
+        "accuracy": "test WER of every strategy at equal epochs",
+        "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
+    }
     bench_parsers = {}
     for name, text in helps.items():
         b = bench_parsers[name] = benches.add_parser(name, help=text)
         b.add_argument("--data", default=None, help="data dir with features (default: synthesise a small one)")
         b.add_argument("--quick", action="store_true", help="a smoke-sized run")
-        b.add_argument("--out", default="docs/results", help="directory for BENCH.md, .json, .png (default docs/results)")
+        b.add_argument(
+            "--out", default="docs/results", help="directory for BENCH.md, .json, .png (default docs/results)"
+        )
         b.set_defaults(func=cmd_bench)
-    bench_parsers["train"].add_argument("--exp", default=None,
-                                        help="decode with EXP/best.pt (default: the briefly trained demo model)")
+    bench_parsers["train"].add_argument(
+        "--exp", default=None, help="decode with EXP/best.pt (default: the briefly trained demo model)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dasr` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     try:
         args.func(args)
     except DasrError as e:

@@ -2,6 +2,7 @@
 
 The resolved configuration is saved as ``EXP/config.yaml`` with every run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,32 +23,32 @@ class TrainConfig:
     data: str = ""
     exp: str = ""
     preset: str = "demo"
-    units: str = "char"               # char | bpe
+    units: str = "char"  # char | bpe
     bpe_vocab: int = 256
     epochs: int = 10
-    max_steps: int = 0                # stop after this many steps of this worker (0: no limit)
-    batch_frames: int = 10000         # per worker, padded frames
-    optimizer: str = "sgd"            # sgd (Nesterov momentum, the paper's) | adamw
-    lr: float = 0.1                   # peak LR at the reference batch
-    reference_batch_frames: int = 0   # batch the lr is given for (0: batch_frames of one worker)
-    lr_scaling: str = "linear"        # linear | sqrt | none: scale the peak with the effective batch
+    max_steps: int = 0  # stop after this many steps of this worker (0: no limit)
+    batch_frames: int = 10000  # per worker, padded frames
+    optimizer: str = "sgd"  # sgd (Nesterov momentum, the paper's) | adamw
+    lr: float = 0.1  # peak LR at the reference batch
+    reference_batch_frames: int = 0  # batch the lr is given for (0: batch_frames of one worker)
+    lr_scaling: str = "linear"  # linear | sqrt | none: scale the peak with the effective batch
     warmup_steps: int = 100
-    anneal: str = "paper"             # paper (x 1/sqrt2 per epoch) | cosine
+    anneal: str = "paper"  # paper (x 1/sqrt2 per epoch) | cosine
     anneal_start_epoch: int = 6
     momentum: float = 0.9
     weight_decay: float = 0.0
     grad_clip: float = 5.0
-    max_bad_steps: int = 5            # stop after this many non-finite losses in a row
+    max_bad_steps: int = 5  # stop after this many non-finite losses in a row
     spec_augment: bool = False
     speed_perturb: bool = False
-    eval_every_epochs: int = 1        # dev evaluation (and epoch checkpoint) every this many epochs
-    eval_every_s: float = 0.0         # >0: evaluate every this many seconds of training instead (time mode)
-    train_seconds: float = 0.0        # time mode: stop at the first evaluation after this much training
-    checkpoint_every: int = 0         # steps; 0: only at evaluated epoch ends
+    eval_every_epochs: int = 1  # dev evaluation (and epoch checkpoint) every this many epochs
+    eval_every_s: float = 0.0  # >0: evaluate every this many seconds of training instead (time mode)
+    train_seconds: float = 0.0  # time mode: stop at the first evaluation after this much training
+    checkpoint_every: int = 0  # steps; 0: only at evaluated epoch ends
     keep_checkpoints: int = 3
     log_every: int = 10
     seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda
+    device: str = "auto"  # auto | cpu | cuda
     resume: bool = False
     strategy: str = "single"
     nproc: int = 1

@@ -1,4 +1,5 @@
 """`dasr demo` (what `make demo` runs): corpus -> features -> LM -> train -> decode -> WER table."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,12 +52,20 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
     greedy = decode_split(str(exp), str(data), "test", use_lm=False)
     with_lm = decode_split(str(exp), str(data), "test", use_lm=True)
     timings["decode_s"] = time.time() - t
-    results = {"test_wer_greedy": greedy["wer"], "test_wer_lm": with_lm["wer"],
-               "test_cer_greedy": greedy["cer"], "test_cer_lm": with_lm["cer"],
-               "test_words": with_lm["num_words"], "wall_s": round(time.time() - start, 1),
-               "strategy": config.strategy, "workers": config.world_size, "preset": config.preset,
-               "quick": quick, **{k: round(v, 1) for k, v in timings.items()},
-               "config": dataclasses.asdict(config)}
+    results = {
+        "test_wer_greedy": greedy["wer"],
+        "test_wer_lm": with_lm["wer"],
+        "test_cer_greedy": greedy["cer"],
+        "test_cer_lm": with_lm["cer"],
+        "test_words": with_lm["num_words"],
+        "wall_s": round(time.time() - start, 1),
+        "strategy": config.strategy,
+        "workers": config.world_size,
+        "preset": config.preset,
+        "quick": quick,
+        **{k: round(v, 1) for k, v in timings.items()},
+        "config": dataclasses.asdict(config),
+    }
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     print(format_results(results, exp))
     return results
@@ -64,14 +73,16 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
 
 def format_results(results: dict, exp: Path) -> str:
     """The table `make demo` ends with."""
-    rows = [("test WER, greedy", f"{100 * results['test_wer_greedy']:.2f} %"),
-            (f"test WER, {LM_ORDER}-gram LM", f"{100 * results['test_wer_lm']:.2f} %"),
-            (f"test CER, {LM_ORDER}-gram LM", f"{100 * results['test_cer_lm']:.2f} %"),
-            ("test words", str(results["test_words"])),
-            ("training", f"{results['strategy']} on {results['workers']} workers, {results['train_s']:.0f} s"),
-            ("wall time", f"{results['wall_s']:.0f} s"),
-            ("plots", str(exp / "plots")),
-            ("details", str(exp / "decode-test-lm" / "alignments.txt"))]
+    rows = [
+        ("test WER, greedy", f"{100 * results['test_wer_greedy']:.2f} %"),
+        (f"test WER, {LM_ORDER}-gram LM", f"{100 * results['test_wer_lm']:.2f} %"),
+        (f"test CER, {LM_ORDER}-gram LM", f"{100 * results['test_cer_lm']:.2f} %"),
+        ("test words", str(results["test_words"])),
+        ("training", f"{results['strategy']} on {results['workers']} workers, {results['train_s']:.0f} s"),
+        ("wall time", f"{results['wall_s']:.0f} s"),
+        ("plots", str(exp / "plots")),
+        ("details", str(exp / "decode-test-lm" / "alignments.txt")),
+    ]
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 30)
     return "\n".join([line] + [f"{k:<{width}}  {v}" for k, v in rows] + [line])

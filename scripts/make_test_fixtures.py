@@ -1,7 +1,8 @@
 """Regenerate tests/data/speech: 8 short utterances spoken by espeak-ng (committed, so tests need no TTS).
 
-    .venv/bin/python scripts/make_test_fixtures.py
+.venv/bin/python scripts/make_test_fixtures.py
 """
+
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,10 +10,20 @@ from pathlib import Path
 from dasr.data.manifest import read_manifest
 from dasr.data.synth import synthesize_corpus
 
-SENTENCES = ["call mom", "set an alarm for seven", "play some jazz music", "turn on the kitchen lights",
-             "what time is it in paris", "remind me to buy milk", "how is the weather today",
-             "send a message to anna", "open the garage door", "stop the timer"]
+SENTENCES = [
+    "call mom",
+    "set an alarm for seven",
+    "play some jazz music",
+    "turn on the kitchen lights",
+    "what time is it in paris",
+    "remind me to buy milk",
+    "how is the weather today",
+    "send a message to anna",
+    "open the garage door",
+    "stop the timer",
+]
 OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "speech"
+
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,4 +1,5 @@
 """Shared fixtures: real audio files and data dirs made on disk by the tests."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +27,7 @@ def make_wav(tmp_path):
         path.parent.mkdir(parents=True, exist_ok=True)
         audio.write(path, tone(seconds, rate, **kw), rate)
         return str(path)
+
     return make
 
 
@@ -39,8 +41,15 @@ def tiny_data_dir(tmp_path, make_wav):
         for i in range(n):
             seconds = 1.0 + 0.25 * (i % 5)
             path = make_wav(f"data/audio/{split}-{i}.wav", seconds, freq=300 + 20 * i, seed=i)
-            utts.append(Utterance(id=f"{split}-{i:03d}", audio=path, duration=seconds,
-                                  text=words[i % len(words)], speaker=f"spk{i % 3}"))
+            utts.append(
+                Utterance(
+                    id=f"{split}-{i:03d}",
+                    audio=path,
+                    duration=seconds,
+                    text=words[i % len(words)],
+                    speaker=f"spk{i % 3}",
+                )
+            )
         write_manifest(data / f"{split}.jsonl", utts)
     return data
 

@@ -1,4 +1,5 @@
 """The benchmark code: report writing, side-by-side timing, the CLI. No real benchmark runs here."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,15 @@ def test_report_writes_md_json_png_with_command_machine_date(tmp_path):
     written = report.write(tmp_path / "out", {"value": 1.5}, fig)
     assert {p.name for p in written} == {"demo.md", "demo.json", "demo.png"}
     md = (tmp_path / "out" / "demo.md").read_text()
-    for needle in ("# A title", "`dasr bench data --quick`", "Test CPU, 2 cores, torch 9.9", "2030-01-02",
-                   "## Part", "| 1 | 2 |", "![A title](demo.png)"):
+    for needle in (
+        "# A title",
+        "`dasr bench data --quick`",
+        "Test CPU, 2 cores, torch 9.9",
+        "2030-01-02",
+        "## Part",
+        "| 1 | 2 |",
+        "![A title](demo.png)",
+    ):
         assert needle in md
     data = json.loads((tmp_path / "out" / "demo.json").read_text())
     assert data["command"] == "dasr bench data --quick" and data["machine"] == machine
@@ -53,7 +61,9 @@ def test_report_without_figure_writes_no_png(tmp_path):
 
 def test_report_json_carries_headline_values_at_its_top_level(tmp_path):
     machine = {"cpu": "C", "cores": 1, "torch": "1", "python": "3", "load_avg_1min": 0.0}
-    Report("r", "R", "dasr bench reliability", machine).write(tmp_path, {"kills": 2, "runs": []}, top_level={"kills": 2})
+    Report("r", "R", "dasr bench reliability", machine).write(
+        tmp_path, {"kills": 2, "runs": []}, top_level={"kills": 2}
+    )
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["kills"] == 2 and data["results"]["kills"] == 2 and data["command"] == "dasr bench reliability"
 
@@ -77,6 +87,7 @@ def test_interleave_runs_tasks_in_turn_and_times_them_with_the_clock():
         def run():
             order.append(name)
             now[0] += seconds
+
         return run
 
     times = interleave({"a": task("a", 1.1), "b": task("b", 1.0)}, repeats=3, clock=lambda: now[0])
@@ -114,7 +125,7 @@ def test_cli_bench_help_and_arguments(capsys):
     out = capsys.readouterr().out
     assert "--quick" in out and "--exp" in out and "docs/results" in out
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["bench", "data", "--exp", "exp/a"])   # --exp is train's only
+        build_parser().parse_args(["bench", "data", "--exp", "exp/a"])  # --exp is train's only
     args = build_parser().parse_args(["bench", "train", "--quick", "--out", "/tmp/x", "--exp", "exp/a"])
     assert (args.bench, args.quick, args.out, args.exp, args.data) == ("train", True, "/tmp/x", "exp/a", None)
     with pytest.raises(SystemExit):

@@ -1,4 +1,5 @@
 """CTC greedy and lexicon beam decoding (flashlight-text + KenLM), and WER/CER scoring."""
+
 import json
 
 import pytest
@@ -10,14 +11,31 @@ from dasr.decode.score import score, write_report
 from dasr.errors import DasrError
 
 # "call" is far likelier before "mom" than before "mum" (log10 probabilities)
-BIGRAM_ARPA = "\n".join([
-    "\\data\\", "ngram 1=6", "ngram 2=5", "",
-    "\\1-grams:",
-    "-1.0\t<unk>\t0", "-99\t<s>\t-0.3", "-1.0\t</s>\t0",
-    "-0.6\tcall\t-0.3", "-0.8\tmom\t-0.3", "-0.8\tmum\t-0.3", "",
-    "\\2-grams:",
-    "-0.05\t<s> call", "-0.05\tcall mom", "-2.0\tcall mum", "-0.1\tmom </s>", "-0.1\tmum </s>", "",
-    "\\end\\", ""])
+BIGRAM_ARPA = "\n".join(
+    [
+        "\\data\\",
+        "ngram 1=6",
+        "ngram 2=5",
+        "",
+        "\\1-grams:",
+        "-1.0\t<unk>\t0",
+        "-99\t<s>\t-0.3",
+        "-1.0\t</s>\t0",
+        "-0.6\tcall\t-0.3",
+        "-0.8\tmom\t-0.3",
+        "-0.8\tmum\t-0.3",
+        "",
+        "\\2-grams:",
+        "-0.05\t<s> call",
+        "-0.05\tcall mom",
+        "-2.0\tcall mum",
+        "-0.1\tmom </s>",
+        "-0.1\tmum </s>",
+        "",
+        "\\end\\",
+        "",
+    ]
+)
 
 
 def emissions(vocab_size: int, frames: list[dict[int, float]], floor: float = 1e-4) -> torch.Tensor:
@@ -59,7 +77,7 @@ def test_lexicon_beam_without_lm_decodes_clean_emissions(char_tok):
     decoder = LexiconBeamDecoder(char_tok, ["call", "mom", "mum", "now", "no"], arpa_path=None)
     assert decoder.decode(lp) == "call mom now"
     short = emissions(char_tok.vocab_size, clean_frames(char_tok.encode("call")))
-    batch = torch.stack([lp, torch.cat([short, lp[short.shape[0]:]])])  # "call", then padding
+    batch = torch.stack([lp, torch.cat([short, lp[short.shape[0] :]])])  # "call", then padding
     assert decoder.decode_batch(batch, torch.tensor([lp.shape[0], short.shape[0]])) == ["call mom now", "call"]
     assert decoder.decode(lp[:0]) == ""
 
@@ -150,9 +168,9 @@ def test_write_report(tmp_path):
     assert (report / "ref.txt").read_text() == "u1 hello world\nu2 call mom now\n"
     assert (report / "hyp.txt").read_text() == "u1\nu2 call mum now please\n"
     lines = (report / "alignments.txt").read_text().splitlines()
-    u2 = lines[lines.index("id: u2"):]
+    u2 = lines[lines.index("id: u2") :]
     assert u2[1].split() == ["REF:", "call", "MOM", "now", "***"]
     assert u2[2].split() == ["HYP:", "call", "MUM", "now", "PLEASE"]
     assert u2[3] == "Scores: (#C #S #D #I) 2 1 0 1"
-    u1 = lines[lines.index("id: u1"):]
+    u1 = lines[lines.index("id: u1") :]
     assert u1[1:4] == ["REF: HELLO WORLD", "HYP: ***   ***", "Scores: (#C #S #D #I) 0 0 2 0"]

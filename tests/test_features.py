@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dasr.data import audio
-from dasr.data.features import (Cmvn, FeatureStore, compute_features, fbank, spec_augment, speed_perturb)
+from dasr.data.features import Cmvn, FeatureStore, compute_features, fbank, spec_augment, speed_perturb
 from dasr.data.manifest import Utterance, read_manifest, write_manifest
 from dasr.errors import DataError
 
@@ -47,10 +47,12 @@ def test_bad_utterances_rejected_and_too_short_for_ctc(tiny_data_dir, make_wav):
     short = make_wav("data/audio/short.wav", 0.2)
     corrupt = tiny_data_dir / "audio" / "corrupt.wav"
     corrupt.write_bytes(b"not audio at all")
-    utts += [Utterance("short", short, 0.2, "this transcript is far too long for a fifth of a second"),
-             Utterance("corrupt", str(corrupt), 1.0, "hello"),
-             Utterance("empty", utts[0].audio, 1.0, " ,.! "),
-             Utterance(utts[0].id, utts[0].audio, 1.0, "duplicate")]
+    utts += [
+        Utterance("short", short, 0.2, "this transcript is far too long for a fifth of a second"),
+        Utterance("corrupt", str(corrupt), 1.0, "hello"),
+        Utterance("empty", utts[0].audio, 1.0, " ,.! "),
+        Utterance(utts[0].id, utts[0].audio, 1.0, "duplicate"),
+    ]
     write_manifest(tiny_data_dir / "train.jsonl", utts)
     summary = compute_features(tiny_data_dir, jobs=2)
     assert summary["train"] == 12 and summary["rejected"] == 4

@@ -1,5 +1,6 @@
 """Property-based fuzzing of the input paths: only results, rejection records or DataError, never a
 traceback; no wav.scp pipe runs without allow_pipes. (`dasr bench reliability` runs 10,000 cases.)"""
+
 import numpy as np
 import pytest
 import soundfile

@@ -1,4 +1,5 @@
 """Kneser-Ney n-gram estimation checked by hand, by normalisation, via ARPA and via KenLM."""
+
 import math
 import random
 
@@ -16,12 +17,12 @@ TOY = ["a b", "c b a", "d b", "b c", "a b", ""]
 #   D1 = 1 - 2*0.2*2/1 = 0.2, D2 = 2 - 3*0.2*1/2 = 1.7, D3+ = 3 - 4*0.2*1/1 = 2.2
 #   gamma() = (0.2*1 + 1.7*2 + 2.2*2) / 12 = 2/3; uniform over {a b c d </s> <unk>} = 1/6
 P1 = {
-    "a": (2 - 1.7) / 12 + (2 / 3) / 6,   # 0.136111
-    "b": (4 - 2.2) / 12 + (2 / 3) / 6,   # 0.261111
+    "a": (2 - 1.7) / 12 + (2 / 3) / 6,  # 0.136111
+    "b": (4 - 2.2) / 12 + (2 / 3) / 6,  # 0.261111
     "c": (2 - 1.7) / 12 + (2 / 3) / 6,
-    "d": (1 - 0.2) / 12 + (2 / 3) / 6,   # 0.177778
+    "d": (1 - 0.2) / 12 + (2 / 3) / 6,  # 0.177778
     EOS: (3 - 2.2) / 12 + (2 / 3) / 6,
-    UNK: (2 / 3) / 6,                    # only the interpolated mass
+    UNK: (2 / 3) / 6,  # only the interpolated mass
 }
 
 
@@ -41,18 +42,18 @@ def test_bigram_model_by_hand():
     lm = estimate(TOY, order=2)
     # Raw bigram counts: <s> a 2, a b 2, b </s> 3, the 9 others 1.
     # n1 = 9, n2 = 2, n3 = 1, n4 = 0 -> Y = 9/13
-    d1, d2, d3 = 1 - 2 * (9 / 13) * 2 / 9, 2 - 3 * (9 / 13) * 1 / 2, 3.0   # 9/13, 25/26, 3
+    d1, d2, d3 = 1 - 2 * (9 / 13) * 2 / 9, 2 - 3 * (9 / 13) * 1 / 2, 3.0  # 9/13, 25/26, 3
     # context <s>: <s> a 2, <s> b 1, <s> c 1, <s> d 1 -> total 5
-    gamma_bos = (d2 + 3 * d1) / 5                                         # 79/130
-    close(lm, "a", (BOS,), (2 - d2) / 5 + gamma_bos * P1["a"])           # 0.290406
+    gamma_bos = (d2 + 3 * d1) / 5  # 79/130
+    close(lm, "a", (BOS,), (2 - d2) / 5 + gamma_bos * P1["a"])  # 0.290406
     # context b: b </s> 3, b a 1, b c 1 -> total 5
-    gamma_b = (d3 + 2 * d1) / 5                                           # 57/65
-    close(lm, EOS, ("b",), (3 - d3) / 5 + gamma_b * P1[EOS])             # 0.155897
-    close(lm, "a", ("b",), (1 - d1) / 5 + gamma_b * P1["a"])             # 0.180897
-    close(lm, "d", ("b",), gamma_b * P1["d"])                            # unseen: backoff
+    gamma_b = (d3 + 2 * d1) / 5  # 57/65
+    close(lm, EOS, ("b",), (3 - d3) / 5 + gamma_b * P1[EOS])  # 0.155897
+    close(lm, "a", ("b",), (1 - d1) / 5 + gamma_b * P1["a"])  # 0.180897
+    close(lm, "d", ("b",), gamma_b * P1["d"])  # unseen: backoff
     # context a: a b 2, a </s> 1 -> total 3
-    gamma_a = (d2 + d1) / 3                                               # 43/78
-    close(lm, "b", ("a",), (2 - d2) / 3 + gamma_a * P1["b"])             # 0.490100
+    gamma_a = (d2 + d1) / 3  # 43/78
+    close(lm, "b", ("a",), (2 - d2) / 3 + gamma_a * P1["b"])  # 0.490100
     assert lm.ngrams[0][("a",)][1] == pytest.approx(math.log10(gamma_a))
 
 
@@ -62,21 +63,21 @@ def test_trigram_model_by_hand():
     # Bigrams: <s> a 2, <s> b/c/d 1 (raw, they start with <s>); continuation counts
     #   b </s> {a, d} = 2, the 7 others 1: n3 = 0 -> fallback 0.5, 1, 1.5 as well.
     # bigram context <s>: total 5, gamma = (1 + 3*0.5)/5 = 0.5
-    p_a_bos = (2 - 1) / 5 + 0.5 * P1["a"]                                 # 0.268056
+    p_a_bos = (2 - 1) / 5 + 0.5 * P1["a"]  # 0.268056
     close(lm, "a", (BOS,), p_a_bos)
     # bigram context a: a b 1, a </s> 1 -> total 2, gamma = 0.5
-    p_b_a = (1 - 0.5) / 2 + 0.5 * P1["b"]                                 # 0.380556
+    p_b_a = (1 - 0.5) / 2 + 0.5 * P1["b"]  # 0.380556
     # bigram context b: b </s> 2, b a 1, b c 1 -> total 4, gamma = (1 + 0.5 + 0.5)/4 = 0.5
-    p_eos_b = (2 - 1) / 4 + 0.5 * P1[EOS]                                 # 0.338889
-    p_a_b = (1 - 0.5) / 4 + 0.5 * P1["a"]                                 # 0.193056
+    p_eos_b = (2 - 1) / 4 + 0.5 * P1[EOS]  # 0.338889
+    p_a_b = (1 - 0.5) / 4 + 0.5 * P1["a"]  # 0.193056
     # trigram context <s> a: <s> a b 2 -> total 2, gamma = 1*1/2 = 0.5
-    close(lm, "b", (BOS, "a"), (2 - 1) / 2 + 0.5 * p_b_a)                 # 0.690278
-    close(lm, "c", (BOS, "a"), 0.5 * 0.5 * P1["c"])                       # backs off twice
+    close(lm, "b", (BOS, "a"), (2 - 1) / 2 + 0.5 * p_b_a)  # 0.690278
+    close(lm, "c", (BOS, "a"), 0.5 * 0.5 * P1["c"])  # backs off twice
     # trigram context a b: a b </s> 2 -> total 2, gamma 0.5
-    close(lm, EOS, ("a", "b"), (2 - 1) / 2 + 0.5 * p_eos_b)               # 0.669444
-    close(lm, "zzz", ("a", "b"), 0.5 * 0.5 * P1[UNK])                     # OOV -> <unk>
+    close(lm, EOS, ("a", "b"), (2 - 1) / 2 + 0.5 * p_eos_b)  # 0.669444
+    close(lm, "zzz", ("a", "b"), 0.5 * 0.5 * P1[UNK])  # OOV -> <unk>
     # trigram context c b: c b a 1 -> total 1, gamma 0.5
-    close(lm, "a", ("c", "b"), (1 - 0.5) / 1 + 0.5 * p_a_b)               # 0.596528
+    close(lm, "a", ("c", "b"), (1 - 0.5) / 1 + 0.5 * p_a_b)  # 0.596528
     close(lm, "d", ("c", "b"), 0.5 * 0.5 * P1["d"])
     # a longer context uses only its last two words
     close(lm, EOS, ("d", "c", "a", "b"), (2 - 1) / 2 + 0.5 * p_eos_b)
@@ -107,7 +108,7 @@ def test_arpa_round_trip(tmp_path):
     text = path.read_text()
     assert text.startswith("\\data\\\nngram 1=") and text.endswith("\\end\\\n")
     assert "\\3-grams:" in text
-    assert [p.name for p in tmp_path.iterdir()] == ["lm.arpa"]   # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == ["lm.arpa"]  # no temporary file left
     again = read_arpa(path)
     assert again.order == 3
     assert again.ngrams == lm.ngrams
@@ -124,7 +125,7 @@ def test_kenlm_agrees(tmp_path):
         lm = estimate(corpus, order=order)
         path = tmp_path / f"{name}{order}.arpa"
         lm.write_arpa(path)
-        word_dict = Dictionary()   # holds words the model lacks too: KenLM scores them as <unk>
+        word_dict = Dictionary()  # holds words the model lacks too: KenLM scores them as <unk>
         for word in sorted(lm.vocab | {w for s in sentences for w in s.split()}):
             word_dict.add_entry(word)
         kenlm = KenLM(str(path), word_dict)

@@ -64,5 +64,5 @@ def test_dataset_batches(tiny_data_dir):
     b = out[0]
     assert b.feats.shape[0] == len(b.ids) and b.feats.shape[2] == 80
     assert b.feats.shape[1] == int(b.feat_lens.max())
-    first = b.labels[0, :b.label_lens[0]].tolist()
+    first = b.labels[0, : b.label_lens[0]].tolist()
     assert tok.decode(first) == b.texts[0]

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 
 from dasr.data import audio
-from dasr.data.manifest import (Utterance, export_kaldi, import_kaldi, import_librispeech, read_manifest,
-                                write_manifest)
+from dasr.data.manifest import Utterance, export_kaldi, import_kaldi, import_librispeech, read_manifest, write_manifest
 from dasr.errors import DataError
 
 
 def test_jsonl_round_trip(tmp_path):
-    utts = [Utterance("a", "/x/a.wav", 1.5, "hello world", "s1"),
-            Utterance("b", "/x/b.flac", 0.5, "naïve text", "s2", 8000, start=0.1, end=0.6, extra={"voice": "en-us"})]
+    utts = [
+        Utterance("a", "/x/a.wav", 1.5, "hello world", "s1"),
+        Utterance("b", "/x/b.flac", 0.5, "naïve text", "s2", 8000, start=0.1, end=0.6, extra={"voice": "en-us"}),
+    ]
     write_manifest(tmp_path / "m.jsonl", utts)
     assert read_manifest(tmp_path / "m.jsonl") == utts
 
@@ -41,7 +42,9 @@ def test_kaldi_import_export_round_trip(tmp_path, make_wav):
     utts, rejections = import_kaldi(d)
     assert not rejections
     assert [(u.id, u.text, u.speaker, u.sample_rate) for u in utts] == [
-        ("a", "call mom", "s1", 16000), ("b", "set an alarm", "s2", 22050)]
+        ("a", "call mom", "s1", 16000),
+        ("b", "set an alarm", "s2", 22050),
+    ]
     assert utts[1].duration == pytest.approx(2.0, abs=1e-3)
     export_kaldi(utts, tmp_path / "out")
     again, rejections = import_kaldi(tmp_path / "out")
@@ -54,7 +57,10 @@ def test_kaldi_segments(tmp_path, make_wav):
     (d / "segments").write_text("a-1 a 0.0 0.4\na-2 a 0.5 1.0\nbad a 0.9 0.2\nlate a 0.5 9.0\n")
     (d / "text").write_text("a-1 call\na-2 mom\nbad x\nlate y\n")
     utts, rejections = import_kaldi(d)
-    assert [(u.id, u.start, u.end, round(u.duration, 3)) for u in utts] == [("a-1", 0.0, 0.4, 0.4), ("a-2", 0.5, 1.0, 0.5)]
+    assert [(u.id, u.start, u.end, round(u.duration, 3)) for u in utts] == [
+        ("a-1", 0.0, 0.4, 0.4),
+        ("a-2", 0.5, 1.0, 0.5),
+    ]
     assert sorted(r.id for r in rejections.items) == ["bad", "late"]
     samples = audio.load(utts[1].audio, utts[1].start, utts[1].end)
     assert len(samples) == 8000
@@ -69,10 +75,12 @@ def test_kaldi_bad_entries_are_rejected_with_reasons(tmp_path, make_wav):
     empty = tmp_path / "empty.wav"
     audio.write(empty, np.zeros(0, np.float32))
     low = make_wav("low.wav", 1.0, rate=4000)
-    d = _kaldi_dir(tmp_path, make_wav,
-                   wav_scp_extra=f"c {tmp_path}/missing.wav\nd {corrupt}\ne {empty}\nf {low}\n"
-                                 f"g sox {low} -t wav - |\nh {low}\n",
-                   text_extra=b"c one\nd two\ne three\nf four\ng five\nh \na call again\ni \xff\xfe bad\n")
+    d = _kaldi_dir(
+        tmp_path,
+        make_wav,
+        wav_scp_extra=f"c {tmp_path}/missing.wav\nd {corrupt}\ne {empty}\nf {low}\ng sox {low} -t wav - |\nh {low}\n",
+        text_extra=b"c one\nd two\ne three\nf four\ng five\nh \na call again\ni \xff\xfe bad\n",
+    )
     utts, rejections = import_kaldi(d)
     assert [u.id for u in utts] == ["a", "b"]
     reasons = {r.id: r.reason for r in rejections.items}

@@ -1,5 +1,6 @@
 """Faults injected into real runs: killed workers, vanished gossip partners, torn and damaged
 checkpoints, a full disk, malicious pickles, loopback binding, a short soak."""
+
 import os
 import pickle
 import socket
@@ -14,8 +15,9 @@ from dasr.train import checkpoint
 
 
 def test_killed_sync_worker_restarts_from_checkpoint_and_ends_like_an_uninterrupted_run(speech_data_dir, tmp_path):
-    killed = faults.kill_worker_run(speech_data_dir, tmp_path / "killed", "sync", steps=16, checkpoint_every=5,
-                                    kill_at_step=7, timeout_s=120)
+    killed = faults.kill_worker_run(
+        speech_data_dir, tmp_path / "killed", "sync", steps=16, checkpoint_every=5, kill_at_step=7, timeout_s=120
+    )
     assert killed["recovered"], killed["log_tail"]
     assert killed["resumed_from"] % 5 == 0 and killed["resumed_from"] <= killed["killed_at_step"]
     assert 0 <= killed["lost_steps"] <= 5
@@ -24,8 +26,16 @@ def test_killed_sync_worker_restarts_from_checkpoint_and_ends_like_an_uninterrup
 
 
 def test_killed_adpsgd_worker_restarts_from_checkpoint(speech_data_dir, tmp_path):
-    killed = faults.kill_worker_run(speech_data_dir, tmp_path / "killed", "adpsgd", steps=16, checkpoint_every=5,
-                                    kill_at_step=7, victim=0, timeout_s=120)
+    killed = faults.kill_worker_run(
+        speech_data_dir,
+        tmp_path / "killed",
+        "adpsgd",
+        steps=16,
+        checkpoint_every=5,
+        kill_at_step=7,
+        victim=0,
+        timeout_s=120,
+    )
     assert killed["recovered"], killed["log_tail"]
     assert killed["resumed_from"] % 5 == 0 and 0 <= killed["lost_steps"] <= 5
 

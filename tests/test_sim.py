@@ -1,4 +1,5 @@
 """The cluster simulator: cost formulas, the event kernel, strategies against hand calculations, the CLI."""
+
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from dasr.sim.engine import Cpu, Engine, Sleep, Wait, aggregate_speed
 from dasr.sim.model import Link
 
 LINK = Link(latency_s=1e-3, bandwidth_Bps=1e8)
-OWN = Cluster(cores=None, link=LINK)          # every learner on its own processor, wall-time transfers
+OWN = Cluster(cores=None, link=LINK)  # every learner on its own processor, wall-time transfers
 
 
 def _work(**kw):
@@ -39,11 +40,11 @@ def test_fit_link_recovers_latency_and_bandwidth():
 
 def test_gpu_batch_curve_interpolates_the_table_log_log():
     table = {32: 240.0, 128: 120.0, 512: 60.0}
-    assert gpu.us_per_sample(128, table) == pytest.approx(120.0)          # a table point returns its value
-    assert gpu.us_per_sample(64, table) == pytest.approx(240.0 / 2 ** 0.5)  # halfway in log-log
+    assert gpu.us_per_sample(128, table) == pytest.approx(120.0)  # a table point returns its value
+    assert gpu.us_per_sample(64, table) == pytest.approx(240.0 / 2**0.5)  # halfway in log-log
     assert gpu.us_per_sample(1024, table) == pytest.approx(42.43, rel=1e-3)  # end segment's slope beyond
     times = [gpu.us_per_sample(b) for b in (16, 32, 80, 128, 256)]
-    assert times == sorted(times, reverse=True)                             # per-sample time falls with batch
+    assert times == sorted(times, reverse=True)  # per-sample time falls with batch
     assert gpu.per_sample_factor(256, 256) == 1.0 and gpu.per_sample_factor(80, 256) > 1.0
 
 
@@ -89,11 +90,11 @@ def test_measured_contention_slows_each_task_to_s_of_k_over_k():
 
 def test_aggregate_speed_interpolates_between_measured_counts_and_stays_flat_beyond():
     speedup = {2: 1.8, 4: 1.6}
-    assert aggregate_speed(1, speedup) == 1.0                    # s(1) = 1 when not given
+    assert aggregate_speed(1, speedup) == 1.0  # s(1) = 1 when not given
     assert aggregate_speed(3, speedup) == pytest.approx(1.7)
     assert aggregate_speed(8, speedup) == pytest.approx(1.6)
     with pytest.raises(ValueError):
-        Engine(cores=None, speedup=speedup)                      # factors only for shared cores
+        Engine(cores=None, speedup=speedup)  # factors only for shared cores
 
 
 def test_sleep_uses_no_core_and_events_release_waiters():
@@ -102,7 +103,7 @@ def test_sleep_uses_no_core_and_events_release_waiters():
     gate = engine.rendezvous("gate", 2)
 
     def sleeper():
-        yield Sleep(1.0)                 # sleeping beside a computing task does not slow it
+        yield Sleep(1.0)  # sleeping beside a computing task does not slow it
         engine.rendezvous("gate", 2)
         log["sleeper"] = engine.now
 
@@ -131,7 +132,7 @@ def test_straggler_free_sync_equals_hand_calculation():
 def test_straggler_free_adpsgd_equals_hand_calculation():
     w = _work(gossip_period_s=0.05)
     res = simulate("adpsgd", 4, w, OWN, steps=50)
-    assert res.samples_per_s == pytest.approx(4 * 10 / 0.1, rel=0.03)   # compute never waits for gossip
+    assert res.samples_per_s == pytest.approx(4 * 10 / 0.1, rel=0.03)  # compute never waits for gossip
     # one round per period per learner over the whole run (warm-up + measured window, 1.5 x the steps' time)
     assert res.gossip_rounds == pytest.approx(4 * (10 + 50) * 0.1 * 1.5 / 0.05, rel=0.05)
 
@@ -147,7 +148,7 @@ def test_two_x_straggler_slows_sync_to_its_pace_but_adpsgd_only_by_its_share():
 
 
 def test_shared_cores_make_four_workers_take_twice_per_step():
-    w = _work(gossip_period_s=1e6)     # one gossip round at the start, then compute only
+    w = _work(gossip_period_s=1e6)  # one gossip round at the start, then compute only
     alone = simulate("adpsgd", 2, w, Cluster(cores=2, link=LINK, comm_on_cpu=True), steps=40)
     crowded = simulate("adpsgd", 4, w, Cluster(cores=2, link=LINK, comm_on_cpu=True), steps=40)
     assert alone.step_s == pytest.approx(0.1, rel=0.03)
@@ -181,22 +182,49 @@ def test_hybrid_with_one_group_is_sync():
 
 # ------------------------------------------------------------------------------- calibration and CLI
 
-SETUP = {"preset": "demo", "params": 2_500_000, "param_bytes": 10_000_000, "batch_frames": 4000,
-         "utts_per_step": 13.5, "gossip_period_s": 0.1, "group_size": 2, "cores": 2, "threads_per_worker": 1,
-         "steps": 30}
+SETUP = {
+    "preset": "demo",
+    "params": 2_500_000,
+    "param_bytes": 10_000_000,
+    "batch_frames": 4000,
+    "utts_per_step": 13.5,
+    "gossip_period_s": 0.1,
+    "group_size": 2,
+    "cores": 2,
+    "threads_per_worker": 1,
+    "steps": 30,
+}
 
 
 def _run(strategy, n, sps):
-    return {"strategy": strategy, "nproc": n, "samples_per_s": sps, "epoch_s": 100.0, "step_s": 13.5 * n / sps,
-            "compute_s": 0.3, "comm_s": 0.0, "exposed_comm_s": 0.0, "overlap": 1.0}
+    return {
+        "strategy": strategy,
+        "nproc": n,
+        "samples_per_s": sps,
+        "epoch_s": 100.0,
+        "step_s": 13.5 * n / sps,
+        "compute_s": 0.3,
+        "comm_s": 0.0,
+        "exposed_comm_s": 0.0,
+        "overlap": 1.0,
+    }
 
 
 def _fixture(path):
-    runs = [{**_run("single", 1, 42.0), "step_s": 0.32, "compute_s": 0.3}, _run("sync", 2, 80.0),
-            _run("adpsgd", 2, 75.0), _run("sync", 4, 79.0), _run("adpsgd", 4, 70.0), _run("hybrid", 4, 72.0),
-            _run("ps", 4, 74.0)]
-    path.write_text(json.dumps({"command": "dasr bench strategies", "machine": {}, "date": "x",
-                                "results": {"setup": SETUP, "runs": runs}}))
+    runs = [
+        {**_run("single", 1, 42.0), "step_s": 0.32, "compute_s": 0.3},
+        _run("sync", 2, 80.0),
+        _run("adpsgd", 2, 75.0),
+        _run("sync", 4, 79.0),
+        _run("adpsgd", 4, 70.0),
+        _run("hybrid", 4, 72.0),
+        _run("ps", 4, 74.0),
+    ]
+    path.write_text(
+        json.dumps(
+            {"command": "dasr bench strategies", "machine": {}, "date": "x", "results": {"setup": SETUP, "runs": runs}}
+        )
+    )
     return path
 
 
@@ -223,8 +251,7 @@ def test_cli_writes_report_and_summary(tmp_path, monkeypatch):
     monkeypatch.setattr(calibrate, "measure_link", lambda param_bytes, reps: link)
     monkeypatch.setattr(calibrate, "measure_contention", lambda utterances, seconds, window_s: {1: 1.0, 2: 1.8, 4: 1.6})
     cal = _fixture(tmp_path / "strategies.json")
-    assert main(["simulate", "--calibration", str(cal), "--out", str(tmp_path), "--learners", "8,16",
-                 "--quick"]) == 0
+    assert main(["simulate", "--calibration", str(cal), "--out", str(tmp_path), "--learners", "8,16", "--quick"]) == 0
     for ext in ("md", "json", "png"):
         assert (tmp_path / f"simulate.{ext}").exists()
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -7,6 +7,7 @@ communication thread runs back to back (period 0), as in the paper. Measured 202
 30.26 % in two runs (+1.3 % and -2.3 % relative; 31.69 % with a 0.1 s gossip period); the
 whole test 22 min (sync ~8 min, adpsgd ~13 min). docs/results/adpsgd-vs-sync.md has the curves.
 """
+
 import json
 import subprocess
 import sys
@@ -17,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 def _dasr(*args, timeout):
-    done = subprocess.run([sys.executable, "-m", "dasr", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "dasr", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -29,13 +31,32 @@ def _final_dev_wer(exp) -> float:
 
 def test_adpsgd_matches_sync_dev_wer_on_four_workers(tmp_path):
     data = tmp_path / "data"
-    _dasr("corpus", "synth", "--out", data, "--hours", 2, timeout=900)   # the demo corpus (`dasr demo`)
+    _dasr("corpus", "synth", "--out", data, "--hours", 2, timeout=900)  # the demo corpus (`dasr demo`)
     _dasr("features", data, timeout=900)
     wers = {}
     for strategy in ("sync", "adpsgd"):
         exp = tmp_path / strategy
-        _dasr("train", "--data", data, "--exp", exp, "--preset", "demo", "--strategy", strategy, "--nproc", 4,
-              "--batch-frames", 2000, "--reference-batch-frames", 4000, "--gossip-period-s", 0,
-              "--eval-every-epochs", 6, timeout=3600)
+        _dasr(
+            "train",
+            "--data",
+            data,
+            "--exp",
+            exp,
+            "--preset",
+            "demo",
+            "--strategy",
+            strategy,
+            "--nproc",
+            4,
+            "--batch-frames",
+            2000,
+            "--reference-batch-frames",
+            4000,
+            "--gossip-period-s",
+            0,
+            "--eval-every-epochs",
+            6,
+            timeout=3600,
+        )
         wers[strategy] = _final_dev_wer(exp)
     assert wers["adpsgd"] <= wers["sync"] * 1.03, wers

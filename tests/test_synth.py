@@ -1,4 +1,5 @@
 """The demo corpus: sentence grammar, voice grid, and real espeak-ng synthesis."""
+
 from __future__ import annotations
 
 import shutil
@@ -38,7 +39,10 @@ def test_voice_grid_holds_out_voices_but_not_accents_or_variants():
         assert not by_split["train"] & by_split["dev"]
         assert not by_split["dev"] & by_split["test"]
         assert sum(map(len, by_split.values())) == len(synth.ACCENTS) * len(synth.VARIANTS)
-        accents_and_variants = lambda names: {part for n in names for part in n.split("+")}
+
+        def accents_and_variants(names):
+            return {part for n in names for part in n.split("+")}
+
         assert accents_and_variants(by_split["test"]) <= accents_and_variants(by_split["train"])
 
 
@@ -120,8 +124,17 @@ def test_manifests_match_the_audio_files(corpora):
 
 @needs_espeak
 def test_text_file_supplies_the_sentences(tmp_path):
-    lines = ["Turn ON the lights!", "", "  ", "call mom", "Call mom.", "play some jazz",
-             "what time is it", "open the door", "it's ten o'clock"]
+    lines = [
+        "Turn ON the lights!",
+        "",
+        "  ",
+        "call mom",
+        "Call mom.",
+        "play some jazz",
+        "what time is it",
+        "open the door",
+        "it's ten o'clock",
+    ]
     text_file = tmp_path / "sentences.txt"
     text_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     synth.synthesize_corpus(tmp_path / "out", hours=0.004, seed=0, jobs=2, text_file=text_file)

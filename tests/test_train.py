@@ -13,9 +13,20 @@ from dasr.train.run import train
 
 
 def _config(data, exp, **kw) -> TrainConfig:
-    values = dict(data=str(data), exp=str(exp), preset="tiny", epochs=1000, batch_frames=100000,
-                  optimizer="adamw", lr=0.01, warmup_steps=10, anneal="paper", anneal_start_epoch=10000,
-                  log_every=10, seed=1)
+    values = dict(
+        data=str(data),
+        exp=str(exp),
+        preset="tiny",
+        epochs=1000,
+        batch_frames=100000,
+        optimizer="adamw",
+        lr=0.01,
+        warmup_steps=10,
+        anneal="paper",
+        anneal_start_epoch=10000,
+        log_every=10,
+        seed=1,
+    )
     values.update(kw)
     return TrainConfig(**values)
 
@@ -34,8 +45,16 @@ def _final_params(exp):
 
 
 def test_resume_gives_identical_parameters(speech_data_dir, tmp_path):
-    common = dict(batch_frames=900, optimizer="sgd", lr=0.05, spec_augment=True, speed_perturb=True,
-                  warmup_steps=4, checkpoint_every=10, anneal_start_epoch=1)
+    common = dict(
+        batch_frames=900,
+        optimizer="sgd",
+        lr=0.05,
+        spec_augment=True,
+        speed_perturb=True,
+        warmup_steps=4,
+        checkpoint_every=10,
+        anneal_start_epoch=1,
+    )
     train(_config(speech_data_dir, tmp_path / "straight", max_steps=20, **common))
     train(_config(speech_data_dir, tmp_path / "resumed", max_steps=10, **common))
     train(_config(speech_data_dir, tmp_path / "resumed", max_steps=20, resume=True, **common))
@@ -44,8 +63,13 @@ def test_resume_gives_identical_parameters(speech_data_dir, tmp_path):
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], rtol=0, atol=1e-6)
     first = _final_params(tmp_path / "straight")
-    assert any((first[k] - load_file(list_complete(tmp_path / "straight" / "checkpoints")[0] / "rank0.pt")["model"][k]).abs().max() > 0
-               for k in first)
+    assert any(
+        (first[k] - load_file(list_complete(tmp_path / "straight" / "checkpoints")[0] / "rank0.pt")["model"][k])
+        .abs()
+        .max()
+        > 0
+        for k in first
+    )
 
 
 def test_truncated_checkpoint_falls_back_to_previous(speech_data_dir, tmp_path):
@@ -66,7 +90,9 @@ def test_cli_errors_are_one_clear_sentence(speech_data_dir, tmp_path):
     assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
 
     exp = tmp_path / "exp"
-    assert main(["train", "--data", str(speech_data_dir), "--exp", str(exp), "--preset", "tiny", "--max-steps", "2"]) == 0
+    assert (
+        main(["train", "--data", str(speech_data_dir), "--exp", str(exp), "--preset", "tiny", "--max-steps", "2"]) == 0
+    )
     no_model = _dasr("transcribe", tmp_path / "empty_exp", speech_data_dir / "train.jsonl")
     assert no_model.returncode == 1 and "Traceback" not in no_model.stderr
 
@@ -80,6 +106,7 @@ def test_cli_errors_are_one_clear_sentence(speech_data_dir, tmp_path):
 
     (exp / "tokenizer.json").write_text(json.dumps({"kind": "bpe", "model": "bpe.model"}))
     from dasr.data.tokenizer import BpeTokenizer
+
     BpeTokenizer.train(["call mom please"] * 20 + ["set an alarm"] * 20, exp, vocab_size=20)
     mismatch = _dasr("decode", "--exp", exp, "--data", speech_data_dir)
     assert mismatch.returncode == 1 and "vocabulary mismatch" in mismatch.stderr and "Traceback" not in mismatch.stderr
@@ -89,5 +116,15 @@ def test_non_finite_losses_stop_the_run_with_a_clear_message(speech_data_dir, tm
     from dasr.errors import DasrError
 
     with pytest.raises(DasrError, match="non-finite losses in a row"):
-        train(_config(speech_data_dir, tmp_path / "exp", max_steps=50, lr=1e30, optimizer="sgd", warmup_steps=0,
-                      grad_clip=0.0, max_bad_steps=3))
+        train(
+            _config(
+                speech_data_dir,
+                tmp_path / "exp",
+                max_steps=50,
+                lr=1e30,
+                optimizer="sgd",
+                warmup_steps=0,
+                grad_clip=0.0,
+                max_bad_steps=3,
+            )
+        )

@@ -1,4 +1,5 @@
 """The trainer through `dasr train` with real worker processes on loopback."""
+
 import json
 import socket
 import subprocess
@@ -16,18 +17,53 @@ def _free_port() -> int:
 
 
 def _train_args(data, exp, *extra):
-    return [sys.executable, "-m", "dasr", "train", "--data", str(data), "--exp", str(exp), "--preset", "tiny",
-            "--max-steps", "3", "--batch-frames", "1200", "--log-every", "1", *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "dasr",
+        "train",
+        "--data",
+        str(data),
+        "--exp",
+        str(exp),
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "3",
+        "--batch-frames",
+        "1200",
+        "--log-every",
+        "1",
+        *map(str, extra),
+    ]
 
 
 def test_two_nodes_train_together_over_c10d_rendezvous(speech_data_dir, tmp_path):
     """Two launcher processes (`--nnodes 2`), one worker each, meet at one rendezvous and train with sync."""
     exp = tmp_path / "exp"  # a shared file system, as on a cluster
     endpoint = f"127.0.0.1:{_free_port()}"
-    nodes = [subprocess.Popen(_train_args(speech_data_dir, exp, "--strategy", "sync", "--nproc", 1, "--nnodes", 2,
-                                          "--node-rank", rank, "--rdzv-endpoint", endpoint),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            _train_args(
+                speech_data_dir,
+                exp,
+                "--strategy",
+                "sync",
+                "--nproc",
+                1,
+                "--nnodes",
+                2,
+                "--node-rank",
+                rank,
+                "--rdzv-endpoint",
+                endpoint,
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     try:
         outputs = [node.communicate(timeout=240) for node in nodes]
     finally:
@@ -35,7 +71,7 @@ def test_two_nodes_train_together_over_c10d_rendezvous(speech_data_dir, tmp_path
             node.kill()
     for node, (_, err) in zip(nodes, outputs):
         assert node.returncode == 0, err[-2000:]
-    records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+
     _check_train_records(exp, communicates_every_step=True)
     last = list_complete(exp / "checkpoints")[-1]
     a, b = load_file(last / "rank0.pt")["model"], load_file(last / "rank1.pt")["model"]
@@ -45,8 +81,9 @@ def test_two_nodes_train_together_over_c10d_rendezvous(speech_data_dir, tmp_path
 @pytest.mark.parametrize("strategy", ["adpsgd", "hybrid", "ps"])
 def test_strategies_train_through_the_cli(speech_data_dir, tmp_path, strategy):
     extra = ["--strategy", strategy, "--nproc", 2, "--group-size", 1, "--gossip-period-s", 0.05]
-    done = subprocess.run(_train_args(speech_data_dir, tmp_path / "exp", *extra), capture_output=True, text=True,
-                          timeout=240)
+    done = subprocess.run(
+        _train_args(speech_data_dir, tmp_path / "exp", *extra), capture_output=True, text=True, timeout=240
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     last = list_complete(tmp_path / "exp" / "checkpoints")[-1]
     a, b = load_file(last / "rank0.pt")["model"], load_file(last / "rank1.pt")["model"]
@@ -71,20 +108,34 @@ def _check_train_records(exp, communicates_every_step):
 def test_time_mode_evaluates_at_agreed_marks_and_lets_adpsgd_run_ahead(speech_data_dir, tmp_path, strategy):
     """--eval-every-s: evaluations at marks of training time; no epoch-end waits for a 4x slow rank in adpsgd."""
     exp = tmp_path / "exp"
-    args = _train_args(speech_data_dir, exp, "--strategy", strategy, "--nproc", 2, "--gossip-period-s", 0.05,
-                       "--straggler", "1:4", "--eval-every-s", 2, "--train-seconds", 6)
-    del args[args.index("--max-steps"):args.index("--max-steps") + 2]
+    args = _train_args(
+        speech_data_dir,
+        exp,
+        "--strategy",
+        strategy,
+        "--nproc",
+        2,
+        "--gossip-period-s",
+        0.05,
+        "--straggler",
+        "1:4",
+        "--eval-every-s",
+        2,
+        "--train-seconds",
+        6,
+    )
+    del args[args.index("--max-steps") : args.index("--max-steps") + 2]
     done = subprocess.run(args, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
     assert sorted(r["rank"] for r in evals) == [0, 0, 0, 1, 1, 1]
-    for rank in (0, 1):   # one evaluation per 2 s mark of training time (the first step past it)
+    for rank in (0, 1):  # one evaluation per 2 s mark of training time (the first step past it)
         assert [round(r["train_s"] / 2) for r in evals if r["rank"] == rank] == [1, 2, 3], evals
     last_step = {rank: max(r["step"] for r in records if r["rank"] == rank and r["kind"] == "train") for rank in (0, 1)}
     if strategy == "adpsgd":
-        assert last_step[0] >= 2 * last_step[1], last_step   # nobody waited for the slow rank
+        assert last_step[0] >= 2 * last_step[1], last_step  # nobody waited for the slow rank
     else:
-        assert last_step[0] == last_step[1], last_step       # sync: lockstep, marks agreed by all-reduce
+        assert last_step[0] == last_step[1], last_step  # sync: lockstep, marks agreed by all-reduce
     complete = list_complete(exp / "checkpoints")
-    assert len(complete) >= 1 and (complete[-1] / "rank1.pt").exists()   # one checkpoint dir for all ranks
+    assert len(complete) >= 1 and (complete[-1] / "rank1.pt").exists()  # one checkpoint dir for all ranks

@@ -8,6 +8,7 @@ Measures, in one process with one thread unless said otherwise:
 * the loader's batches/s (dataset + bucket sampler + collate, from the on-disk features)
   against the batches/s a `demo` training step consumes on the same batches.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -46,13 +47,18 @@ def feature_speed(data_dir: str | os.PathLike, utterances: int, passes: int) -> 
     utts = read_manifest(Path(data_dir) / "train.jsonl")[:utterances]
     waves = [audio.load(u.audio, u.start, u.end) for u in utts]
     seconds = sum(len(w) for w in waves) / audio.TARGET_RATE
-    times = interleave({"fbank": lambda: [fbank(w) for w in waves],
-                        "compute only": lambda: [fbank_compute_only(w) for w in waves]}, passes)
-    return {"utterances": len(waves), "audio_s": seconds,
-            "x_real_time": stats(times["fbank"]).inverse(seconds).as_dict(),
-            "x_real_time_compute_only": stats(times["compute only"]).inverse(seconds).as_dict(),
-            "get_frame_share": stats([1 - c / f for c, f in zip(times["compute only"], times["fbank"])]).as_dict(),
-            "times_s": times}
+    times = interleave(
+        {"fbank": lambda: [fbank(w) for w in waves], "compute only": lambda: [fbank_compute_only(w) for w in waves]},
+        passes,
+    )
+    return {
+        "utterances": len(waves),
+        "audio_s": seconds,
+        "x_real_time": stats(times["fbank"]).inverse(seconds).as_dict(),
+        "x_real_time_compute_only": stats(times["compute only"]).inverse(seconds).as_dict(),
+        "get_frame_share": stats([1 - c / f for c, f in zip(times["compute only"], times["fbank"])]).as_dict(),
+        "times_s": times,
+    }
 
 
 def loader_vs_step(data_dir: str | os.PathLike, rounds: int) -> dict:
@@ -80,27 +86,36 @@ def loader_vs_step(data_dir: str | os.PathLike, rounds: int) -> dict:
         current["batch"] = next(stream)
         frames.append(current["batch"].num_frames)
 
-    times = interleave({"loader": load,
-                        "train step": lambda: bare_step(model, optimizer, current["batch"], settings["grad_clip"])},
-                       rounds, alternate=False)  # each step trains on the batch just loaded
-    return {"batch_frames": settings["batch_frames"], "batch_real_frames": frames,
-            "loader_batches_per_s": stats(times["loader"]).inverse().as_dict(),
-            "step_batches_per_s": stats(times["train step"]).inverse().as_dict(),
-            "loader_over_step": paired_ratio(times["train step"], times["loader"]).as_dict(),
-            "times_s": times}
+    times = interleave(
+        {"loader": load, "train step": lambda: bare_step(model, optimizer, current["batch"], settings["grad_clip"])},
+        rounds,
+        alternate=False,
+    )  # each step trains on the batch just loaded
+    return {
+        "batch_frames": settings["batch_frames"],
+        "batch_real_frames": frames,
+        "loader_batches_per_s": stats(times["loader"]).inverse().as_dict(),
+        "step_batches_per_s": stats(times["train step"]).inverse().as_dict(),
+        "loader_over_step": paired_ratio(times["train step"], times["loader"]).as_dict(),
+        "times_s": times,
+    }
 
 
 def _bottleneck(features: dict) -> str:
     """Which part of fbank extraction keeps it from the goal, in one or two sentences."""
     share = features["get_frame_share"]["median"]
-    loop = (f"The per-frame Python loop over `OnlineFbank.get_frame` (kaldi-native-fbank returns one frame "
-            f"per call) takes {100 * share:.0f} % of the time.")
+    loop = (
+        f"The per-frame Python loop over `OnlineFbank.get_frame` (kaldi-native-fbank returns one frame "
+        f"per call) takes {100 * share:.0f} % of the time."
+    )
     if features["x_real_time"]["median"] >= FEATURE_GOAL_X_RT:
         return loop
     if features["x_real_time_compute_only"]["median"] >= FEATURE_GOAL_X_RT:
         return loop + " It is the bottleneck: without it extraction would meet the goal."
-    return loop + (" It is not the main bottleneck: even without it extraction stays below the goal, "
-                   "so the fbank computation itself (kaldi-native-fbank's C++) sets the speed.")
+    return loop + (
+        " It is not the main bottleneck: even without it extraction stays below the goal, "
+        "so the fbank computation itself (kaldi-native-fbank's C++) sets the speed."
+    )
 
 
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
@@ -125,44 +140,82 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         data = data_dir or str(corpus)
         features = feature_speed(data, utterances, passes)
         loading = loader_vs_step(data, rounds)
-    results = {"data": data_dir or f"synthesised {synth['hours']:.2f} h (temporary)", "quick": quick,
-               "synthesis": {k: synth[k] for k in ("hours", "elapsed_s", "x_real_time", "jobs", "features_s")},
-               "features": features, "loader": loading}
+    results = {
+        "data": data_dir or f"synthesised {synth['hours']:.2f} h (temporary)",
+        "quick": quick,
+        "synthesis": {k: synth[k] for k in ("hours", "elapsed_s", "x_real_time", "jobs", "features_s")},
+        "features": features,
+        "loader": loading,
+    }
 
-    report.add("Synthesis", (
-        f"{synth['hours']:.3f} h of demo corpus in {synth['elapsed_s']:.1f} s: **{synth['x_real_time']:.1f}x real time** "
-        f"({sharing(synth['jobs'], cores, 'espeak-ng job')}). One run, so no spread."))
+    report.add(
+        "Synthesis",
+        (
+            f"{synth['hours']:.3f} h of demo corpus in {synth['elapsed_s']:.1f} s: **{synth['x_real_time']:.1f}x real time** "
+            f"({sharing(synth['jobs'], cores, 'espeak-ng job')}). One run, so no spread."
+        ),
+    )
     x = features["x_real_time"]
     met = "met" if x["median"] >= FEATURE_GOAL_X_RT else "**not met**"
-    report.add("Feature extraction per core", (
-        f"80-dim fbank (kaldi-native-fbank) of {features['utterances']} train utterances "
-        f"({features['audio_s']:.0f} s of audio), 1 process, 1 thread, {passes} passes interleaved with the "
-        "same extraction without reading the frames out.\n\n"
-        "| measure | median (IQR, n) |\n|---|---|\n"
-        f"| fbank, x real time per core | {stats_text(x, '.0f')} |\n"
-        f"| compute only (no `get_frame` loop), x real time | {stats_text(features['x_real_time_compute_only'], '.0f')} |\n"
-        f"| share of fbank time in the per-frame `get_frame` loop | {stats_text(features['get_frame_share'], '.2f')} |\n\n"
-        f"Goal ≥ {FEATURE_GOAL_X_RT:.0f}x real time per core: {met}. {_bottleneck(features)}"))
-    report.add("Loader against training", (
-        f"`demo` preset batches of {loading['batch_frames']} padded frames from the on-disk features "
-        f"(AsrDataset + DistributedBucketSampler + collate), each timed right before a training step on it "
-        f"(forward + backward + AdamW, 1 thread); {rounds} batches.\n\n"
-        "| measure | median (IQR, n) |\n|---|---|\n"
-        f"| loader, batches/s | {stats_text(loading['loader_batches_per_s'])} |\n"
-        f"| training step, batches/s | {stats_text(loading['step_batches_per_s'])} |\n"
-        f"| loader ÷ training speed (per batch) | {stats_text(loading['loader_over_step'])} |\n\n"
-        f"The loader produces batches {loading['loader_over_step']['median']:.0f}x as fast as one training "
-        "process consumes them."))
+    report.add(
+        "Feature extraction per core",
+        (
+            f"80-dim fbank (kaldi-native-fbank) of {features['utterances']} train utterances "
+            f"({features['audio_s']:.0f} s of audio), 1 process, 1 thread, {passes} passes interleaved with the "
+            "same extraction without reading the frames out.\n\n"
+            "| measure | median (IQR, n) |\n|---|---|\n"
+            f"| fbank, x real time per core | {stats_text(x, '.0f')} |\n"
+            f"| compute only (no `get_frame` loop), x real time | {stats_text(features['x_real_time_compute_only'], '.0f')} |\n"
+            f"| share of fbank time in the per-frame `get_frame` loop | {stats_text(features['get_frame_share'], '.2f')} |\n\n"
+            f"Goal ≥ {FEATURE_GOAL_X_RT:.0f}x real time per core: {met}. {_bottleneck(features)}"
+        ),
+    )
+    report.add(
+        "Loader against training",
+        (
+            f"`demo` preset batches of {loading['batch_frames']} padded frames from the on-disk features "
+            f"(AsrDataset + DistributedBucketSampler + collate), each timed right before a training step on it "
+            f"(forward + backward + AdamW, 1 thread); {rounds} batches.\n\n"
+            "| measure | median (IQR, n) |\n|---|---|\n"
+            f"| loader, batches/s | {stats_text(loading['loader_batches_per_s'])} |\n"
+            f"| training step, batches/s | {stats_text(loading['step_batches_per_s'])} |\n"
+            f"| loader ÷ training speed (per batch) | {stats_text(loading['loader_over_step'])} |\n\n"
+            f"The loader produces batches {loading['loader_over_step']['median']:.0f}x as fast as one training "
+            "process consumes them."
+        ),
+    )
 
     fig, (ax1, ax2, ax3) = new_figure(3)
-    bar(ax1, ["synthesis\n(all cores)"], [synth["x_real_time"]], [synth["x_real_time"]], [synth["x_real_time"]],
-        f"synthesis ({synth['jobs']} jobs)", "x real time")
+    bar(
+        ax1,
+        ["synthesis\n(all cores)"],
+        [synth["x_real_time"]],
+        [synth["x_real_time"]],
+        [synth["x_real_time"]],
+        f"synthesis ({synth['jobs']} jobs)",
+        "x real time",
+    )
     xc = features["x_real_time_compute_only"]
-    bar(ax2, ["fbank", "compute only"], [x["median"], xc["median"]], [x["q1"], xc["q1"]], [x["q3"], xc["q3"]],
-        "features, 1 core", "x real time", goal=FEATURE_GOAL_X_RT)
+    bar(
+        ax2,
+        ["fbank", "compute only"],
+        [x["median"], xc["median"]],
+        [x["q1"], xc["q1"]],
+        [x["q3"], xc["q3"]],
+        "features, 1 core",
+        "x real time",
+        goal=FEATURE_GOAL_X_RT,
+    )
     lb, sb = loading["loader_batches_per_s"], loading["step_batches_per_s"]
-    bar(ax3, ["loader", "demo train step"], [lb["median"], sb["median"]], [lb["q1"], sb["q1"]], [lb["q3"], sb["q3"]],
-        "batches/s, 1 thread (median, IQR)", "batches/s")
+    bar(
+        ax3,
+        ["loader", "demo train step"],
+        [lb["median"], sb["median"]],
+        [lb["q1"], sb["q1"]],
+        [lb["q3"], sb["q3"]],
+        "batches/s, 1 thread (median, IQR)",
+        "batches/s",
+    )
     ax3.set_yscale("log")
     report.write(out_dir, results, fig)
     return results

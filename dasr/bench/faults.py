@@ -4,6 +4,7 @@ a checkpoint writer killed at random moments, damaged checkpoint files, a full d
 Each check returns a dict of what it did and what survived; `dasr bench reliability` and the
 tests run the same functions at different sizes.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -20,17 +21,48 @@ from pathlib import Path
 import torch
 
 from dasr.bench.procs import Run, workers
-from dasr.dist.launch import free_port
 from dasr.errors import DasrError
+from dasr.parallel.launch import free_port
 from dasr.train import checkpoint
 
 
-def train_command(data: str | os.PathLike, exp: str | os.PathLike, strategy: str, nproc: int, steps: int,
-                  *extra, batch_frames: int = 1200) -> list[str]:
+def train_command(
+    data: str | os.PathLike,
+    exp: str | os.PathLike,
+    strategy: str,
+    nproc: int,
+    steps: int,
+    *extra,
+    batch_frames: int = 1200,
+) -> list[str]:
     """`dasr train` of the tiny preset, one metrics record per step, dev evaluation only at the end."""
-    return [sys.executable, "-m", "dasr", "train", "--data", str(data), "--exp", str(exp), "--preset", "tiny",
-            "--strategy", strategy, "--nproc", str(nproc), "--max-steps", str(steps), "--batch-frames", str(batch_frames),
-            "--log-every", "1", "--gossip-period-s", "0.05", "--eval-every-epochs", "100000", *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "dasr",
+        "train",
+        "--data",
+        str(data),
+        "--exp",
+        str(exp),
+        "--preset",
+        "tiny",
+        "--strategy",
+        strategy,
+        "--nproc",
+        str(nproc),
+        "--max-steps",
+        str(steps),
+        "--batch-frames",
+        str(batch_frames),
+        "--log-every",
+        "1",
+        "--gossip-period-s",
+        "0.05",
+        "--eval-every-epochs",
+        "100000",
+        *map(str, extra),
+    ]
 
 
 def read_metrics(exp: str | os.PathLike) -> list[dict]:
@@ -63,9 +95,18 @@ def restarts(records: list[dict]) -> list[dict]:
     return found
 
 
-def kill_worker_run(data: str | os.PathLike, exp: str | os.PathLike, strategy: str, nproc: int = 2,
-                    steps: int = 30, checkpoint_every: int = 5, kill_at_step: int = 12, victim: int = 1,
-                    seed: int = 0, timeout_s: float = 300.0) -> dict:
+def kill_worker_run(
+    data: str | os.PathLike,
+    exp: str | os.PathLike,
+    strategy: str,
+    nproc: int = 2,
+    steps: int = 30,
+    checkpoint_every: int = 5,
+    kill_at_step: int = 12,
+    victim: int = 1,
+    seed: int = 0,
+    timeout_s: float = 300.0,
+) -> dict:
     """Train with ``--max-restarts 1``, SIGKILL worker ``victim`` once any rank logged ``kill_at_step``.
 
     Returns:
@@ -74,8 +115,22 @@ def kill_worker_run(data: str | os.PathLike, exp: str | os.PathLike, strategy: s
         steps any rank redid), the final dev loss and the wall time.
     """
     exp = Path(exp)
-    run = Run.start(train_command(data, exp, strategy, nproc, steps, "--checkpoint-every", checkpoint_every,
-                                  "--max-restarts", 1, "--seed", seed), exp.parent / f"{exp.name}.log")
+    run = Run.start(
+        train_command(
+            data,
+            exp,
+            strategy,
+            nproc,
+            steps,
+            "--checkpoint-every",
+            checkpoint_every,
+            "--max-restarts",
+            1,
+            "--seed",
+            seed,
+        ),
+        exp.parent / f"{exp.name}.log",
+    )
     start, killed = time.monotonic(), None
     try:
         while killed is None and run.process.poll() is None and time.monotonic() - start < timeout_s:
@@ -91,22 +146,46 @@ def kill_worker_run(data: str | os.PathLike, exp: str | os.PathLike, strategy: s
             run.kill()
     found = restarts(read_metrics(exp))
     last = [r["step"] for r in read_metrics(exp) if r["kind"] == "train"]
-    recovered = (killed is not None and code == 0 and bool(found) and (exp / "final.pt").exists()
-                 and max(last, default=0) == steps)
-    return {"strategy": strategy, "nproc": nproc, "steps": steps, "checkpoint_every": checkpoint_every,
-            "killed_at_step": killed, "exit_code": code, "recovered": recovered,
-            "resumed_from": min((r["resumed_from"] for r in found), default=None),
-            "lost_steps": max((r["last_step"] - r["resumed_from"] for r in found), default=None),
-            "final_step": max(last, default=0), "final_dev_loss": final_dev_loss(exp),
-            "wall_s": round(time.monotonic() - start, 1), "log_tail": "" if recovered else run.tail()}
+    recovered = (
+        killed is not None
+        and code == 0
+        and bool(found)
+        and (exp / "final.pt").exists()
+        and max(last, default=0) == steps
+    )
+    return {
+        "strategy": strategy,
+        "nproc": nproc,
+        "steps": steps,
+        "checkpoint_every": checkpoint_every,
+        "killed_at_step": killed,
+        "exit_code": code,
+        "recovered": recovered,
+        "resumed_from": min((r["resumed_from"] for r in found), default=None),
+        "lost_steps": max((r["last_step"] - r["resumed_from"] for r in found), default=None),
+        "final_step": max(last, default=0),
+        "final_dev_loss": final_dev_loss(exp),
+        "wall_s": round(time.monotonic() - start, 1),
+        "log_tail": "" if recovered else run.tail(),
+    }
 
 
-def reference_run(data: str | os.PathLike, exp: str | os.PathLike, strategy: str, nproc: int = 2, steps: int = 30,
-                  checkpoint_every: int = 5, seed: int = 0, timeout_s: float = 300.0) -> float | None:
+def reference_run(
+    data: str | os.PathLike,
+    exp: str | os.PathLike,
+    strategy: str,
+    nproc: int = 2,
+    steps: int = 30,
+    checkpoint_every: int = 5,
+    seed: int = 0,
+    timeout_s: float = 300.0,
+) -> float | None:
     """The final dev loss of the same run uninterrupted (None when it failed)."""
     exp = Path(exp)
-    run = Run.start(train_command(data, exp, strategy, nproc, steps, "--checkpoint-every", checkpoint_every,
-                                  "--seed", seed), exp.parent / f"{exp.name}.log")
+    run = Run.start(
+        train_command(data, exp, strategy, nproc, steps, "--checkpoint-every", checkpoint_every, "--seed", seed),
+        exp.parent / f"{exp.name}.log",
+    )
     return final_dev_loss(exp) if run.wait(timeout_s) == 0 else None
 
 
@@ -115,8 +194,8 @@ def gossip_until_error(timeout_s: float, how: str) -> None:
 
     Prints ``STOPPED <time> <error>`` and exits 1 when its gossip fails.
     """
-    from dasr.dist import make_strategy
-    from dasr.dist.launch import init_worker
+    from dasr.parallel import make_strategy
+    from dasr.parallel.launch import init_worker
 
     info = init_worker(timeout_s=30)
     model = torch.nn.Linear(64, 64)
@@ -128,7 +207,7 @@ def gossip_until_error(timeout_s: float, how: str) -> None:
         model(torch.randn(8, 64)).pow(2).mean().backward()
         try:
             strategy.step(optimizer)
-        except Exception as e:  # noqa: BLE001 - reported, then a hard exit (gloo would wait on the dead peer)
+        except Exception as e:
             print(f"STOPPED {time.time():.3f} {type(e).__name__}: {e}", flush=True)
             os._exit(1)
         if info.rank == info.world_size - 1 and step == 50:
@@ -137,8 +216,9 @@ def gossip_until_error(timeout_s: float, how: str) -> None:
         time.sleep(0.005)
 
 
-def vanished_partner(workdir: str | os.PathLike, how: str = "SIGKILL", nproc: int = 3, timeout_s: float = 5.0,
-                     limit_s: float = 90.0) -> dict:
+def vanished_partner(
+    workdir: str | os.PathLike, how: str = "SIGKILL", nproc: int = 3, timeout_s: float = 5.0, limit_s: float = 90.0
+) -> dict:
     """adpsgd workers started without an agent (nobody restarts or stops them); the last one vanishes.
 
     ``how``: SIGKILL (the process dies, its sockets close) or SIGSTOP (it freezes, its sockets
@@ -151,10 +231,20 @@ def vanished_partner(workdir: str | os.PathLike, how: str = "SIGKILL", nproc: in
     workdir = Path(workdir)
     port = free_port()
     code = f"from dasr.bench.faults import gossip_until_error; gossip_until_error({timeout_s}, {how!r})"
-    runs = [Run.start([sys.executable, "-c", code], workdir / f"gossip-rank{rank}.log",
-                      env={"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                           "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc)})
-            for rank in range(nproc)]
+    runs = [
+        Run.start(
+            [sys.executable, "-c", code],
+            workdir / f"gossip-rank{rank}.log",
+            env={
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "WORLD_SIZE": str(nproc),
+            },
+        )
+        for rank in range(nproc)
+    ]
     start = time.monotonic()
     codes = [run.wait(max(1.0, limit_s - (time.monotonic() - start))) for run in runs[:-1]]
     runs[-1].kill()
@@ -166,10 +256,16 @@ def vanished_partner(workdir: str | os.PathLike, how: str = "SIGKILL", nproc: in
         if line is not None:
             stop_times.append(float(line.split()[1]))
             messages.append(line.split(" ", 2)[2])
-    return {"how": how, "nproc": nproc, "timeout_s": timeout_s, "vanished": vanish is not None,
-            "stopped": len(stop_times), "hung": sum(c is None for c in codes),
-            "stop_after_s": round(max(stop_times) - vanish, 2) if stop_times and vanish else None,
-            "messages": messages}
+    return {
+        "how": how,
+        "nproc": nproc,
+        "timeout_s": timeout_s,
+        "vanished": vanish is not None,
+        "stopped": len(stop_times),
+        "hung": sum(c is None for c in codes),
+        "stop_after_s": round(max(stop_times) - vanish, 2) if stop_times and vanish else None,
+        "messages": messages,
+    }
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -177,14 +273,19 @@ def vanished_partner(workdir: str | os.PathLike, how: str = "SIGKILL", nproc: in
 
 def _fake_state(step: int, rank: int, numel: int) -> dict:
     """A checkpoint-shaped state whose every value tells which step and rank wrote it."""
-    return {"model": {"w": torch.full((numel,), float(step * 10 + rank))},
-            "optimizer": {"state": {0: {"momentum_buffer": torch.full((numel,), float(step))}}},
-            "progress": {"step": step}}
+    return {
+        "model": {"w": torch.full((numel,), float(step * 10 + rank))},
+        "optimizer": {"state": {0: {"momentum_buffer": torch.full((numel,), float(step))}}},
+        "progress": {"step": step},
+    }
 
 
 def _intact(state: dict | None, step: int, rank: int) -> bool:
-    return (state is not None and state["progress"]["step"] == step
-            and bool((state["model"]["w"] == step * 10 + rank).all()))
+    return (
+        state is not None
+        and state["progress"]["step"] == step
+        and bool((state["model"]["w"] == step * 10 + rank).all())
+    )
 
 
 def write_checkpoints_forever(root: str, world_size: int = 2, numel: int = 250_000) -> None:
@@ -227,8 +328,12 @@ def checkpoint_kill_loop(root: str | os.PathLike, kills: int, max_delay_s: float
     code = f"from dasr.bench.faults import write_checkpoints_forever; write_checkpoints_forever({str(root)!r})"
     intact = done = 0
     for _ in range(kills):
-        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+        process = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         try:
             process.stdout.readline()  # "ready": imports done, a first checkpoint written
             time.sleep(rng.uniform(0, max_delay_s))
@@ -258,7 +363,7 @@ def damaged_checkpoints(root: str | os.PathLike) -> dict:
         latest = checkpoint.step_dir(base, 2) / "rank0.pt"
         raw = bytearray(latest.read_bytes())
         if damage == "truncated":
-            raw = raw[:len(raw) // 2]
+            raw = raw[: len(raw) // 2]
         else:
             middle = len(raw) // 2
             raw[middle] ^= 0x10
@@ -277,8 +382,10 @@ def _save_with_file_size_limit(root: str, limit_bytes: int, numel: int) -> str:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, as on a full disk, not a kill
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
     messages = []
-    for save in (lambda: checkpoint.save_rank(Path(root), 2, 0, _fake_state(2, 0, numel)),
-                 lambda: checkpoint.atomic_save(_fake_state(2, 0, numel), Path(root) / "best.pt")):
+    for save in (
+        lambda: checkpoint.save_rank(Path(root), 2, 0, _fake_state(2, 0, numel)),
+        lambda: checkpoint.atomic_save(_fake_state(2, 0, numel), Path(root) / "best.pt"),
+    ):
         try:
             save()
             messages.append("written")
@@ -298,10 +405,16 @@ def full_disk(root: str | os.PathLike, limit_bytes: int = 200_000) -> dict:
     checkpoint.save_rank(root, 1, 0, _fake_state(1, 0, 1000))
     checkpoint.mark_complete(root, 1, 1, keep=3)
     checkpoint.atomic_save(_fake_state(1, 0, 1000), root / "best.pt")
-    code = ("from dasr.bench.faults import _save_with_file_size_limit as f; "
-            f"print(f({str(root)!r}, {limit_bytes}, {limit_bytes}))")
+    code = (
+        "from dasr.bench.faults import _save_with_file_size_limit as f; "
+        f"print(f({str(root)!r}, {limit_bytes}, {limit_bytes}))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     leftovers = [p.name for p in root.rglob("*") if ".tmp-" in p.name]
-    return {"messages": done.stdout.strip().splitlines(), "exit_code": done.returncode,
-            "checkpoint_intact": _intact(checkpoint.load_latest(root, 0), 1, 0),
-            "best_intact": _intact(checkpoint.load_file(root / "best.pt"), 1, 0), "temp_files_left": leftovers}
+    return {
+        "messages": done.stdout.strip().splitlines(),
+        "exit_code": done.returncode,
+        "checkpoint_intact": _intact(checkpoint.load_latest(root, 0), 1, 0),
+        "best_intact": _intact(checkpoint.load_file(root / "best.pt"), 1, 0),
+        "temp_files_left": leftovers,
+    }

@@ -7,6 +7,7 @@ wav.scp shell pipe never runs without ``allow_pipes``::
 
     tally = fuzz_all(workdir, cases_per_target=250)     # {"cases": 1000, "tracebacks": 0, ...}
 """
+
 from __future__ import annotations
 
 import json
@@ -118,25 +119,52 @@ def _strategies(seeds: dict[str, Path], sentinel: Path) -> dict[str, tuple]:
     from hypothesis import strategies as st
 
     seed_bytes = {k: p.read_bytes() for k, p in seeds.items()}
-    json_value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                              lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                              max_leaves=6)
+    json_value = st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+        max_leaves=6,
+    )
     keys = st.sampled_from(["id", "audio", "duration", "text", "speaker", "sample_rate", "start", "end", "extra", "x"])
     record = st.dictionaries(keys, json_value | st.sampled_from([str(seeds["wav"]), "a", 1.5, -1]), max_size=10)
-    manifest_line = st.one_of(st.binary(max_size=40), record.map(lambda d: json.dumps(d).encode()),
-                              st.sampled_from([b"{", b"[]", b"null", b'{"id": "a"}', b"\xff\xfe"]))
+    manifest_line = st.one_of(
+        st.binary(max_size=40),
+        record.map(lambda d: json.dumps(d).encode()),
+        st.sampled_from([b"{", b"[]", b"null", b'{"id": "a"}', b"\xff\xfe"]),
+    )
 
     token = st.sampled_from(["u1", "u2", "r1", "r2", "a-b", "\u00e9", "u1 extra"]) | st.text(max_size=6)
-    entry = st.sampled_from([str(seeds["wav"]), str(seeds["flac"]), str(seeds["stereo"]), "a.wav", "/no/such.wav",
-                             f"touch {sentinel} |", f"touch {sentinel}|", "sox x.wav -t wav - |", str(sentinel.parent)])
+    entry = st.sampled_from(
+        [
+            str(seeds["wav"]),
+            str(seeds["flac"]),
+            str(seeds["stereo"]),
+            "a.wav",
+            "/no/such.wav",
+            f"touch {sentinel} |",
+            f"touch {sentinel}|",
+            "sox x.wav -t wav - |",
+            str(sentinel.parent),
+        ]
+    )
     number = st.sampled_from(["0", "0.1", "0.2", "-1", "nan", "inf", "1e9", "x", ""]) | st.floats().map(str)
-    table_line = lambda rest: st.one_of(st.builds(lambda k, r: f"{k} {r}".encode(), token, rest),  # noqa: E731
-                                        st.binary(max_size=30))
+
+    def table_line(rest):
+        return st.one_of(
+            st.builds(lambda k, r: f"{k} {r}".encode(), token, rest),
+            st.binary(max_size=30),
+        )
+
     segments_rest = st.builds(lambda r, a, b: f"{r} {a} {b}", token, number, number)
     kaldi_files = st.fixed_dictionaries(
-        {"wav.scp": st.lists(table_line(entry), max_size=5), "text": st.lists(table_line(st.text(max_size=12)), max_size=5)},
-        optional={"utt2spk": st.lists(table_line(token), max_size=4),
-                  "segments": st.lists(table_line(segments_rest), max_size=4)})
+        {
+            "wav.scp": st.lists(table_line(entry), max_size=5),
+            "text": st.lists(table_line(st.text(max_size=12)), max_size=5),
+        },
+        optional={
+            "utt2spk": st.lists(table_line(token), max_size=4),
+            "segments": st.lists(table_line(segments_rest), max_size=4),
+        },
+    )
 
     def mutate(base: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
         data = bytearray(base)
@@ -146,17 +174,26 @@ def _strategies(seeds: dict[str, Path], sentinel: Path) -> dict[str, tuple]:
 
     edits = st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=8)
     mutated = st.builds(mutate, st.sampled_from(list(seed_bytes.values())), edits, st.none() | st.integers(0, 4000))
-    audio_bytes = st.one_of(mutated, st.binary(max_size=200), st.binary(max_size=60).map(lambda b: b"RIFF" + b),
-                            st.binary(max_size=60).map(lambda b: b"fLaC" + b))
+    audio_bytes = st.one_of(
+        mutated,
+        st.binary(max_size=200),
+        st.binary(max_size=60).map(lambda b: b"RIFF" + b),
+        st.binary(max_size=60).map(lambda b: b"fLaC" + b),
+    )
     ids = st.sampled_from(["19-198-0001", "19-198-0002", "19-198-0003", "x", ""])
-    transcript = st.lists(st.one_of(st.builds(lambda i, t: f"{i} {t}".encode(), ids, st.text(max_size=12)),
-                                    st.binary(max_size=30)), max_size=4)
-    libri_audio = st.dictionaries(st.sampled_from(["19-198-0001.flac", "19-198-0002.wav", "19-198-0003.flac"]),
-                                  audio_bytes, max_size=3)
-    return {"manifest": (st.lists(manifest_line, max_size=5), manifest_case),
-            "kaldi": (kaldi_files, lambda w, f: kaldi_case(w, f, sentinel)),
-            "librispeech": (transcript, libri_audio, librispeech_case),
-            "audio": (audio_bytes, st.sampled_from([".wav", ".flac", ".ogg", ".mp3", ".bin"]), audio_case)}
+    transcript = st.lists(
+        st.one_of(st.builds(lambda i, t: f"{i} {t}".encode(), ids, st.text(max_size=12)), st.binary(max_size=30)),
+        max_size=4,
+    )
+    libri_audio = st.dictionaries(
+        st.sampled_from(["19-198-0001.flac", "19-198-0002.wav", "19-198-0003.flac"]), audio_bytes, max_size=3
+    )
+    return {
+        "manifest": (st.lists(manifest_line, max_size=5), manifest_case),
+        "kaldi": (kaldi_files, lambda w, f: kaldi_case(w, f, sentinel)),
+        "librispeech": (transcript, libri_audio, librispeech_case),
+        "audio": (audio_bytes, st.sampled_from([".wav", ".flac", ".ogg", ".mp3", ".bin"]), audio_case),
+    }
 
 
 TARGETS = ("manifest", "kaldi", "librispeech", "audio")
@@ -169,7 +206,9 @@ def fuzz(target: str, cases: int, workdir: str | Path, seed: int = 0, raise_erro
         raise_errors: re-raise the first unexpected exception (tests, so hypothesis shrinks it);
             otherwise count it in the tally and go on (the soak).
     """
-    from hypothesis import HealthCheck, given, seed as hypothesis_seed, settings, strategies as st
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis import strategies as st
 
     workdir = Path(workdir)
     sentinel = workdir / "PIPE-RAN"
@@ -184,13 +223,15 @@ def fuzz(target: str, cases: int, workdir: str | Path, seed: int = 0, raise_erro
         with tempfile.TemporaryDirectory(dir=workdir) as tmp:
             try:
                 case(Path(tmp), *drawn)
-            except Exception as e:  # noqa: BLE001 - anything but the documented errors is a finding
+            except Exception as e:
                 if raise_errors:
                     raise
                 tally.tracebacks += 1
                 if len(tally.examples) < 5:
-                    tally.examples.append(f"{target}: {type(e).__name__}: {e} with {drawn!r:.300}\n"
-                                          + "".join(traceback.format_tb(e.__traceback__)[-2:]))
+                    tally.examples.append(
+                        f"{target}: {type(e).__name__}: {e} with {drawn!r:.300}\n"
+                        + "".join(traceback.format_tb(e.__traceback__)[-2:])
+                    )
             finally:
                 sentinel.unlink(missing_ok=True)
 
@@ -204,6 +245,8 @@ def fuzz_all(workdir: str | Path, cases_per_target: int, seed: int = 0) -> dict[
     for target in TARGETS:
         (Path(workdir) / target).mkdir(parents=True, exist_ok=True)
         out[target] = fuzz(target, cases_per_target, Path(workdir) / target, seed).as_dict()
-    out["total"] = {"cases": sum(t["cases"] for t in out.values()),
-                    "tracebacks": sum(t["tracebacks"] for t in out.values())}
+    out["total"] = {
+        "cases": sum(t["cases"] for t in out.values()),
+        "tracebacks": sum(t["tracebacks"] for t in out.values()),
+    }
     return out

@@ -1,10 +1,11 @@
 """Process bookkeeping for the reliability checks: runs in their own session, their workers, leftovers.
 
-    run = Run.start([sys.executable, "-m", "dasr", "train", ...], log=exp / "run.log")
-    workers(run.pid)        # the spawned worker processes, oldest first
-    run.wait(timeout_s)     # exit code, or None after killing the whole session on timeout
-    session_leftovers(run.pid)  # processes of the session still alive after the run exited
+run = Run.start([sys.executable, "-m", "dasr", "train", ...], log=exp / "run.log")
+workers(run.pid)        # the spawned worker processes, oldest first
+run.wait(timeout_s)     # exit code, or None after killing the whole session on timeout
+session_leftovers(run.pid)  # processes of the session still alive after the run exited
 """
+
 from __future__ import annotations
 
 import os
@@ -20,7 +21,7 @@ def _stat(pid: int) -> tuple[int, int, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()  # the name in parentheses may hold spaces
+    fields = text[text.rindex(")") + 2 :].split()  # the name in parentheses may hold spaces
     return int(fields[1]), int(fields[3]), fields[0]
 
 
@@ -80,13 +81,18 @@ class Run:
     log: Path
 
     @classmethod
-    def start(cls, args: list[str], log: str | os.PathLike, env: dict | None = None) -> "Run":
+    def start(cls, args: list[str], log: str | os.PathLike, env: dict | None = None) -> Run:
         """Start ``args`` with stdout and stderr going to ``log``."""
         log = Path(log)
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
-            process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                       env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+            process = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+            )
         return cls(process, log)
 
     @property
@@ -134,7 +140,7 @@ def _address(hex_addr: str) -> str:
     raw = bytes.fromhex(hex_addr.split(":")[0])
     if len(raw) == 4:
         return str(ipaddress.IPv4Address(raw[::-1]))
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))  # four host-order 32-bit words
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))  # four host-order 32-bit words
     address = ipaddress.IPv6Address(words)
     return str(address.ipv4_mapped or address)
 

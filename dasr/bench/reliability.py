@@ -9,6 +9,7 @@
 3. Hostile inputs: hypothesis fuzzing of manifests, Kaldi dirs, LibriSpeech trees, audio headers.
 4. Soak: 8 adpsgd workers for 1,000 steps: progress, resident memory, threads, leftovers.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -21,11 +22,30 @@ from dasr.bench.workload import synthesize
 
 #: the sizes of a quick smoke run and of the full soak
 SIZES = {
-    True: dict(kill_victims=[1], reference_seeds=[], steps=24, checkpoint_every=5, checkpoint_kills=5,
-               vanish=["SIGKILL"], fuzz_per_target=100, soak_nproc=4, soak_steps=60, soak_rss_from=20),
-    False: dict(kill_victims=[1, 0, 1], reference_seeds=[0, 1, 2], steps=40, checkpoint_every=10,
-                checkpoint_kills=60, vanish=["SIGKILL", "SIGSTOP"], fuzz_per_target=2500, soak_nproc=8,
-                soak_steps=1000, soak_rss_from=100),
+    True: dict(
+        kill_victims=[1],
+        reference_seeds=[],
+        steps=24,
+        checkpoint_every=5,
+        checkpoint_kills=5,
+        vanish=["SIGKILL"],
+        fuzz_per_target=100,
+        soak_nproc=4,
+        soak_steps=60,
+        soak_rss_from=20,
+    ),
+    False: dict(
+        kill_victims=[1, 0, 1],
+        reference_seeds=[0, 1, 2],
+        steps=40,
+        checkpoint_every=10,
+        checkpoint_kills=60,
+        vanish=["SIGKILL", "SIGSTOP"],
+        fuzz_per_target=2500,
+        soak_nproc=8,
+        soak_steps=1000,
+        soak_rss_from=100,
+    ),
 }
 STRATEGIES = ("sync", "adpsgd")
 
@@ -36,11 +56,24 @@ def killed_workers(data: str, work: Path, size: dict) -> dict:
     for strategy in STRATEGIES:
         for i, victim in enumerate(size["kill_victims"]):
             kill_at = size["checkpoint_every"] * (1 + i % 2) + 2 + i  # mid-interval, a different spot each time
-            runs.append(faults.kill_worker_run(data, work / f"{strategy}-kill{i}", strategy, 2, size["steps"],
-                                               size["checkpoint_every"], kill_at, victim))
-        references[strategy] = {seed: faults.reference_run(data, work / f"{strategy}-ref{seed}", strategy, 2,
-                                                            size["steps"], size["checkpoint_every"], seed)
-                                 for seed in size["reference_seeds"]}
+            runs.append(
+                faults.kill_worker_run(
+                    data,
+                    work / f"{strategy}-kill{i}",
+                    strategy,
+                    2,
+                    size["steps"],
+                    size["checkpoint_every"],
+                    kill_at,
+                    victim,
+                )
+            )
+        references[strategy] = {
+            seed: faults.reference_run(
+                data, work / f"{strategy}-ref{seed}", strategy, 2, size["steps"], size["checkpoint_every"], seed
+            )
+            for seed in size["reference_seeds"]
+        }
     for r in runs:
         refs = [v for v in references[r["strategy"]].values() if v is not None]
         same_seed = references[r["strategy"]].get(0)
@@ -54,77 +87,122 @@ def killed_workers(data: str, work: Path, size: dict) -> dict:
 
 def summary(kills: dict, vanished: list[dict], ckpt: dict, fuzzed: dict, soaked: dict) -> dict:
     """The headline counts (the interface `docs/results/reliability.json` promises)."""
-    return {"kills": len(kills["runs"]) + sum(v["vanished"] for v in vanished),
-            "kills_recovered": sum(r["recovered"] for r in kills["runs"])
-            + sum(v["vanished"] and v["hung"] == 0 and v["stopped"] == v["nproc"] - 1 for v in vanished),
-            "checkpoint_kills": ckpt["kill_loop"]["kills"], "checkpoint_intact": ckpt["kill_loop"]["intact"],
-            "fuzz_cases": fuzzed["total"]["cases"], "fuzz_tracebacks": fuzzed["total"]["tracebacks"],
-            "soak_steps": soaked["min_rank_step"], "soak_deadlocks": soaked["deadlocks"],
-            "soak_rss_growth": soaked["rss_growth"]}
+    return {
+        "kills": len(kills["runs"]) + sum(v["vanished"] for v in vanished),
+        "kills_recovered": sum(r["recovered"] for r in kills["runs"])
+        + sum(v["vanished"] and v["hung"] == 0 and v["stopped"] == v["nproc"] - 1 for v in vanished),
+        "checkpoint_kills": ckpt["kill_loop"]["kills"],
+        "checkpoint_intact": ckpt["kill_loop"]["intact"],
+        "fuzz_cases": fuzzed["total"]["cases"],
+        "fuzz_tracebacks": fuzzed["total"]["tracebacks"],
+        "soak_steps": soaked["min_rank_step"],
+        "soak_deadlocks": soaked["deadlocks"],
+        "soak_rss_growth": soaked["rss_growth"],
+    }
 
 
 def _yes(flag) -> str:
     return {True: "yes", False: "**no**", None: "–"}[flag]
 
 
-def write_report(report: Report, size: dict, kills: dict, vanished: list[dict], ckpt: dict, fuzzed: dict,
-                 soaked: dict, head: dict) -> None:
+def write_report(
+    report: Report, size: dict, kills: dict, vanished: list[dict], ckpt: dict, fuzzed: dict, soaked: dict, head: dict
+) -> None:
     """The Markdown sections of reliability.md."""
     cores = report.machine["cores"]
     rows = "\n".join(
         f"| {r['strategy']} | {r['killed_at_step']} | {r['resumed_from']} | {r['lost_steps']} (≤ {r['checkpoint_every']}) "
         f"| {_yes(r['recovered'])} | {r['final_dev_loss'] if r['final_dev_loss'] is None else round(r['final_dev_loss'], 3)} "
-        f"| {_yes(r['within_variation'])} | {r['wall_s']} |" for r in kills["runs"])
-    refs = "; ".join(f"{s}: " + ", ".join(f"seed {k} → {v:.3f}" if v is not None else f"seed {k} failed" for k, v in seeds.items())
-                     for s, seeds in kills["references"].items() if seeds) or "none in a quick run"
-    report.add("1. Killed workers", (
-        f"`dasr train --preset tiny --nproc 2 --max-steps {size['steps']} --checkpoint-every {size['checkpoint_every']} "
-        f"--max-restarts 1`; one worker gets SIGKILL mid-interval; torch's agent restarts all workers, which resume "
-        f"from the latest checkpoint ({sharing(2, cores)}).\n\n"
-        "| strategy | killed at step | resumed from | steps lost (≤ interval) | completed | final dev loss "
-        "| within run-to-run variation | wall s |\n|---|---|---|---|---|---|---|---|\n" + rows +
-        f"\n\nUninterrupted runs, final dev loss: {refs}. Within variation: |killed − same seed| ≤ the spread over "
-        "seeds (at least 1 %).\n\n"
-        "A vanished adpsgd partner, with no agent to stop the others (3 workers, gossip timeout 5 s):\n\n"
-        "| partner | survivors stopped with an error | hung | seconds to stop | message |\n|---|---|---|---|---|\n"
-        + "\n".join(f"| {v['how']} | {v['stopped']} of {v['nproc'] - 1} | {v['hung']} | {v['stop_after_s']} "
-                    f"| `{(v['messages'] or ['–'])[0][:160]}` |" for v in vanished)))
+        f"| {_yes(r['within_variation'])} | {r['wall_s']} |"
+        for r in kills["runs"]
+    )
+    refs = (
+        "; ".join(
+            f"{s}: "
+            + ", ".join(f"seed {k} → {v:.3f}" if v is not None else f"seed {k} failed" for k, v in seeds.items())
+            for s, seeds in kills["references"].items()
+            if seeds
+        )
+        or "none in a quick run"
+    )
+    report.add(
+        "1. Killed workers",
+        (
+            f"`dasr train --preset tiny --nproc 2 --max-steps {size['steps']} --checkpoint-every {size['checkpoint_every']} "
+            f"--max-restarts 1`; one worker gets SIGKILL mid-interval; torch's agent restarts all workers, which resume "
+            f"from the latest checkpoint ({sharing(2, cores)}).\n\n"
+            "| strategy | killed at step | resumed from | steps lost (≤ interval) | completed | final dev loss "
+            "| within run-to-run variation | wall s |\n|---|---|---|---|---|---|---|---|\n"
+            + rows
+            + f"\n\nUninterrupted runs, final dev loss: {refs}. Within variation: |killed − same seed| ≤ the spread over "
+            "seeds (at least 1 %).\n\n"
+            "A vanished adpsgd partner, with no agent to stop the others (3 workers, gossip timeout 5 s):\n\n"
+            "| partner | survivors stopped with an error | hung | seconds to stop | message |\n|---|---|---|---|---|\n"
+            + "\n".join(
+                f"| {v['how']} | {v['stopped']} of {v['nproc'] - 1} | {v['hung']} | {v['stop_after_s']} "
+                f"| `{(v['messages'] or ['–'])[0][:160]}` |"
+                for v in vanished
+            )
+        ),
+    )
     loop, full = ckpt["kill_loop"], ckpt["full_disk"]
-    report.add("2. Torn checkpoints", (
-        f"A process writing 2-rank checkpoints (2 × 2 MB files + `COMPLETE`) back to back, SIGKILLed at a random "
-        f"moment {loop['kills']} times: the newest complete checkpoint loaded with the values written after "
-        f"**{loop['intact']} of {loop['kills']}** kills.\n\n"
-        "| damage | error | resume falls back to the previous checkpoint |\n|---|---|---|\n"
-        + "\n".join(f"| {k} | `{v['error']}` | {_yes(v['fell_back'])} |" for k, v in ckpt["damaged"].items())
-        + f"\n| full disk (RLIMIT_FSIZE) | `{full['messages'][0] if full['messages'] else '–'}` "
-          f"| {_yes(full['checkpoint_intact'])} (old best.pt intact: {_yes(full['best_intact'])}, "
-          f"temp files left: {len(full['temp_files_left'])}) |"))
-    report.add("3. Hostile inputs", (
-        "hypothesis-generated inputs (random bytes, mutated valid files, malformed JSON, wav.scp shell pipes, "
-        "bad segments); allowed outcomes: a result, a rejection record, or `DataError`.\n\n"
-        "| target | cases | tracebacks |\n|---|---|---|\n"
-        + "\n".join(f"| {t} | {fuzzed[t]['cases']} | {fuzzed[t]['tracebacks']} |" for t in fuzz.TARGETS)
-        + f"\n| **total** | **{fuzzed['total']['cases']}** | **{fuzzed['total']['tracebacks']}** |\n\n"
-        + ("\n".join(f"```\n{e}\n```" for t in fuzz.TARGETS for e in fuzzed[t]["examples"]) or
-           "No wav.scp pipe ran (a pipe entry would create a file; `allow_pipes` is off).")))
+    report.add(
+        "2. Torn checkpoints",
+        (
+            f"A process writing 2-rank checkpoints (2 × 2 MB files + `COMPLETE`) back to back, SIGKILLed at a random "
+            f"moment {loop['kills']} times: the newest complete checkpoint loaded with the values written after "
+            f"**{loop['intact']} of {loop['kills']}** kills.\n\n"
+            "| damage | error | resume falls back to the previous checkpoint |\n|---|---|---|\n"
+            + "\n".join(f"| {k} | `{v['error']}` | {_yes(v['fell_back'])} |" for k, v in ckpt["damaged"].items())
+            + f"\n| full disk (RLIMIT_FSIZE) | `{full['messages'][0] if full['messages'] else '–'}` "
+            f"| {_yes(full['checkpoint_intact'])} (old best.pt intact: {_yes(full['best_intact'])}, "
+            f"temp files left: {len(full['temp_files_left'])}) |"
+        ),
+    )
+    report.add(
+        "3. Hostile inputs",
+        (
+            "hypothesis-generated inputs (random bytes, mutated valid files, malformed JSON, wav.scp shell pipes, "
+            "bad segments); allowed outcomes: a result, a rejection record, or `DataError`.\n\n"
+            "| target | cases | tracebacks |\n|---|---|---|\n"
+            + "\n".join(f"| {t} | {fuzzed[t]['cases']} | {fuzzed[t]['tracebacks']} |" for t in fuzz.TARGETS)
+            + f"\n| **total** | **{fuzzed['total']['cases']}** | **{fuzzed['total']['tracebacks']}** |\n\n"
+            + (
+                "\n".join(f"```\n{e}\n```" for t in fuzz.TARGETS for e in fuzzed[t]["examples"])
+                or "No wav.scp pipe ran (a pipe entry would create a file; `allow_pipes` is off)."
+            )
+        ),
+    )
     growth = soaked["rss_growth"]
-    report.add("4. Soak", (
-        f"{soaked['nproc']} adpsgd workers ({sharing(soaked['nproc'], cores)}), {soaked['steps']} steps each, "
-        f"checkpoint every {max(soaked['steps'] // 4, 1)} steps.\n\n"
-        "| measure | value |\n|---|---|\n"
-        f"| steps reached by every rank | {soaked['min_rank_step']} |\n| deadlocks | {soaked['deadlocks']} |\n"
-        f"| exit code | {soaked['exit_code']} |\n"
-        f"| RSS growth from step {soaked['rss_from_step']} to the end (worst rank) | "
-        f"{'–' if growth is None else f'{100 * growth:+.2f} %'} (goal < 5 %) |\n"
-        f"| threads a worker gained after that step (max) | {soaked['thread_growth']} |\n"
-        f"| processes of the run left after it exited | {soaked['processes_left']} |\n"
-        f"| addresses its sockets listened on | {', '.join(soaked['listened_on'])} |\n"
-        f"| wall time | {soaked['wall_s']} s |"))
-    report.add("Summary", "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| "
-               + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in head.values()) + " |\n\n"
-               "`kills`: workers killed (restarted runs and vanished gossip partners); `kills_recovered`: runs "
-               "that completed after their restart, and vanished-partner runs whose survivors all stopped with "
-               "an error; `soak_steps`: steps every soak worker reached; `soak_rss_growth`: a fraction.")
+    report.add(
+        "4. Soak",
+        (
+            f"{soaked['nproc']} adpsgd workers ({sharing(soaked['nproc'], cores)}), {soaked['steps']} steps each, "
+            f"checkpoint every {max(soaked['steps'] // 4, 1)} steps.\n\n"
+            "| measure | value |\n|---|---|\n"
+            f"| steps reached by every rank | {soaked['min_rank_step']} |\n| deadlocks | {soaked['deadlocks']} |\n"
+            f"| exit code | {soaked['exit_code']} |\n"
+            f"| RSS growth from step {soaked['rss_from_step']} to the end (worst rank) | "
+            f"{'–' if growth is None else f'{100 * growth:+.2f} %'} (goal < 5 %) |\n"
+            f"| threads a worker gained after that step (max) | {soaked['thread_growth']} |\n"
+            f"| processes of the run left after it exited | {soaked['processes_left']} |\n"
+            f"| addresses its sockets listened on | {', '.join(soaked['listened_on'])} |\n"
+            f"| wall time | {soaked['wall_s']} s |"
+        ),
+    )
+    report.add(
+        "Summary",
+        "| "
+        + " | ".join(head)
+        + " |\n|"
+        + "---|" * len(head)
+        + "\n| "
+        + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in head.values())
+        + " |\n\n"
+        "`kills`: workers killed (restarted runs and vanished gossip partners); `kills_recovered`: runs "
+        "that completed after their restart, and vanished-partner runs whose survivors all stopped with "
+        "an error; `soak_steps`: steps every soak worker reached; `soak_rss_growth`: a fraction.",
+    )
 
 
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
@@ -140,8 +218,9 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         The raw results written to ``reliability.json`` (the headline counts also at its top level).
     """
     size = SIZES[quick]
-    report = Report("reliability", "Reliability: killed workers, torn checkpoints, hostile inputs, soak",
-                    command, machine_info())
+    report = Report(
+        "reliability", "Reliability: killed workers, torn checkpoints, hostile inputs, soak", command, machine_info()
+    )
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dasr-reliability-") as tmp:
         work = Path(tmp)
@@ -150,14 +229,25 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
             synthesize(data, quick=True)
         kills = killed_workers(data, work / "kills", size)
         vanished = [faults.vanished_partner(work / f"vanish-{how}", how) for how in size["vanish"]]
-        ckpt = {"kill_loop": faults.checkpoint_kill_loop(work / "kill-loop", size["checkpoint_kills"]),
-                "damaged": faults.damaged_checkpoints(work / "damaged"), "full_disk": faults.full_disk(work / "full")}
+        ckpt = {
+            "kill_loop": faults.checkpoint_kill_loop(work / "kill-loop", size["checkpoint_kills"]),
+            "damaged": faults.damaged_checkpoints(work / "damaged"),
+            "full_disk": faults.full_disk(work / "full"),
+        }
         fuzzed = fuzz.fuzz_all(work / "fuzz", size["fuzz_per_target"])
         soaked = soak.soak(data, work / "soak", size["soak_nproc"], size["soak_steps"], size["soak_rss_from"])
     head = summary(kills, vanished, ckpt, fuzzed, soaked)
-    results = {**head, "quick": quick, "data": data_dir or "synthesised (temporary)",
-               "wall_s": round(time.monotonic() - start, 1), "killed_workers": kills, "vanished_partner": vanished,
-               "checkpoints": ckpt, "fuzz": fuzzed, "soak": soaked}
+    results = {
+        **head,
+        "quick": quick,
+        "data": data_dir or "synthesised (temporary)",
+        "wall_s": round(time.monotonic() - start, 1),
+        "killed_workers": kills,
+        "vanished_partner": vanished,
+        "checkpoints": ckpt,
+        "fuzz": fuzzed,
+        "soak": soaked,
+    }
     write_report(report, size, kills, vanished, ckpt, fuzzed, soaked, head)
     report.write(out_dir, results, top_level=head)
     return results

@@ -6,6 +6,7 @@ Each file under ``docs/results/`` states the command that made it, the machine a
     report.add("## Features", table)
     report.write(out_dir, results, figure)   # data.md, data.json, data.png
 """
+
 from __future__ import annotations
 
 import datetime
@@ -32,14 +33,21 @@ def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
 def machine_info() -> dict:
     """The machine a benchmark runs on: CPU model, cores, torch and Python versions, load at start."""
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return {"cpu": cpu_model(), "cores": os.cpu_count() or 1, "torch": torch.__version__,
-            "python": platform.python_version(), "load_avg_1min": round(load[0], 2)}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count() or 1,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "load_avg_1min": round(load[0], 2),
+    }
 
 
 def describe_machine(machine: dict) -> str:
     """One line for a report header, e.g. ``AMD EPYC, 2 cores, torch 2.13.0+cpu, Python 3.11.2``."""
-    return (f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, Python {machine['python']} "
-            f"(1-min load average {machine['load_avg_1min']} at start)")
+    return (
+        f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, Python {machine['python']} "
+        f"(1-min load average {machine['load_avg_1min']} at start)"
+    )
 
 
 def sharing(count: int, cores: int, what: str = "worker") -> str:
@@ -69,13 +77,15 @@ class Report:
 
     def header(self) -> str:
         """The Markdown lines naming command, machine and date."""
-        return (f"Command: `{self.command}`\n\nMachine: {describe_machine(self.machine)}\n\nDate: {self.date}\n")
+        return f"Command: `{self.command}`\n\nMachine: {describe_machine(self.machine)}\n\nDate: {self.date}\n"
 
     def footer(self) -> str:
         """The one line a figure carries: command, machine, date."""
         return f"{self.command}  |  {self.machine['cpu']}, {self.machine['cores']} cores, torch {self.machine['torch']}  |  {self.date}"
 
-    def write(self, out_dir: str | os.PathLike, results: dict, figure=None, top_level: dict | None = None) -> list[Path]:
+    def write(
+        self, out_dir: str | os.PathLike, results: dict, figure=None, top_level: dict | None = None
+    ) -> list[Path]:
         """Write ``NAME.md`` and ``NAME.json`` (and ``NAME.png`` from a matplotlib ``figure``) into ``out_dir``.
 
         Args:
@@ -96,8 +106,19 @@ class Report:
         md = out / f"{self.name}.md"
         md.write_text(f"# {self.title}\n\n{self.header()}\n" + "\n".join(self.sections) + image)
         js = out / f"{self.name}.json"
-        js.write_text(json.dumps({"command": self.command, "machine": self.machine, "date": self.date,
-                                  **(top_level or {}), "results": results}, indent=1) + "\n")
+        js.write_text(
+            json.dumps(
+                {
+                    "command": self.command,
+                    "machine": self.machine,
+                    "date": self.date,
+                    **(top_level or {}),
+                    "results": results,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         return [md, js, *written]
 
 
@@ -123,11 +144,19 @@ def save_figure(fig, path: Path, footer: str) -> Path:
     return path
 
 
-def bar(ax, labels: list[str], values: list[float], low: list[float], high: list[float], title: str,
-        ylabel: str, goal: float | None = None) -> None:
+def bar(
+    ax,
+    labels: list[str],
+    values: list[float],
+    low: list[float],
+    high: list[float],
+    title: str,
+    ylabel: str,
+    goal: float | None = None,
+) -> None:
     """Bars with error bars from ``low`` to ``high``, value labels, and an optional dashed goal line."""
     errors = [[v - lo for v, lo in zip(values, low)], [hi - v for v, hi in zip(values, high)]]
-    bars = ax.bar(labels, values, yerr=errors, capsize=4, color=["C0", "C1", "C2", "C3", "C4"][:len(values)])
+    bars = ax.bar(labels, values, yerr=errors, capsize=4, color=["C0", "C1", "C2", "C3", "C4"][: len(values)])
     ax.bar_label(bars, labels=[f"{v:.3g}" for v in values], padding=2, fontsize=8)
     if goal is not None:
         ax.axhline(goal, color="k", linestyle="--", linewidth=1, label=f"goal {goal:g}")

@@ -7,6 +7,7 @@ what is measured includes startup-free steady-state steps only where said::
     summary = train(run, data_dir, exp_dir, skip_steps=10)
     summary["samples_per_s"], summary["evals"]
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,21 @@ class TrainRun:
 
     def command(self, data_dir: str | os.PathLike, exp_dir: str | os.PathLike) -> list[str]:
         """The command line (``python -m dasr train ...``)."""
-        return [sys.executable, "-m", "dasr", "train", "--data", str(data_dir), "--exp", str(exp_dir),
-                "--strategy", self.strategy, "--nproc", str(self.nproc), *self.options]
+        return [
+            sys.executable,
+            "-m",
+            "dasr",
+            "train",
+            "--data",
+            str(data_dir),
+            "--exp",
+            str(exp_dir),
+            "--strategy",
+            self.strategy,
+            "--nproc",
+            str(self.nproc),
+            *self.options,
+        ]
 
 
 def require_data(data_dir: str | None, bench: str) -> str:
@@ -51,8 +65,9 @@ def require_data(data_dir: str | None, bench: str) -> str:
     return data_dir
 
 
-def train(run: TrainRun, data_dir: str | os.PathLike, exp_dir: str | os.PathLike, skip_steps: int,
-          timeout_s: float = 1800.0) -> dict:
+def train(
+    run: TrainRun, data_dir: str | os.PathLike, exp_dir: str | os.PathLike, skip_steps: int, timeout_s: float = 1800.0
+) -> dict:
     """Run ``run`` into the fresh ``exp_dir`` and summarise it (:func:`summarise`).
 
     Raises:
@@ -64,14 +79,21 @@ def train(run: TrainRun, data_dir: str | os.PathLike, exp_dir: str | os.PathLike
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     start = time.perf_counter()
     try:
-        done = subprocess.run(run.command(data_dir, exp_dir), capture_output=True, text=True, timeout=timeout_s, env=env)
+        done = subprocess.run(
+            run.command(data_dir, exp_dir), capture_output=True, text=True, timeout=timeout_s, env=env
+        )
     except subprocess.TimeoutExpired:
         raise DasrError(f"benchmark run {run.label!r} did not finish within {timeout_s:.0f} s") from None
     if done.returncode != 0:
         raise DasrError(f"benchmark run {run.label!r} failed (exit {done.returncode}): {done.stderr[-1500:]}")
     summary = summarise(read_metrics(exp_dir), skip_steps)
-    summary.update(label=run.label, strategy=run.strategy, nproc=run.nproc, options=run.options,
-                   process_wall_s=time.perf_counter() - start)
+    summary.update(
+        label=run.label,
+        strategy=run.strategy,
+        nproc=run.nproc,
+        options=run.options,
+        process_wall_s=time.perf_counter() - start,
+    )
     return summary
 
 
@@ -98,8 +120,9 @@ def summarise(records: list[dict], skip_steps: int) -> dict:
         seconds = sum(r["step_s"] * n for r, n in keep)
         utterances = sum(r["utts_per_step"] * n for r, n in keep)
         per_rank[rank] = {f: float(np.average([r[f] for r, _ in keep], weights=weights)) for f in STEP_FIELDS}
-        per_rank[rank].update(samples_per_s=utterances / seconds, steps=int(weights.sum()),
-                              utts_per_step=utterances / weights.sum())
+        per_rank[rank].update(
+            samples_per_s=utterances / seconds, steps=int(weights.sum()), utts_per_step=utterances / weights.sum()
+        )
     if not per_rank:
         raise DasrError("the run wrote no train records")
     out = {f: float(np.median([v[f] for v in per_rank.values()])) for f in STEP_FIELDS}
@@ -107,8 +130,11 @@ def summarise(records: list[dict], skip_steps: int) -> dict:
     out["utts_per_step"] = float(np.mean([v["utts_per_step"] for v in per_rank.values()]))
     out["overlap"] = max(0.0, 1 - out["exposed_comm_s"] / out["comm_s"]) if out["comm_s"] > 0 else None
     out["per_rank"] = per_rank
-    out["evals"] = [{k: r.get(k) for k in ("epoch", "step", "train_s", "dev_wer", "dev_loss")}
-                    for r in records if r.get("kind") == "eval" and r["rank"] == 0]
+    out["evals"] = [
+        {k: r.get(k) for k in ("epoch", "step", "train_s", "dev_wer", "dev_loss")}
+        for r in records
+        if r.get("kind") == "eval" and r["rank"] == 0
+    ]
     return out
 
 

@@ -6,6 +6,7 @@ The run is `dasr train --strategy adpsgd` of the tiny preset with one metrics re
 step per rank (each carries the worker's ``rss_mib``). A run that logs nothing for
 ``stall_s`` seconds counts as a deadlock and is killed.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,16 @@ def rss_growth(records: list[dict], rss_from: int) -> dict[int, float]:
     return {rank: (last[rank] - first[rank]) / first[rank] for rank in first}
 
 
-def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps: int = 1000, rss_from: int = 100,
-         batch_frames: int = 200, stall_s: float = 180.0, limit_s: float = 3600.0) -> dict:
+def soak(
+    data: str | os.PathLike,
+    exp: str | os.PathLike,
+    nproc: int = 8,
+    steps: int = 1000,
+    rss_from: int = 100,
+    batch_frames: int = 200,
+    stall_s: float = 180.0,
+    limit_s: float = 3600.0,
+) -> dict:
     """Train ``nproc`` adpsgd workers for ``steps`` steps and watch them.
 
     ``batch_frames``: small enough that the corpus gives every worker a batch (the 8 test
@@ -59,8 +68,12 @@ def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps:
         sockets listened on.
     """
     exp = Path(exp)
-    run = Run.start(train_command(data, exp, "adpsgd", nproc, steps, "--checkpoint-every", max(steps // 4, 1),
-                                  batch_frames=batch_frames), exp.parent / f"{exp.name}.log")
+    run = Run.start(
+        train_command(
+            data, exp, "adpsgd", nproc, steps, "--checkpoint-every", max(steps // 4, 1), batch_frames=batch_frames
+        ),
+        exp.parent / f"{exp.name}.log",
+    )
     tail, records, thread_counts, addresses = MetricsTail(exp), [], {}, set()
     start = progress_at = time.monotonic()
     stalled = False
@@ -91,11 +104,19 @@ def soak(data: str | os.PathLike, exp: str | os.PathLike, nproc: int = 8, steps:
     last_steps = {}
     for r in records:
         last_steps[r["rank"]] = max(last_steps.get(r["rank"], 0), r["step"])
-    return {"nproc": nproc, "steps": steps, "rss_from_step": rss_from, "exit_code": code,
-            "deadlocks": int(stalled), "min_rank_step": min(last_steps.values(), default=0),
-            "rss_growth": max(growth.values(), default=None), "rss_growth_per_rank": growth,
-            "rss_mib_end": {r["rank"]: r["rss_mib"] for r in records},
-            "thread_growth": max((b - a for a, b in thread_counts.values()), default=None),
-            "processes_left": len(leftovers), "listened_on": sorted(addresses),
-            "wall_s": round(time.monotonic() - start, 1),
-            "log_tail": "" if code == 0 else run.tail()}
+    return {
+        "nproc": nproc,
+        "steps": steps,
+        "rss_from_step": rss_from,
+        "exit_code": code,
+        "deadlocks": int(stalled),
+        "min_rank_step": min(last_steps.values(), default=0),
+        "rss_growth": max(growth.values(), default=None),
+        "rss_growth_per_rank": growth,
+        "rss_mib_end": {r["rank"]: r["rss_mib"] for r in records},
+        "thread_growth": max((b - a for a, b in thread_counts.values()), default=None),
+        "processes_left": len(leftovers),
+        "listened_on": sorted(addresses),
+        "wall_s": round(time.monotonic() - start, 1),
+        "log_tail": "" if code == 0 else run.tail(),
+    }

@@ -12,6 +12,7 @@ is interpolated between evaluations. The limit of a ratio sync ÷ adpsgd is
 mean speed ÷ slowest speed = (3F + 1) / 4 (1.75 at F = 2): sync moves at the slowest
 worker's pace, adpsgd at best at the mean pace.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -37,9 +38,22 @@ def limit(factor: float, nproc: int = NPROC) -> float:
 
 
 def _options(strategy: str, factor: int, train_s: float, eval_s: float) -> list[str]:
-    options = ["--preset", "demo", "--batch-frames", str(BATCH_FRAMES), "--reference-batch-frames", "4000",
-               "--eval-every-s", str(eval_s), "--train-seconds", str(train_s), "--log-every", "10",
-               "--checkpoint-every", "0"]
+    options = [
+        "--preset",
+        "demo",
+        "--batch-frames",
+        str(BATCH_FRAMES),
+        "--reference-batch-frames",
+        "4000",
+        "--eval-every-s",
+        str(eval_s),
+        "--train-seconds",
+        str(train_s),
+        "--log-every",
+        "10",
+        "--checkpoint-every",
+        "0",
+    ]
     if strategy == "hybrid":
         options += ["--group-size", "2"]
     if factor > 1:
@@ -67,12 +81,19 @@ def measure(data_dir: str, train_s: float, eval_s: float) -> list[dict]:
         for factor in FACTORS:
             for strategy in STRATEGIES:
                 label = f"{strategy} {factor}x"
-                summary = train(TrainRun(label, strategy, NPROC, _options(strategy, factor, train_s, eval_s)),
-                                data_dir, Path(tmp) / f"{strategy}-{factor}", skip_steps=10)
+                summary = train(
+                    TrainRun(label, strategy, NPROC, _options(strategy, factor, train_s, eval_s)),
+                    data_dir,
+                    Path(tmp) / f"{strategy}-{factor}",
+                    skip_steps=10,
+                )
                 summary["factor"] = factor
                 runs.append(summary)
-                print(f"  {label}: {summary['samples_per_s']:.1f} samples/s, dev WER "
-                      f"{[round(e['dev_wer'], 3) for e in summary['evals']]}", flush=True)
+                print(
+                    f"  {label}: {summary['samples_per_s']:.1f} samples/s, dev WER "
+                    f"{[round(e['dev_wer'], 3) for e in summary['evals']]}",
+                    flush=True,
+                )
     return runs
 
 
@@ -94,40 +115,69 @@ def write_report(runs: list[dict], train_s: float, eval_s: float, report: Report
         r["time_to_target_s"] = time_to_target(r["evals"], target, metric, 1.0 if metric == "dev_wer" else None)
     table = {(r["strategy"], r["factor"]): r for r in runs}
     ratios = {f: table[("sync", f)]["time_to_target_s"] / table[("adpsgd", f)]["time_to_target_s"] for f in FACTORS}
-    results = {"nproc": NPROC, "slow_rank": SLOW_RANK, "train_seconds": train_s, "eval_every_s": eval_s,
-               "target_metric": metric, "target": target, "runs": runs, "sync_over_adpsgd_time_to_target": ratios,
-               "limits": {f: limit(f) for f in FACTORS}}
-    report.add("Setup", (
-        f"`demo` model, AdamW, {BATCH_FRAMES} frames per worker step, the demo's LR for a reference batch of 4000 "
-        f"frames scaled linearly (x {NPROC * BATCH_FRAMES // 4000}); N = {NPROC} workers, one torch thread each "
-        f"({sharing(NPROC, cores)}); rank {SLOW_RANK} slowed by F (it sleeps (F − 1) × its compute time per step; "
-        f"sleeping takes no CPU, so on shared cores the others speed up a little meanwhile). Every run trains "
-        f"{train_s} s of training time in time mode (evaluations excluded), evaluating every {eval_s} s. "
-        f"Target: the lowest {name} every run reached, **{shown}**"
-        + ("" if metric == "dev_wer" else f" (the lowest WER every run reached was above {100 * MEANINGFUL_WER:.0f} %, "
-           "too close to the blank-only stage to time, so the target is on the dev loss, which falls smoothly "
-           "from the start)") + "; time to it interpolated between evaluations."))
-    rows = (f"| F | strategy | samples/s | time to target, s | sync ÷ this | limit (mean ÷ slowest speed) | "
-            f"final dev WER | final dev loss |\n|---|---|---|---|---|---|---|---|\n")
+    results = {
+        "nproc": NPROC,
+        "slow_rank": SLOW_RANK,
+        "train_seconds": train_s,
+        "eval_every_s": eval_s,
+        "target_metric": metric,
+        "target": target,
+        "runs": runs,
+        "sync_over_adpsgd_time_to_target": ratios,
+        "limits": {f: limit(f) for f in FACTORS},
+    }
+    report.add(
+        "Setup",
+        (
+            f"`demo` model, AdamW, {BATCH_FRAMES} frames per worker step, the demo's LR for a reference batch of 4000 "
+            f"frames scaled linearly (x {NPROC * BATCH_FRAMES // 4000}); N = {NPROC} workers, one torch thread each "
+            f"({sharing(NPROC, cores)}); rank {SLOW_RANK} slowed by F (it sleeps (F − 1) × its compute time per step; "
+            f"sleeping takes no CPU, so on shared cores the others speed up a little meanwhile). Every run trains "
+            f"{train_s} s of training time in time mode (evaluations excluded), evaluating every {eval_s} s. "
+            f"Target: the lowest {name} every run reached, **{shown}**"
+            + (
+                ""
+                if metric == "dev_wer"
+                else f" (the lowest WER every run reached was above {100 * MEANINGFUL_WER:.0f} %, "
+                "too close to the blank-only stage to time, so the target is on the dev loss, which falls smoothly "
+                "from the start)"
+            )
+            + "; time to it interpolated between evaluations."
+        ),
+    )
+    rows = (
+        "| F | strategy | samples/s | time to target, s | sync ÷ this | limit (mean ÷ slowest speed) | "
+        "final dev WER | final dev loss |\n|---|---|---|---|---|---|---|---|\n"
+    )
     for r in runs:
         sync_t, t = table[("sync", r["factor"])]["time_to_target_s"], r["time_to_target_s"]
-        rows += (f"| {r['factor']}x | {r['strategy']} | {r['samples_per_s']:.1f} | {t:.0f} | {sync_t / t:.2f} | "
-                 f"{limit(r['factor']):.2f} | {100 * r['evals'][-1]['dev_wer']:.1f} % | "
-                 f"{r['evals'][-1]['dev_loss']:.1f} |\n")
+        rows += (
+            f"| {r['factor']}x | {r['strategy']} | {r['samples_per_s']:.1f} | {t:.0f} | {sync_t / t:.2f} | "
+            f"{limit(r['factor']):.2f} | {100 * r['evals'][-1]['dev_wer']:.1f} % | "
+            f"{r['evals'][-1]['dev_loss']:.1f} |\n"
+        )
     report.add("Results", rows)
     headline = ratios[2]
-    report.add("Headline", (
-        f"With one worker 2x slow at N = {NPROC}, adpsgd reached the target {name} **{headline:.2f}x** sooner than "
-        f"sync (limit {limit(2):.2f}x; goal ≥ 1.6x: {'met' if headline >= 1.6 else '**not met**'}). At 4x: "
-        f"{ratios[4]:.2f}x (limit {limit(4):.2f}x); without a straggler {ratios[1]:.2f}x."))
-    report.add("Reading the ratios", (
-        "The limit counts compute speed only. A ratio above it comes from what else sync pays here: every "
-        "sync step all-reduces the whole gradient on the shared CPU cores and waits for the slowest of the "
-        "four workers (also without an injected straggler, step times vary when 4 processes share 2 cores), "
-        "while adpsgd averages in the background every gossip period; and while the straggler sleeps, its "
-        "core serves the other adpsgd workers, whereas sync's workers wait at the step's all-reduce. The runs "
-        "go one after the other, so a busy spell of the machine lands on some runs only: compare ratios, "
-        "and read single cells with care."))
+    report.add(
+        "Headline",
+        (
+            f"With one worker 2x slow at N = {NPROC}, adpsgd reached the target {name} **{headline:.2f}x** sooner than "
+            f"sync (limit {limit(2):.2f}x; goal ≥ 1.6x: {'met' if headline >= 1.6 else '**not met**'}). At 4x: "
+            f"{ratios[4]:.2f}x (limit {limit(4):.2f}x); without a straggler {ratios[1]:.2f}x."
+        ),
+    )
+    report.add(
+        "Reading the ratios",
+        (
+            "The limit counts compute speed only. A ratio above it comes from what else sync pays here: every "
+            "sync step all-reduces the whole gradient on the shared CPU cores and waits for the slowest of the "
+            "four workers (also without an injected straggler, step times vary when 4 processes share 2 cores), "
+            "while adpsgd averages in the background every gossip period; and while the straggler sleeps, its "
+            "core serves the other adpsgd workers, whereas sync's workers wait at the step's all-reduce. The runs "
+            "go one after the other, so a busy spell of the machine lands on some runs only: compare ratios, "
+            "and read single cells with care."
+        ),
+    )
 
     fig, axes = new_figure(len(FACTORS))
     for ax, factor in zip(axes, FACTORS):

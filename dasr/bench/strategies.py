@@ -11,6 +11,7 @@ for, hence the overlap achieved.
 The results are also the simulator's calibration input (``docs/results/strategies.json``,
 read by `dasr simulate`).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -46,9 +47,24 @@ def configurations() -> list[TrainRun]:
 
 
 def _options(steps: int) -> list[str]:
-    return ["--preset", "demo", "--optimizer", "sgd", "--lr", "0.05", "--batch-frames", str(BATCH_FRAMES),
-            "--max-steps", str(steps), "--log-every", "5", "--checkpoint-every", "0",
-            "--gossip-period-s", str(GOSSIP_PERIOD_S)]
+    return [
+        "--preset",
+        "demo",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--batch-frames",
+        str(BATCH_FRAMES),
+        "--max-steps",
+        str(steps),
+        "--log-every",
+        "5",
+        "--checkpoint-every",
+        "0",
+        "--gossip-period-s",
+        str(GOSSIP_PERIOD_S),
+    ]
 
 
 def measure(data_dir: str, work: Path, steps: int, skip: int, rounds: int) -> list[dict]:
@@ -56,7 +72,7 @@ def measure(data_dir: str, work: Path, steps: int, skip: int, rounds: int) -> li
     runs = configurations()
     results = []
     for r in range(rounds):
-        for run in (reversed(runs) if r % 2 else runs):
+        for run in reversed(runs) if r % 2 else runs:
             full = TrainRun(run.label, run.strategy, run.nproc, run.options + _options(steps))
             summary = train(full, data_dir, work / f"round{r}" / run.label.split()[0] / str(run.nproc), skip)
             summary["round"] = r
@@ -103,36 +119,63 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     rows = combine(runs, train_utterances)
     ratio = paired_ratio(runs, "adpsgd x4", "sync x4")
     single = next(r for r in rows if r["strategy"] == "single")
-    setup = {"preset": "demo", "params": num_parameters_of_demo(), "batch_frames": BATCH_FRAMES,
-             "utts_per_step": single["samples_per_s"] * single["step_s"], "gossip_period_s": GOSSIP_PERIOD_S,
-             "group_size": GROUP_SIZE, "cores": cores, "threads_per_worker": 1, "steps": steps,
-             "warmup_steps_skipped": skip, "rounds": rounds, "train_utterances": train_utterances}
+    setup = {
+        "preset": "demo",
+        "params": num_parameters_of_demo(),
+        "batch_frames": BATCH_FRAMES,
+        "utts_per_step": single["samples_per_s"] * single["step_s"],
+        "gossip_period_s": GOSSIP_PERIOD_S,
+        "group_size": GROUP_SIZE,
+        "cores": cores,
+        "threads_per_worker": 1,
+        "steps": steps,
+        "warmup_steps_skipped": skip,
+        "rounds": rounds,
+        "train_utterances": train_utterances,
+    }
     setup["param_bytes"] = 4 * setup["params"]
     results = {"setup": setup, "runs": rows, "each_run": runs, "adpsgd_over_sync_x4": ratio}
 
-    report.add("Setup", (
-        f"`demo` model ({setup['params'] / 1e6:.2f} M parameters), SGD, {BATCH_FRAMES} padded frames per worker step "
-        f"(~{setup['utts_per_step']:.1f} utterances), SpecAugment and speed perturbation on (as in `conf/demo.yaml`); {steps} steps per worker per run, the first "
-        f"{skip} not counted; {rounds} round(s), every other in reverse order. Every worker has one torch thread: "
-        f"at N = 4, {sharing(4, cores)}, at N = 2 {sharing(2, cores)}. adpsgd gossips every {GOSSIP_PERIOD_S} s; "
-        f"hybrid has groups of {GROUP_SIZE}. Time per epoch = {train_utterances} training utterances ÷ samples/s."))
-    table = ("| configuration | samples/s | time per epoch, s | step, s | compute, s/step | communication, s/step | "
-             "exposed, s/step | overlap |\n|---|---|---|---|---|---|---|---|\n")
+    report.add(
+        "Setup",
+        (
+            f"`demo` model ({setup['params'] / 1e6:.2f} M parameters), SGD, {BATCH_FRAMES} padded frames per worker step "
+            f"(~{setup['utts_per_step']:.1f} utterances), SpecAugment and speed perturbation on (as in `conf/demo.yaml`); {steps} steps per worker per run, the first "
+            f"{skip} not counted; {rounds} round(s), every other in reverse order. Every worker has one torch thread: "
+            f"at N = 4, {sharing(4, cores)}, at N = 2 {sharing(2, cores)}. adpsgd gossips every {GOSSIP_PERIOD_S} s; "
+            f"hybrid has groups of {GROUP_SIZE}. Time per epoch = {train_utterances} training utterances ÷ samples/s."
+        ),
+    )
+    table = (
+        "| configuration | samples/s | time per epoch, s | step, s | compute, s/step | communication, s/step | "
+        "exposed, s/step | overlap |\n|---|---|---|---|---|---|---|---|\n"
+    )
     for r in rows:
         overlap = "–" if r["overlap"] is None else f"{100 * r['overlap']:.0f} %"
-        table += (f"| {r['label']} | {r['samples_per_s']:.1f} | {r['epoch_s']:.0f} | {r['step_s']:.3f} | "
-                  f"{r['compute_s']:.3f} | {r['comm_s']:.3f} | {r['exposed_comm_s']:.3f} | {overlap} |\n")
-    report.add("Results (medians over rounds; per step: median over workers)", table + (
-        "\n*Communication* is the time the exchange took whether hidden or not (sync/hybrid: first bucket "
-        "launched to last bucket done in DDP's hook; adpsgd: the gossip thread's exchanges per step; ps: push + "
-        "pull); *exposed* is what the training thread waited for (DDP's last bucket, adpsgd's merge lock, ps's "
-        "whole exchange). *Overlap* = 1 − exposed ÷ communication. On shared cores hidden communication still "
-        "takes CPU from the compute, which shows in the compute time rather than as exposed time."))
+        table += (
+            f"| {r['label']} | {r['samples_per_s']:.1f} | {r['epoch_s']:.0f} | {r['step_s']:.3f} | "
+            f"{r['compute_s']:.3f} | {r['comm_s']:.3f} | {r['exposed_comm_s']:.3f} | {overlap} |\n"
+        )
+    report.add(
+        "Results (medians over rounds; per step: median over workers)",
+        table
+        + (
+            "\n*Communication* is the time the exchange took whether hidden or not (sync/hybrid: first bucket "
+            "launched to last bucket done in DDP's hook; adpsgd: the gossip thread's exchanges per step; ps: push + "
+            "pull); *exposed* is what the training thread waited for (DDP's last bucket, adpsgd's merge lock, ps's "
+            "whole exchange). *Overlap* = 1 − exposed ÷ communication. On shared cores hidden communication still "
+            "takes CPU from the compute, which shows in the compute time rather than as exposed time."
+        ),
+    )
     verdict = "met" if ratio["median"] >= 1.0 else "**not met**"
-    report.add("Headline", (
-        f"adpsgd ÷ sync samples/s at N = 4, no straggler, per round side by side: "
-        f"{', '.join(f'{x:.3f}' for x in ratio['each_round'])}; median **{ratio['median']:.3f}** "
-        f"(goal ≥ 1.0: {verdict})."))
+    report.add(
+        "Headline",
+        (
+            f"adpsgd ÷ sync samples/s at N = 4, no straggler, per round side by side: "
+            f"{', '.join(f'{x:.3f}' for x in ratio['each_round'])}; median **{ratio['median']:.3f}** "
+            f"(goal ≥ 1.0: {verdict})."
+        ),
+    )
 
     fig, (ax1, ax2) = new_figure(2, width_per_panel=5.5)
     for strategy in ("single", "sync", "adpsgd", "hybrid", "ps"):

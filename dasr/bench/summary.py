@@ -4,6 +4,7 @@ Benchmarks add their figures as they finish; figures from other benchmarks stay:
 
     update_summary("docs/results", {"throughput_ratio_adpsgd_vs_sync": 1.04}, report)
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,12 @@ def update_summary(out_dir: str | os.PathLike, figures: dict[str, float | None],
     path.parent.mkdir(parents=True, exist_ok=True)
     summary = json.loads(path.read_text()) if path.exists() else {}
     for name, value in figures.items():
-        summary[name] = {"value": value, "benchmark": report.name, "command": report.command,
-                         "machine": describe_machine(report.machine), "date": report.date}
+        summary[name] = {
+            "value": value,
+            "benchmark": report.name,
+            "command": report.command,
+            "machine": describe_machine(report.machine),
+            "date": report.date,
+        }
     path.write_text(json.dumps(dict(sorted(summary.items())), indent=1) + "\n")
     return path

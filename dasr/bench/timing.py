@@ -6,11 +6,12 @@ the per-round ratio cancels it::
     times = interleave({"trainer": trainer_round, "bare": bare_round}, repeats=7)
     overhead = paired_ratio(times["trainer"], times["bare"])   # Stats of trainer/bare per round
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -26,15 +27,22 @@ class Stats:
     high: float
     n: int
 
-    def scaled(self, factor: float) -> "Stats":
+    def scaled(self, factor: float) -> Stats:
         """The same statistics of every value multiplied by ``factor`` (> 0)."""
-        return Stats(self.median * factor, self.q1 * factor, self.q3 * factor, self.low * factor,
-                     self.high * factor, self.n)
+        return Stats(
+            self.median * factor, self.q1 * factor, self.q3 * factor, self.low * factor, self.high * factor, self.n
+        )
 
-    def inverse(self, numerator: float = 1.0) -> "Stats":
+    def inverse(self, numerator: float = 1.0) -> Stats:
         """Statistics of ``numerator / value`` (e.g. rates from durations); quartiles swap sides."""
-        return Stats(numerator / self.median, numerator / self.q3, numerator / self.q1, numerator / self.high,
-                     numerator / self.low, self.n)
+        return Stats(
+            numerator / self.median,
+            numerator / self.q3,
+            numerator / self.q1,
+            numerator / self.high,
+            numerator / self.low,
+            self.n,
+        )
 
     def text(self, fmt: str = ".3g") -> str:
         """``median (IQR q1–q3, n=N)`` for a Markdown table."""
@@ -66,8 +74,12 @@ def paired_ratio(numerators: list[float], denominators: list[float]) -> Stats:
     return stats([a / b for a, b in zip(numerators, denominators)])
 
 
-def interleave(tasks: dict[str, Callable[[], object]], repeats: int,
-               clock: Callable[[], float] = time.perf_counter, alternate: bool = True) -> dict[str, list[float]]:
+def interleave(
+    tasks: dict[str, Callable[[], object]],
+    repeats: int,
+    clock: Callable[[], float] = time.perf_counter,
+    alternate: bool = True,
+) -> dict[str, list[float]]:
     """Time each task once per round for ``repeats`` rounds; odd rounds run the tasks in reverse order.
 
     Reversing every other round (A B, B A, A B, ...) keeps a task from always running first,
@@ -84,7 +96,7 @@ def interleave(tasks: dict[str, Callable[[], object]], repeats: int,
     """
     durations: dict[str, list[float]] = {name: [] for name in tasks}
     for r in range(repeats):
-        for name in (reversed(tasks) if alternate and r % 2 else tasks):
+        for name in reversed(tasks) if alternate and r % 2 else tasks:
             task = tasks[name]
             start = clock()
             task()

@@ -10,6 +10,7 @@ Measures, in one process with one thread unless said otherwise:
   search with the data dir's word LM;
 * (c) the `paper` preset: parameter count and step time of one batch on 1 and 2 threads.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,8 +32,8 @@ from dasr.data.loader import AsrDataset, DistributedBucketSampler, batches, coll
 from dasr.data.tokenizer import Tokenizer
 from dasr.decode.ctc import LexiconBeamDecoder
 from dasr.decode.lm_build import lexicon_words
-from dasr.dist.strategy import SingleStrategy
 from dasr.model.blstm import BlstmCtc, num_parameters, preset_config
+from dasr.parallel.strategy import SingleStrategy
 from dasr.train.plots import read_metrics
 from dasr.train.trainer import Trainer, Worker, build_optimizer, prepare_experiment
 
@@ -46,12 +47,12 @@ LM_WEIGHT, WORD_SCORE, BEAM_SIZE = 1.0, 0.0, 50
 class Sizes:
     """How much each part runs: a quick smoke run or the full benchmark."""
 
-    rounds: int            # (a) interleaved rounds
-    steps: int             # (a) training steps per round
-    decode_utts: int       # (b) test utterances
-    decode_passes: int     # (b) interleaved passes
+    rounds: int  # (a) interleaved rounds
+    steps: int  # (a) training steps per round
+    decode_utts: int  # (b) test utterances
+    decode_passes: int  # (b) interleaved passes
     paper_batch: tuple[int, float]  # (c) utterances x seconds
-    paper_repeats: int     # (c) interleaved steps per thread count
+    paper_repeats: int  # (c) interleaved steps per thread count
     paper_threads: tuple[int, ...]  # (c) thread counts (2 threads can stall for minutes on a busy machine)
 
 
@@ -70,8 +71,18 @@ def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tup
         The results, and the trainer (its model has now been trained briefly).
     """
     settings = demo_settings()
-    config = TrainConfig(**{**settings, "data": data_dir, "exp": exp_dir, "strategy": "single", "nproc": 1,
-                            "device": "cpu", "max_steps": steps, "checkpoint_every": 0})
+    config = TrainConfig(
+        **{
+            **settings,
+            "data": data_dir,
+            "exp": exp_dir,
+            "strategy": "single",
+            "nproc": 1,
+            "device": "cpu",
+            "max_steps": steps,
+            "checkpoint_every": 0,
+        }
+    )
     config.validate()
     prepare_experiment(config)
     trainer = Trainer(config, SingleStrategy(), Worker())
@@ -107,15 +118,21 @@ def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tup
     trainer_shares = [m["data_share"] for m in read_metrics(Path(exp_dir)) if m.get("kind") == "train"]
     trainer.metrics.close()
     trainer_time = stats(times["trainer"])
-    return {"steps_per_round": steps, "rounds": rounds, "utterances_per_round": utts, "audio_s_per_round": frames * FRAME_SHIFT_S,
-            "trainer_step_s": trainer_time.scaled(1 / steps).as_dict(),
-            "bare_step_s": stats(times["bare"]).scaled(1 / steps).as_dict(),
-            "trainer_over_bare": paired_ratio(times["trainer"], times["bare"]).as_dict(),
-            "samples_per_s": trainer_time.inverse(utts).as_dict(),
-            "x_real_time": trainer_time.inverse(frames * FRAME_SHIFT_S).as_dict(),
-            "data_share_bare": paired_ratio(load_times, times["bare"]).as_dict(),
-            "data_share_trainer_metrics": stats(trainer_shares).as_dict() if trainer_shares else None,
-            "peak_rss_mib": peak_rss_mib(), "times_s": times}, trainer
+    return {
+        "steps_per_round": steps,
+        "rounds": rounds,
+        "utterances_per_round": utts,
+        "audio_s_per_round": frames * FRAME_SHIFT_S,
+        "trainer_step_s": trainer_time.scaled(1 / steps).as_dict(),
+        "bare_step_s": stats(times["bare"]).scaled(1 / steps).as_dict(),
+        "trainer_over_bare": paired_ratio(times["trainer"], times["bare"]).as_dict(),
+        "samples_per_s": trainer_time.inverse(utts).as_dict(),
+        "x_real_time": trainer_time.inverse(frames * FRAME_SHIFT_S).as_dict(),
+        "data_share_bare": paired_ratio(load_times, times["bare"]).as_dict(),
+        "data_share_trainer_metrics": stats(trainer_shares).as_dict() if trainer_shares else None,
+        "peak_rss_mib": peak_rss_mib(),
+        "times_s": times,
+    }, trainer
 
 
 @torch.no_grad()
@@ -124,21 +141,31 @@ def decode_speed(data_dir: str, model: BlstmCtc, tokenizer: Tokenizer, utterance
     dataset = AsrDataset(data_dir, "test", tokenizer)
     items = [dataset[i] for i in range(min(utterances, len(dataset)))]
     words = lexicon_words(data_dir)
-    decoder = LexiconBeamDecoder(tokenizer, words, str(ensure_lm(data_dir)),
-                                 LM_WEIGHT, WORD_SCORE, BEAM_SIZE)
+    decoder = LexiconBeamDecoder(tokenizer, words, str(ensure_lm(data_dir)), LM_WEIGHT, WORD_SCORE, BEAM_SIZE)
     model.eval()
     inputs = [collate([item]) for item in items]
     emissions = [model(b.feats, b.feat_lens) for b in inputs]
     seconds = sum(len(feats) for _, feats, _, _ in items) * FRAME_SHIFT_S
-    times = interleave({"acoustic model": lambda: [model(b.feats, b.feat_lens) for b in inputs],
-                        "beam search + LM": lambda: [decoder.decode_batch(lp, n) for lp, n in emissions]}, passes)
+    times = interleave(
+        {
+            "acoustic model": lambda: [model(b.feats, b.feat_lens) for b in inputs],
+            "beam search + LM": lambda: [decoder.decode_batch(lp, n) for lp, n in emissions],
+        },
+        passes,
+    )
     hyps = [decoder.decode_batch(lp, n)[0] for lp, n in emissions]
-    return {"utterances": len(items), "audio_s": seconds, "lm_weight": LM_WEIGHT, "word_score": WORD_SCORE,
-            "beam_size": BEAM_SIZE, "lexicon_words": len(words),
-            "mean_words_per_hypothesis": float(np.mean([len(h.split()) for h in hyps])),
-            "acoustic_x_real_time": stats(times["acoustic model"]).inverse(seconds).as_dict(),
-            "search_x_real_time": stats(times["beam search + LM"]).inverse(seconds).as_dict(),
-            "times_s": times}
+    return {
+        "utterances": len(items),
+        "audio_s": seconds,
+        "lm_weight": LM_WEIGHT,
+        "word_score": WORD_SCORE,
+        "beam_size": BEAM_SIZE,
+        "lexicon_words": len(words),
+        "mean_words_per_hypothesis": float(np.mean([len(h.split()) for h in hyps])),
+        "acoustic_x_real_time": stats(times["acoustic model"]).inverse(seconds).as_dict(),
+        "search_x_real_time": stats(times["beam search + LM"]).inverse(seconds).as_dict(),
+        "times_s": times,
+    }
 
 
 def paper_step(vocab_size: int, batch_shape: tuple[int, float], repeats: int, threads: tuple[int, ...]) -> dict:
@@ -158,10 +185,14 @@ def paper_step(vocab_size: int, batch_shape: tuple[int, float], repeats: int, th
         times = interleave({n: lambda n=n: step(n) for n in threads}, repeats)
     finally:
         torch.set_num_threads(1)
-    return {"parameters": num_parameters(model), "utterances": batch_shape[0], "seconds_each": batch_shape[1],
-            "step_s": {n: stats(t).as_dict() for n, t in times.items()},
-            "speedup_over_1_thread": {n: paired_ratio(times[1], t).as_dict() for n, t in times.items() if n != 1},
-            "times_s": times}
+    return {
+        "parameters": num_parameters(model),
+        "utterances": batch_shape[0],
+        "seconds_each": batch_shape[1],
+        "step_s": {n: stats(t).as_dict() for n, t in times.items()},
+        "speedup_over_1_thread": {n: paired_ratio(times[1], t).as_dict() for n, t in times.items() if n != 1},
+        "times_s": times,
+    }
 
 
 def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, command: str) -> dict:
@@ -189,9 +220,11 @@ def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, comman
         steps, trainer = trainer_vs_bare(data_dir, str(Path(tmp) / "exp"), sizes.rounds, sizes.steps)
         if exp is None:
             model, tokenizer = trainer.model, trainer.tokenizer
-            source = (f"the `demo` model after the {trainer.progress.step} training steps of part (a) "
-                      "(barely trained: search speed depends on the emissions, and a converged model's "
-                      "peakier emissions usually prune better; pass `--exp EXP` to use EXP/best.pt)")
+            source = (
+                f"the `demo` model after the {trainer.progress.step} training steps of part (a) "
+                "(barely trained: search speed depends on the emissions, and a converged model's "
+                "peakier emissions usually prune better; pass `--exp EXP` to use EXP/best.pt)"
+            )
         else:
             from dasr.decode.recognizer import Recognizer
 
@@ -200,63 +233,112 @@ def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, comman
             source = f"`{exp}/best.pt`"
         decoding = decode_speed(data_dir, model, tokenizer, sizes.decode_utts, sizes.decode_passes)
         paper = paper_step(tokenizer.vocab_size, sizes.paper_batch, sizes.paper_repeats, sizes.paper_threads)
-    results = {"data": data_dir, "exp": exp, "quick": quick, "emissions_from": source, "trainer": steps,
-               "decode": decoding, "paper": paper, "peak_rss_mib": peak_rss_mib()}
+    results = {
+        "data": data_dir,
+        "exp": exp,
+        "quick": quick,
+        "emissions_from": source,
+        "trainer": steps,
+        "decode": decoding,
+        "paper": paper,
+        "peak_rss_mib": peak_rss_mib(),
+    }
 
     overhead = steps["trainer_over_bare"]["median"] - 1
     share = steps["data_share_bare"]["median"]
     trainer_share = steps["data_share_trainer_metrics"]
-    report.add("(a) Trainer against a bare PyTorch loop (`demo` preset)", (
-        f"{sizes.rounds} rounds, interleaved, of {steps['steps_per_round']} steps each of the dasr trainer "
-        "(`Trainer.train_one_epoch`: loader, LR schedule, clipping, `strategy.step`, metrics) and of a bare loop "
-        "(loader, forward, `ctc_loss`, backward, clip, AdamW step) on the same model, optimizer and batches; "
-        f"1 process, 1 thread ({sharing(1, cores, 'worker')}).\n\n"
-        "| measure | median (IQR, n) |\n|---|---|\n"
-        f"| trainer step, s | {stats_text(steps['trainer_step_s'])} |\n"
-        f"| bare step, s | {stats_text(steps['bare_step_s'])} |\n"
-        f"| trainer ÷ bare (per round) | {stats_text(steps['trainer_over_bare'], '.3f')} |\n"
-        f"| samples/s (trainer) | {stats_text(steps['samples_per_s'])} |\n"
-        f"| x real time (trainer) | {stats_text(steps['x_real_time'])} |\n"
-        f"| loader share of step time (bare loop) | {stats_text(steps['data_share_bare'], '.4f')} |\n"
-        + (f"| loader share (trainer's own metrics.jsonl) | {stats_text(trainer_share, '.4f')} |\n" if trainer_share else "")
-        + f"| peak RSS of the process, MiB | {steps['peak_rss_mib']:.0f} |\n\n"
-        f"Overhead {100 * overhead:+.1f} % (goal ≤ {100 * OVERHEAD_GOAL:.0f} %: "
-        f"{'met' if overhead <= OVERHEAD_GOAL else '**not met**'}); loader share {100 * share:.2f} % "
-        f"(goal ≤ {100 * DATA_SHARE_GOAL:.0f} %: {'met' if share <= DATA_SHARE_GOAL else '**not met**'})."))
+    report.add(
+        "(a) Trainer against a bare PyTorch loop (`demo` preset)",
+        (
+            f"{sizes.rounds} rounds, interleaved, of {steps['steps_per_round']} steps each of the dasr trainer "
+            "(`Trainer.train_one_epoch`: loader, LR schedule, clipping, `strategy.step`, metrics) and of a bare loop "
+            "(loader, forward, `ctc_loss`, backward, clip, AdamW step) on the same model, optimizer and batches; "
+            f"1 process, 1 thread ({sharing(1, cores, 'worker')}).\n\n"
+            "| measure | median (IQR, n) |\n|---|---|\n"
+            f"| trainer step, s | {stats_text(steps['trainer_step_s'])} |\n"
+            f"| bare step, s | {stats_text(steps['bare_step_s'])} |\n"
+            f"| trainer ÷ bare (per round) | {stats_text(steps['trainer_over_bare'], '.3f')} |\n"
+            f"| samples/s (trainer) | {stats_text(steps['samples_per_s'])} |\n"
+            f"| x real time (trainer) | {stats_text(steps['x_real_time'])} |\n"
+            f"| loader share of step time (bare loop) | {stats_text(steps['data_share_bare'], '.4f')} |\n"
+            + (
+                f"| loader share (trainer's own metrics.jsonl) | {stats_text(trainer_share, '.4f')} |\n"
+                if trainer_share
+                else ""
+            )
+            + f"| peak RSS of the process, MiB | {steps['peak_rss_mib']:.0f} |\n\n"
+            f"Overhead {100 * overhead:+.1f} % (goal ≤ {100 * OVERHEAD_GOAL:.0f} %: "
+            f"{'met' if overhead <= OVERHEAD_GOAL else '**not met**'}); loader share {100 * share:.2f} % "
+            f"(goal ≤ {100 * DATA_SHARE_GOAL:.0f} %: {'met' if share <= DATA_SHARE_GOAL else '**not met**'})."
+        ),
+    )
     search = decoding["search_x_real_time"]
-    report.add("(b) Decoding speed per core", (
-        f"{decoding['utterances']} test utterances ({decoding['audio_s']:.0f} s of audio), 1 thread, "
-        f"{sizes.decode_passes} passes interleaved. Emissions from {source}. Lexicon beam search "
-        f"(flashlight) over {decoding['lexicon_words']} words with the data dir's `lm.arpa`, beam {BEAM_SIZE}, "
-        f"LM weight {LM_WEIGHT}, word score {WORD_SCORE}; {decoding['mean_words_per_hypothesis']:.1f} words per "
-        "hypothesis on average.\n\n"
-        "| measure | median (IQR, n) |\n|---|---|\n"
-        f"| acoustic model forward, x real time | {stats_text(decoding['acoustic_x_real_time'], '.0f')} |\n"
-        f"| beam search + LM, x real time | {stats_text(search, '.0f')} |\n\n"
-        f"Beam search goal ≥ {DECODE_GOAL_X_RT:.0f}x real time per core: "
-        f"{'met' if search['median'] >= DECODE_GOAL_X_RT else '**not met**'}."))
-    report.add("(c) The `paper` preset", (
-        f"{paper['parameters'] / 1e6:.1f} M parameters ({tokenizer.vocab_size} output units). One training step "
-        f"(forward + backward + AdamW) on a random batch of {paper['utterances']} utterances x "
-        f"{paper['seconds_each']:g} s, {sizes.paper_repeats} steps per thread count, interleaved.\n\n"
-        "| measure | median (IQR, n) |\n|---|---|\n"
-        + "".join(f"| step, {sharing(n, cores, 'thread')}, s | {stats_text(d)} |\n" for n, d in paper["step_s"].items())
-        + "".join(f"| speed-up of {n} threads over 1 | {stats_text(d, '.2f')} |\n"
-                  for n, d in paper["speedup_over_1_thread"].items())
-        + "\nMore threads help only where the cores are free: beside other busy processes (see the load "
-        "average above) OpenMP threads wait on each other and a step can take many times longer."))
+    report.add(
+        "(b) Decoding speed per core",
+        (
+            f"{decoding['utterances']} test utterances ({decoding['audio_s']:.0f} s of audio), 1 thread, "
+            f"{sizes.decode_passes} passes interleaved. Emissions from {source}. Lexicon beam search "
+            f"(flashlight) over {decoding['lexicon_words']} words with the data dir's `lm.arpa`, beam {BEAM_SIZE}, "
+            f"LM weight {LM_WEIGHT}, word score {WORD_SCORE}; {decoding['mean_words_per_hypothesis']:.1f} words per "
+            "hypothesis on average.\n\n"
+            "| measure | median (IQR, n) |\n|---|---|\n"
+            f"| acoustic model forward, x real time | {stats_text(decoding['acoustic_x_real_time'], '.0f')} |\n"
+            f"| beam search + LM, x real time | {stats_text(search, '.0f')} |\n\n"
+            f"Beam search goal ≥ {DECODE_GOAL_X_RT:.0f}x real time per core: "
+            f"{'met' if search['median'] >= DECODE_GOAL_X_RT else '**not met**'}."
+        ),
+    )
+    report.add(
+        "(c) The `paper` preset",
+        (
+            f"{paper['parameters'] / 1e6:.1f} M parameters ({tokenizer.vocab_size} output units). One training step "
+            f"(forward + backward + AdamW) on a random batch of {paper['utterances']} utterances x "
+            f"{paper['seconds_each']:g} s, {sizes.paper_repeats} steps per thread count, interleaved.\n\n"
+            "| measure | median (IQR, n) |\n|---|---|\n"
+            + "".join(
+                f"| step, {sharing(n, cores, 'thread')}, s | {stats_text(d)} |\n" for n, d in paper["step_s"].items()
+            )
+            + "".join(
+                f"| speed-up of {n} threads over 1 | {stats_text(d, '.2f')} |\n"
+                for n, d in paper["speedup_over_1_thread"].items()
+            )
+            + "\nMore threads help only where the cores are free: beside other busy processes (see the load "
+            "average above) OpenMP threads wait on each other and a step can take many times longer."
+        ),
+    )
 
     fig, (ax1, ax2, ax3) = new_figure(3)
     t, b = steps["trainer_step_s"], steps["bare_step_s"]
-    bar(ax1, ["dasr trainer", "bare PyTorch"], [t["median"], b["median"]], [t["q1"], b["q1"]], [t["q3"], b["q3"]],
-        f"demo step, 1 thread (overhead {100 * overhead:+.1f} %)", "seconds per step")
+    bar(
+        ax1,
+        ["dasr trainer", "bare PyTorch"],
+        [t["median"], b["median"]],
+        [t["q1"], b["q1"]],
+        [t["q3"], b["q3"]],
+        f"demo step, 1 thread (overhead {100 * overhead:+.1f} %)",
+        "seconds per step",
+    )
     a = decoding["acoustic_x_real_time"]
-    bar(ax2, ["acoustic model", "beam search + LM"], [a["median"], search["median"]], [a["q1"], search["q1"]],
-        [a["q3"], search["q3"]], "decoding, 1 core", "x real time", goal=DECODE_GOAL_X_RT)
+    bar(
+        ax2,
+        ["acoustic model", "beam search + LM"],
+        [a["median"], search["median"]],
+        [a["q1"], search["q1"]],
+        [a["q3"], search["q3"]],
+        "decoding, 1 core",
+        "x real time",
+        goal=DECODE_GOAL_X_RT,
+    )
     p = list(paper["step_s"].values())
-    bar(ax3, [f"{n} thread{'s' if n > 1 else ''}" for n in paper["step_s"]], [d["median"] for d in p],
-        [d["q1"] for d in p], [d["q3"] for d in p],
-        f"paper preset step, {paper['utterances']} x {paper['seconds_each']:g} s", "seconds per step")
+    bar(
+        ax3,
+        [f"{n} thread{'s' if n > 1 else ''}" for n in paper["step_s"]],
+        [d["median"] for d in p],
+        [d["q1"] for d in p],
+        [d["q3"] for d in p],
+        f"paper preset step, {paper['utterances']} x {paper['seconds_each']:g} s",
+        "seconds per step",
+    )
     report.write(out_dir, results, fig)
     return results
 

@@ -3,6 +3,7 @@
 The bare step is the reference the trainer is measured against: forward, CTC loss, backward,
 gradient clipping and the optimizer step, nothing else.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,23 +59,33 @@ def bare_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: B
     """
     optimizer.zero_grad(set_to_none=True)
     log_probs, out_lens = model(batch.feats, batch.feat_lens)
-    loss = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), batch.labels, out_lens, batch.label_lens,
-                                        blank=0, reduction="sum", zero_infinity=True) / len(batch.ids)
+    loss = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1),
+        batch.labels,
+        out_lens,
+        batch.label_lens,
+        blank=0,
+        reduction="sum",
+        zero_infinity=True,
+    ) / len(batch.ids)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
     optimizer.step()
     return float(loss.detach())
 
 
-def random_batch(utterances: int, seconds: float, vocab_size: int, chars_per_second: float = 12.0,
-                 seed: int = 0) -> Batch:
+def random_batch(
+    utterances: int, seconds: float, vocab_size: int, chars_per_second: float = 12.0, seed: int = 0
+) -> Batch:
     """A batch of ``utterances`` equal-length random feature sequences with random labels."""
     g = torch.Generator().manual_seed(seed)
     frames = int(seconds * 100)
     label_len = max(1, int(seconds * chars_per_second))
-    return Batch(ids=[f"random-{i}" for i in range(utterances)],
-                 feats=torch.randn(utterances, frames, 80, generator=g),
-                 feat_lens=torch.full((utterances,), frames, dtype=torch.long),
-                 labels=torch.randint(1, vocab_size, (utterances, label_len), generator=g),
-                 label_lens=torch.full((utterances,), label_len, dtype=torch.long),
-                 texts=[""] * utterances)
+    return Batch(
+        ids=[f"random-{i}" for i in range(utterances)],
+        feats=torch.randn(utterances, frames, 80, generator=g),
+        feat_lens=torch.full((utterances,), frames, dtype=torch.long),
+        labels=torch.randint(1, vocab_size, (utterances, label_len), generator=g),
+        label_lens=torch.full((utterances,), label_len, dtype=torch.long),
+        texts=[""] * utterances,
+    )

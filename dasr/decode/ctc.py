@@ -4,13 +4,14 @@ The beam search is flashlight-text's ``LexiconDecoder`` (the wav2letter decoder,
 behind torchaudio's ``ctc_decoder`` and fairseq's ``W2lKenLMDecoder``). Its vocabulary is
 closed: it only ever outputs words of the lexicon it was built with.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import torch
 from flashlight.lib.text.decoder import (
@@ -137,10 +138,18 @@ class LexiconBeamDecoder:
             log_add=False,
             criterion_type=CriterionType.CTC,
         )
-        return LexiconDecoder(options, self._trie, self._lm, self._silence, self.tokenizer.blank,
-                              self._word_dict.get_index(UNK_WORD), [], False)
+        return LexiconDecoder(
+            options,
+            self._trie,
+            self._lm,
+            self._silence,
+            self.tokenizer.blank,
+            self._word_dict.get_index(UNK_WORD),
+            [],
+            False,
+        )
 
-    def with_weights(self, lm_weight: float, word_score: float) -> "LexiconBeamDecoder":
+    def with_weights(self, lm_weight: float, word_score: float) -> LexiconBeamDecoder:
         """A decoder with other LM weight and word score, sharing this one's lexicon and LM.
 
         Args:

@@ -21,6 +21,7 @@ number by number. The recipe is lmplz's (Chen & Goodman 1998, Heafield et al. 20
   The ARPA backoff weight of a context is its ``gamma``.
 * ``<s>`` is never predicted: its log10 probability is -99, as in the ARPA convention.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,7 +95,7 @@ class NgramLM:
         unigrams = self.ngrams[0]
         word = word if (word,) in unigrams else UNK
         context = tuple(w if (w,) in unigrams else UNK for w in context)
-        context = context[-(self.order - 1):] if self.order > 1 else ()
+        context = context[-(self.order - 1) :] if self.order > 1 else ()
         backoff = 0.0
         for start in range(len(context)):
             ctx = context[start:]
@@ -168,8 +169,12 @@ def estimate(sentences: Iterable[str], order: int = 3) -> NgramLM:
     tables = []
     for k, prob in enumerate(probs, 1):
         following = gammas[k] if k < order else {}
-        tables.append({gram: (math.log10(p), math.log10(following[gram]) if gram in following
-                              else 0.0) for gram, p in prob.items()})
+        tables.append(
+            {
+                gram: (math.log10(p), math.log10(following[gram]) if gram in following else 0.0)
+                for gram, p in prob.items()
+            }
+        )
     bos_backoff = math.log10(gammas[1][(BOS,)]) if order > 1 else 0.0
     tables[0][(BOS,)] = (BOS_LOG10_PROB, bos_backoff)
     return NgramLM(tables)
@@ -210,8 +215,9 @@ def _discounts(counts: Iterable[int]) -> tuple[float, float, float]:
     return FALLBACK_DISCOUNTS
 
 
-def _interpolate(level: Counter[Ngram], lower: dict[Ngram, float] | None,
-                 uniform: float) -> tuple[dict[Ngram, float], dict[Ngram, float]]:
+def _interpolate(
+    level: Counter[Ngram], lower: dict[Ngram, float] | None, uniform: float
+) -> tuple[dict[Ngram, float], dict[Ngram, float]]:
     """Interpolated probabilities of one order's n-grams and the gamma of each context.
 
     Args:
@@ -302,7 +308,7 @@ def read_arpa(path: str | os.PathLike) -> NgramLM:
                 backoff = float(fields[k + 1]) if len(fields) == k + 2 else 0.0
             except ValueError:
                 raise fail(f"bad number in {lines[pos - 1]!r}", pos) from None
-            gram = tuple(fields[1:k + 1])
+            gram = tuple(fields[1 : k + 1])
             if gram in table:
                 raise fail(f"duplicate {k}-gram {' '.join(gram)!r}", pos)
             table[gram] = (prob, backoff)

@@ -1,4 +1,5 @@
 """`dasr lm`: the word n-gram of a data dir's training transcripts, as DATA/lm.arpa."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """A trained experiment as a recognizer: load the model, run it on features or audio files."""
+
 from __future__ import annotations
 
 import os
@@ -25,12 +26,16 @@ class Recognizer:
             raise DasrError(f"experiment dir {self.exp} does not exist")
         path = self.exp / f"{checkpoint}.pt"
         if not path.exists():
-            raise DasrError(f"no trained model in {self.exp}: {path.name} is missing (train with `dasr train --exp {self.exp}`)")
+            raise DasrError(
+                f"no trained model in {self.exp}: {path.name} is missing (train with `dasr train --exp {self.exp}`)"
+            )
         state = load_file(path)
         self.tokenizer = load_tokenizer(self.exp)
         if state["units"] != self.tokenizer.units:
-            raise DasrError(f"vocabulary mismatch: {path} was trained with {len(state['units'])} units, "
-                            f"{self.exp / 'tokenizer.json'} has {self.tokenizer.vocab_size}")
+            raise DasrError(
+                f"vocabulary mismatch: {path} was trained with {len(state['units'])} units, "
+                f"{self.exp / 'tokenizer.json'} has {self.tokenizer.vocab_size}"
+            )
         self.device = torch.device(device)
         self.model = BlstmCtc(ModelConfig(**state["model_config"])).to(self.device)
         self.model.load_state_dict(state["model"])

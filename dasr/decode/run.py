@@ -1,4 +1,5 @@
 """`dasr decode`: decode a split of a data dir with a trained experiment, tune LM weights on dev, score."""
+
 from __future__ import annotations
 
 import json
@@ -12,12 +13,12 @@ from tqdm import tqdm
 from dasr.data.loader import AsrDataset, DistributedBucketSampler, batches
 from dasr.data.text import normalize
 from dasr.decode.ctc import tune_lm_weights
+from dasr.decode.lm_build import LM_FILE, lexicon_words
 from dasr.decode.recognizer import Recognizer
 from dasr.decode.score import write_report
 from dasr.errors import DasrError
 
 log = logging.getLogger(__name__)
-from dasr.decode.lm_build import LM_FILE, lexicon_words
 
 
 def split_log_probs(rec: Recognizer, data_dir: str, split: str, batch_frames: int = 20000):
@@ -29,12 +30,16 @@ def split_log_probs(rec: Recognizer, data_dir: str, split: str, batch_frames: in
     sampler = DistributedBucketSampler(dataset.frames, batch_frames, seed=0)
     for batch in tqdm(batches(dataset, sampler), total=len(sampler), desc=f"acoustic model {split}", leave=False):
         lp, lens = rec.log_probs(batch.feats, batch.feat_lens)
-        out += [(i, lp[b, :int(lens[b])].contiguous(), normalize(t)) for b, (i, t) in enumerate(zip(batch.ids, batch.texts))]
+        out += [
+            (i, lp[b, : int(lens[b])].contiguous(), normalize(t))
+            for b, (i, t) in enumerate(zip(batch.ids, batch.texts))
+        ]
     return out
 
 
-def decode_split(exp: str, data_dir: str, split: str = "test", use_lm: bool = False, checkpoint: str = "best",
-                 beam_size: int = 300) -> dict:
+def decode_split(
+    exp: str, data_dir: str, split: str = "test", use_lm: bool = False, checkpoint: str = "best", beam_size: int = 300
+) -> dict:
     """Decode ``split``; with ``use_lm`` tune LM weight and word score on dev first. Returns wer.json's dict."""
     rec = Recognizer(exp, checkpoint)
     out_dir = Path(exp) / f"decode-{split}{'-lm' if use_lm else ''}"
@@ -48,7 +53,9 @@ def decode_split(exp: str, data_dir: str, split: str = "test", use_lm: bool = Fa
         rec.use_lm(words, str(arpa), 0.5, 0.0, beam_size)
         dev = [(lp, ref) for _, lp, ref in split_log_probs(rec, data_dir, "dev")]
         tuning = tune_lm_weights(rec.beam, dev)
-        log.info("LM weight %.2f, word score %.2f: dev WER %.2f %%", tuning.lm_weight, tuning.word_score, 100 * tuning.wer)
+        log.info(
+            "LM weight %.2f, word score %.2f: dev WER %.2f %%", tuning.lm_weight, tuning.word_score, 100 * tuning.wer
+        )
         rec.use_lm(words, str(arpa), tuning.lm_weight, tuning.word_score, beam_size)
     start = time.time()
     hyps = {}
@@ -59,7 +66,11 @@ def decode_split(exp: str, data_dir: str, split: str = "test", use_lm: bool = Fa
     frames = sum(lp.shape[0] for _, lp, _ in utts) * rec.model.config.subsampling
     extra = {"search_x_real_time": frames * 0.01 / max(decode_s, 1e-9), "checkpoint": checkpoint}
     if tuning is not None:
-        extra.update(lm_weight=tuning.lm_weight, word_score=tuning.word_score, dev_wer_tuned=tuning.wer,
-                     tuning_table=tuning.table)
+        extra.update(
+            lm_weight=tuning.lm_weight,
+            word_score=tuning.word_score,
+            dev_wer_tuned=tuning.wer,
+            tuning_table=tuning.table,
+        )
     (out_dir / "decode.json").write_text(json.dumps(extra, indent=1))
     return result

@@ -3,6 +3,7 @@
 Texts are compared as given (normalise them first); words are split on whitespace, and the
 CER counts the spaces between words as characters, as jiwer does.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,15 @@ def score(refs: dict[str, str], hyps: dict[str, str]) -> dict:
     """
     _, ref_list, hyp_list = _paired(refs, hyps)
     if not ref_list:
-        return {"wer": 0.0, "cer": 0.0, "num_words": 0, "num_utts": 0,
-                "substitutions": 0, "deletions": 0, "insertions": 0}
+        return {
+            "wer": 0.0,
+            "cer": 0.0,
+            "num_words": 0,
+            "num_utts": 0,
+            "substitutions": 0,
+            "deletions": 0,
+            "insertions": 0,
+        }
     words = jiwer.process_words(ref_list, hyp_list)
     chars = jiwer.process_characters(ref_list, hyp_list)
     num_words = sum(len(r) for r in words.references)
@@ -63,8 +71,8 @@ def _align(ref: list[str], hyp: list[str], chunks) -> tuple[str, str, dict[str, 
     ref_out, hyp_out = [], []
     counts = {"C": 0, "S": 0, "D": 0, "I": 0}
     for chunk in chunks:
-        r = ref[chunk.ref_start_idx:chunk.ref_end_idx]
-        h = hyp[chunk.hyp_start_idx:chunk.hyp_end_idx]
+        r = ref[chunk.ref_start_idx : chunk.ref_end_idx]
+        h = hyp[chunk.hyp_start_idx : chunk.hyp_end_idx]
         if chunk.type == "equal":
             pairs = list(zip(r, h))
             counts["C"] += len(pairs)
@@ -110,8 +118,13 @@ def write_report(refs: dict[str, str], hyps: dict[str, str], out_dir: str | os.P
         words = jiwer.process_words(ref_list, hyp_list)
         for i, ref, hyp, chunks in zip(ids, words.references, words.hypotheses, words.alignments):
             ref_line, hyp_line, c = _align(ref, hyp, chunks)
-            lines += [f"id: {i}", f"REF: {ref_line}", f"HYP: {hyp_line}",
-                      f"Scores: (#C #S #D #I) {c['C']} {c['S']} {c['D']} {c['I']}", ""]
+            lines += [
+                f"id: {i}",
+                f"REF: {ref_line}",
+                f"HYP: {hyp_line}",
+                f"Scores: (#C #S #D #I) {c['C']} {c['S']} {c['D']} {c['I']}",
+                "",
+            ]
     (out / "alignments.txt").write_text("\n".join(lines))
     result = score(refs, hyps)
     (out / "wer.json").write_text(json.dumps(result, indent=2) + "\n")

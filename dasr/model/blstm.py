@@ -3,6 +3,7 @@
 The paper's model is 6 bidirectional LSTM layers of 512 cells per direction and a 256-unit
 linear bottleneck before the softmax (`paper` preset). This file has no distributed code.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -17,11 +18,11 @@ class ModelConfig:
 
     vocab_size: int
     input_dim: int = 80
-    hidden: int = 256          # LSTM cells per direction
+    hidden: int = 256  # LSTM cells per direction
     layers: int = 3
     bottleneck: int = 256
     dropout: float = 0.1
-    subsampling: int = 3       # stack this many frames into one (output frame rate / subsampling)
+    subsampling: int = 3  # stack this many frames into one (output frame rate / subsampling)
 
 
 PRESETS: dict[str, dict] = {
@@ -97,5 +98,7 @@ def describe(config: ModelConfig) -> str:
     """One line: the preset's shape and parameter count."""
     n = num_parameters(BlstmCtc(config))
     c = asdict(config)
-    return (f"BLSTM {c['layers']} x {c['hidden']} per direction, bottleneck {c['bottleneck']}, "
-            f"{c['vocab_size']} units, subsampling {c['subsampling']}: {n / 1e6:.2f} M parameters")
+    return (
+        f"BLSTM {c['layers']} x {c['hidden']} per direction, bottleneck {c['bottleneck']}, "
+        f"{c['vocab_size']} units, subsampling {c['subsampling']}: {n / 1e6:.2f} M parameters"
+    )

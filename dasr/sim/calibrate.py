@@ -12,6 +12,7 @@ Only these measurements go in (never the multi-worker runs the simulator is chec
   model on a random batch at once; their aggregate steps/s relative to one alone is the
   engine's ``speedup`` (how far the shared cores fall short of ideal processor sharing).
 """
+
 from __future__ import annotations
 
 import json
@@ -49,7 +50,7 @@ def load_strategies(path: str | os.PathLike) -> dict:
 def _allreduce_worker(sizes: list[int], reps: int) -> dict[int, float]:
     import torch.distributed as dist
 
-    from dasr.dist.launch import finish_worker, init_worker
+    from dasr.parallel.launch import finish_worker, init_worker
 
     init_worker()
     out = {}
@@ -92,13 +93,17 @@ def measure_link(param_bytes: int, reps: int = 7) -> dict:
     Returns:
         ``{"allreduce_s": {bytes: seconds}, "latency_s", "bandwidth_Bps", "pass_s"}``.
     """
-    from dasr.dist.launch import launch
+    from dasr.parallel.launch import launch
 
     sizes = sorted({*LINK_SIZES, int(param_bytes)})
     times = launch(_allreduce_worker, (sizes, reps), nproc=2)[0]
     link = model.fit_link(list(times), list(times.values()), ranks=2)
-    return {"allreduce_s": {int(k): v for k, v in times.items()}, "latency_s": link.latency_s,
-            "bandwidth_Bps": link.bandwidth_Bps, "pass_s": pass_seconds(int(param_bytes))}
+    return {
+        "allreduce_s": {int(k): v for k, v in times.items()},
+        "latency_s": link.latency_s,
+        "bandwidth_Bps": link.bandwidth_Bps,
+        "pass_s": pass_seconds(int(param_bytes)),
+    }
 
 
 def _contention_worker(conn, utterances: int, seconds: float) -> None:
@@ -130,8 +135,9 @@ def _contention_worker(conn, utterances: int, seconds: float) -> None:
         conn.send(len(inside) / inside[-1])
 
 
-def measure_contention(utterances: int, seconds: float, window_s: float = 3.0,
-                       procs: tuple[int, ...] = CONTENTION_PROCS) -> dict[int, float]:
+def measure_contention(
+    utterances: int, seconds: float, window_s: float = 3.0, procs: tuple[int, ...] = CONTENTION_PROCS
+) -> dict[int, float]:
     """Aggregate speed of ``k`` concurrent single-thread training processes relative to one, for ``k`` in ``procs``.
 
     Every process trains the strategies benchmark's model (``demo`` preset, character units) with
@@ -152,7 +158,7 @@ def measure_contention(utterances: int, seconds: float, window_s: float = 3.0,
             conn.recv()
         rates: dict[int, list[float]] = {}
         ks = sorted({1, *procs})
-        for k in ks + ks[::-1]:      # 1 2 4 4 2 1: a drift of the background load hits every k alike
+        for k in ks + ks[::-1]:  # 1 2 4 4 2 1: a drift of the background load hits every k alike
             start = time.time() + 0.2
             for conn in pipes[:k]:
                 conn.send((start, window_s))
@@ -179,8 +185,9 @@ def batch_shape(setup: dict) -> tuple[int, float]:
     return utterances, setup.get("batch_frames", 300 * utterances) / setup["utts_per_step"] / 100
 
 
-def machine_model(results: dict, link: dict, compute_cv: float,
-                  speedup: dict[int, float] | None = None) -> tuple[Workload, Cluster]:
+def machine_model(
+    results: dict, link: dict, compute_cv: float, speedup: dict[int, float] | None = None
+) -> tuple[Workload, Cluster]:
     """This machine as the simulator sees it: the single run's step, the setup, the measured link.
 
     Workers share ``setup.cores`` cores, at the measured ``speedup`` (None: ideally); gloo runs
@@ -188,10 +195,20 @@ def machine_model(results: dict, link: dict, compute_cv: float,
     """
     setup, one = results["setup"], single_run(results)
     compute = one["compute_s"]
-    work = Workload(compute_s=compute, other_s=max(one["step_s"] - compute, 0.0),
-                    samples_per_step=setup["utts_per_step"], param_bytes=setup["param_bytes"],
-                    pass_s=link["pass_s"], compute_cv=compute_cv,
-                    gossip_period_s=setup.get("gossip_period_s", 0.0), group_size=setup.get("group_size", 2))
-    cluster = Cluster(cores=setup["cores"], link=model.Link(link["latency_s"], link["bandwidth_Bps"]),
-                      comm_on_cpu=True, speedup=speedup)
+    work = Workload(
+        compute_s=compute,
+        other_s=max(one["step_s"] - compute, 0.0),
+        samples_per_step=setup["utts_per_step"],
+        param_bytes=setup["param_bytes"],
+        pass_s=link["pass_s"],
+        compute_cv=compute_cv,
+        gossip_period_s=setup.get("gossip_period_s", 0.0),
+        group_size=setup.get("group_size", 2),
+    )
+    cluster = Cluster(
+        cores=setup["cores"],
+        link=model.Link(link["latency_s"], link["bandwidth_Bps"]),
+        comm_on_cpu=True,
+        speedup=speedup,
+    )
     return work, cluster

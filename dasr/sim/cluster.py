@@ -1,6 +1,6 @@
 """N simulated learners running one strategy on the event kernel; samples/s out.
 
-What each learner does mirrors ``dasr.dist`` (see docs/DESIGN.md):
+What each learner does mirrors ``dasr.parallel`` (see docs/DESIGN.md):
 
 * every step: ``compute_s`` of work (forward, backward, clip; drawn with coefficient of
   variation ``compute_cv``), a straggler's sleep of ``(factor-1) x`` that compute's wall
@@ -20,6 +20,7 @@ On a machine whose communication runs on the CPU (gloo over loopback), every tra
 ``Cpu`` work of the processes taking part, competing for the shared cores; on a GPU cluster
 transfers take wall time only.
 """
+
 from __future__ import annotations
 
 import collections
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dasr.dist import topology
+from dasr.parallel import topology
 from dasr.sim import model
 from dasr.sim.engine import Cpu, Engine, Event, Sleep, Wait, aggregate_speed
 from dasr.sim.model import Link
@@ -106,12 +107,13 @@ class Result:
     nproc: int
     samples_per_s: float
     steps: list[int]
-    step_s: float       # median over learners of the mean wall time per step
+    step_s: float  # median over learners of the mean wall time per step
     gossip_rounds: int = 0
 
 
-def simulate(strategy: str, nproc: int, work: Workload, cluster: Cluster, steps: int = 200,
-             warmup_steps: int = 10, seed: int = 0) -> Result:
+def simulate(
+    strategy: str, nproc: int, work: Workload, cluster: Cluster, steps: int = 200, warmup_steps: int = 10, seed: int = 0
+) -> Result:
     """Run ``nproc`` learners of ``strategy`` until the slowest has done about ``warmup_steps + steps`` steps.
 
     Samples/s counts the steps finished between the end of the warm-up and the end of the run.
@@ -137,8 +139,9 @@ def simulate(strategy: str, nproc: int, work: Workload, cluster: Cluster, steps:
     done = [b - a for a, b in zip(at_warm, run.steps)]
     span = t_end - t_warm
     per_rank = [span / d if d else math.inf for d in done]
-    return Result(strategy, nproc, sum(done) * work.samples_per_step / span, done,
-                  float(np.median(per_rank)), run.gossip_rounds)
+    return Result(
+        strategy, nproc, sum(done) * work.samples_per_step / span, done, float(np.median(per_rank)), run.gossip_rounds
+    )
 
 
 class _Run:
@@ -150,7 +153,7 @@ class _Run:
         self.rng = np.random.default_rng(seed)
         self.steps = [0] * n
         self.gossip_rounds = 0
-        self.pending = collections.defaultdict(bool)    # hybrid: group -> gossip result waiting
+        self.pending = collections.defaultdict(bool)  # hybrid: group -> gossip result waiting
         self.queue: collections.deque = collections.deque()  # ps: (rank, done event)
         self.wake = Event()
         g = work.group_size if strategy == "hybrid" else 1
@@ -160,7 +163,7 @@ class _Run:
             for r in range(n):
                 self.engine.spawn(self.gossip(r, list(range(n)), r, work.param_bytes))
         if strategy == "hybrid" and n > g:
-            planes = [list(range(m, n, g)) for m in range(g)]      # member m of every group
+            planes = [list(range(m, n, g)) for m in range(g)]  # member m of every group
             for r in range(n):
                 self.engine.spawn(self.gossip(r, planes[r % g], r // g, work.param_bytes / g))
         if strategy == "ps" and n > 1:
@@ -226,8 +229,9 @@ class _Run:
             p = topology.matching(w.graph, len(plane), 0, k)[index]
             if p != index:
                 pair = sorted((plane[index], plane[p]))
-                yield from self.collective(("pair", *pair, k), pair,
-                                           model.pair_average_s(nbytes, self.cluster.link_for(pair)))
+                yield from self.collective(
+                    ("pair", *pair, k), pair, model.pair_average_s(nbytes, self.cluster.link_for(pair))
+                )
                 yield Cpu(passes)
                 self.gossip_rounds += 1
                 if self.strategy == "hybrid":
@@ -244,7 +248,7 @@ class _Run:
                 yield Wait(self.wake)
                 continue
             r, done = self.queue.popleft()
-            if r != 0:                         # rank 0 applies its own gradient directly
+            if r != 0:  # rank 0 applies its own gradient directly
                 yield self.comm(model.send_s(w.param_bytes, self.cluster.link_for([0, r])))
             yield self.comm(APPLY_PASSES * w.pass_s)
             if r != 0:

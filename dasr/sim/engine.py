@@ -19,13 +19,14 @@ alone, each progresses at ``s(k) / k`` instead (:func:`aggregate_speed` interpol
 
     engine = Engine(cores=2, speedup={1: 1.0, 2: 1.8, 4: 1.65})
 """
+
 from __future__ import annotations
 
 import heapq
 import itertools
 import math
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Generator
 
 import numpy as np
 
@@ -87,9 +88,9 @@ class Engine:
         self.cores = cores
         self.speedup = speedup
         self.now = 0.0
-        self._timers: list = []            # (time, seq, process)
+        self._timers: list = []  # (time, seq, process)
         self._seq = itertools.count()
-        self._computing: dict[int, list] = {}   # seq -> [remaining work, process]
+        self._computing: dict[int, list] = {}  # seq -> [remaining work, process]
         self._rendezvous: dict = {}
 
     def spawn(self, process: Process) -> None:
@@ -161,7 +162,7 @@ class Engine:
         except StopIteration:
             return
         if isinstance(request, Cpu):
-            if request.work <= 0 or self.cores is None:     # own processor: plain wall time
+            if request.work <= 0 or self.cores is None:  # own processor: plain wall time
                 self._at(self.now + max(request.work, 0.0), process)
             else:
                 self._computing[next(self._seq)] = [request.work, process]

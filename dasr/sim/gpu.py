@@ -9,6 +9,7 @@ batch of 256 lies beyond it)::
 
     per_sample_factor(80, 256)     # time per sample at batch 80 / time per sample at batch 256
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,10 @@ import math
 #: cuDNN LSTM, 1 layer, 512 hidden (the paper's cells per direction), 30 steps: train (forward + backward)
 #: microseconds per sample at each batch size
 LSTM512_US_PER_SAMPLE = {32: 243.4, 128: 110.9}
-SOURCE = ("github.com/MaximumEntropy/cudnn_rnn_theano_benchmarks README.md (cuDNN Theano LSTM, depth 1, "
-          "seq len 30, hidden 512; GeForce GTX TITAN X, CUDA 7.5, cuDNN 5005)")
+SOURCE = (
+    "github.com/MaximumEntropy/cudnn_rnn_theano_benchmarks README.md (cuDNN Theano LSTM, depth 1, "
+    "seq len 30, hidden 512; GeForce GTX TITAN X, CUDA 7.5, cuDNN 5005)"
+)
 
 
 def us_per_sample(batch: float, table: dict[int, float] = LSTM512_US_PER_SAMPLE) -> float:

@@ -4,6 +4,7 @@ A :class:`Node` is a machine of ``gpus`` learners joined by ``intra`` (NVLink), 
 adapter ``nic`` to the other nodes. When learners of several nodes talk at once, the
 adapter is shared by all learners of a node, so each gets ``nic / gpus`` (:meth:`Node.cluster`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,9 +41,11 @@ class Node:
 
     def describe(self) -> str:
         """One line: GPUs, links and where the numbers come from."""
-        return (f"{self.name}: {self.gpus} x {self.gpu.name} per node; NVLink {self.intra.describe()} per direction "
-                f"between GPUs; network {self.nic.describe()} per direction per node, shared by its {self.gpus} "
-                f"learners ({self.source})")
+        return (
+            f"{self.name}: {self.gpus} x {self.gpu.name} per node; NVLink {self.intra.describe()} per direction "
+            f"between GPUs; network {self.nic.describe()} per direction per node, shared by its {self.gpus} "
+            f"learners ({self.source})"
+        )
 
 
 V100 = Gpu("V100", 15.7, 900, "NVIDIA Tesla V100 datasheet (SXM2): 15.7 TFLOPS FP32, 900 GB/s HBM2, NVLink 300 GB/s")
@@ -58,15 +61,34 @@ IB_EDR = Link(5e-6, 12.5e9)
 ETH_100G = Link(10e-6, 12.5e9)
 
 NODES = {
-    "v100-nvlink-edr": Node("4x V100 + EDR", V100, 4, NVLINK2, IB_EDR,
-                            "IBM Power System AC922, 4-GPU configuration; Mellanox EDR 100 Gb/s"),
-    "p100-nvlink-edr": Node("4x P100 + EDR", P100, 4, NVLINK1, IB_EDR,
-                            "IBM Power System S822LC for HPC (Minsky), 4 P100; Mellanox EDR 100 Gb/s"),
-    "v100-nvlink-100gbe": Node("4x V100 + 100GbE", V100, 4, NVLINK2, ETH_100G,
-                               "AC922-class node; 100 Gb/s Ethernet as stated in Interspeech 2019"),
-    "v100x6-nvlink-2xedr": Node("6x V100 + dual-rail EDR", V100, 6, NVLINK2, Link(5e-6, 25e9),
-                                "IBM AC922 6-GPU configuration (as in Summit-class POWER9 supercomputers), "
-                                "two EDR ports = 25 GB/s per direction"),
+    "v100-nvlink-edr": Node(
+        "4x V100 + EDR", V100, 4, NVLINK2, IB_EDR, "IBM Power System AC922, 4-GPU configuration; Mellanox EDR 100 Gb/s"
+    ),
+    "p100-nvlink-edr": Node(
+        "4x P100 + EDR",
+        P100,
+        4,
+        NVLINK1,
+        IB_EDR,
+        "IBM Power System S822LC for HPC (Minsky), 4 P100; Mellanox EDR 100 Gb/s",
+    ),
+    "v100-nvlink-100gbe": Node(
+        "4x V100 + 100GbE",
+        V100,
+        4,
+        NVLINK2,
+        ETH_100G,
+        "AC922-class node; 100 Gb/s Ethernet as stated in Interspeech 2019",
+    ),
+    "v100x6-nvlink-2xedr": Node(
+        "6x V100 + dual-rail EDR",
+        V100,
+        6,
+        NVLINK2,
+        Link(5e-6, 25e9),
+        "IBM AC922 6-GPU configuration (as in Summit-class POWER9 supercomputers), "
+        "two EDR ports = 25 GB/s per direction",
+    ),
 }
 
 

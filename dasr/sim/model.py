@@ -7,6 +7,7 @@ simulator against it::
     link = Link(latency_s=5e-6, bandwidth_Bps=12.5e9)
     ring_allreduce_s(170e6, 32, link)    # 2(N-1)/N * bytes/beta + 2(N-1) * alpha
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

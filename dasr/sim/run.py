@@ -3,6 +3,7 @@
 Writes ``OUT/simulate.md``, ``.json`` and ``.png`` and sets ``sim_vs_measured_max_rel_err`` and
 ``sim_vs_paper_max_rel_err`` in ``OUT/summary.json``; prints every assumption.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,10 +28,17 @@ def validate(results: dict, work, cluster, steps: int) -> list[dict]:
             continue
         w = work if run["nproc"] % work.group_size == 0 else dataclasses.replace(work, group_size=run["nproc"])
         sim = simulate(run["strategy"], run["nproc"], w, cluster, steps=steps)
-        rows.append({"strategy": run["strategy"], "nproc": run["nproc"], "measured_samples_per_s": run["samples_per_s"],
-                     "simulated_samples_per_s": sim.samples_per_s, "measured_step_s": run["step_s"],
-                     "simulated_step_s": sim.step_s,
-                     "rel_err": abs(sim.samples_per_s - run["samples_per_s"]) / run["samples_per_s"]})
+        rows.append(
+            {
+                "strategy": run["strategy"],
+                "nproc": run["nproc"],
+                "measured_samples_per_s": run["samples_per_s"],
+                "simulated_samples_per_s": sim.samples_per_s,
+                "measured_step_s": run["step_s"],
+                "simulated_step_s": sim.step_s,
+                "rel_err": abs(sim.samples_per_s - run["samples_per_s"]) / run["samples_per_s"],
+            }
+        )
     return rows
 
 
@@ -40,33 +48,62 @@ def assumptions(results: dict, link: dict, work, contention: dict) -> list[tuple
     utterances, seconds = calibrate.batch_shape(setup)
     factors = ", ".join(f"k={k}: {s:.2f}x" for k, s in contention["speedup"].items() if k > 1)
     cpu = [
-        ("this machine: cores shared by all workers", f"{setup['cores']} (processor sharing at the measured "
-         "contention)", "strategies.json setup"),
-        ("this machine: CPU contention", f"aggregate speed of k concurrent single-thread training processes vs one: "
-         f"{factors} (ideal: min(k, {setup['cores']})); each of k computing tasks runs at s(k)/k, linear between "
-         "measured k, flat beyond", f"micro-benchmark (demo BLSTM steps on a random {utterances} x {seconds:.1f} s "
-         f"batch, {contention['window_s']:g} s per k, all started together; 1-min load average "
-         f"{contention['load_before']:.1f} before)"),
-        ("this machine: compute per step", f"{work.compute_s * 1e3:.1f} ms (+ {work.other_s * 1e3:.1f} ms rest of "
-         f"the step)", "strategies.json, N = 1 single run (compute_s, step_s)"),
-        ("this machine: utterances per step, model bytes", f"{setup['utts_per_step']:.2f}, {setup['param_bytes']:,}",
-         "strategies.json setup"),
-        ("this machine: gossip period, hybrid group", f"{setup.get('gossip_period_s')} s, {setup.get('group_size')}",
-         "strategies.json setup"),
-        ("this machine: gloo loopback link",
-         f"{link['latency_s'] * 1e6:.0f} us, {link['bandwidth_Bps'] / 1e9:.2f} GB/s; transfers are CPU work of both ends", "link micro-benchmark (2 gloo processes, all-reduce at "
-         f"{', '.join(f'{k / 2**20:.2g} MiB' for k in link['allreduce_s'])})"),
-        ("this machine: one memory pass over the parameters", f"{link['pass_s'] * 1e3:.2f} ms",
-         "micro-benchmark (add_ on 1 thread)"),
+        (
+            "this machine: cores shared by all workers",
+            f"{setup['cores']} (processor sharing at the measured contention)",
+            "strategies.json setup",
+        ),
+        (
+            "this machine: CPU contention",
+            f"aggregate speed of k concurrent single-thread training processes vs one: "
+            f"{factors} (ideal: min(k, {setup['cores']})); each of k computing tasks runs at s(k)/k, linear between "
+            "measured k, flat beyond",
+            f"micro-benchmark (demo BLSTM steps on a random {utterances} x {seconds:.1f} s "
+            f"batch, {contention['window_s']:g} s per k, all started together; 1-min load average "
+            f"{contention['load_before']:.1f} before)",
+        ),
+        (
+            "this machine: compute per step",
+            f"{work.compute_s * 1e3:.1f} ms (+ {work.other_s * 1e3:.1f} ms rest of the step)",
+            "strategies.json, N = 1 single run (compute_s, step_s)",
+        ),
+        (
+            "this machine: utterances per step, model bytes",
+            f"{setup['utts_per_step']:.2f}, {setup['param_bytes']:,}",
+            "strategies.json setup",
+        ),
+        (
+            "this machine: gossip period, hybrid group",
+            f"{setup.get('gossip_period_s')} s, {setup.get('group_size')}",
+            "strategies.json setup",
+        ),
+        (
+            "this machine: gloo loopback link",
+            f"{link['latency_s'] * 1e6:.0f} us, {link['bandwidth_Bps'] / 1e9:.2f} GB/s; transfers are CPU work of both ends",
+            "link micro-benchmark (2 gloo processes, all-reduce at "
+            f"{', '.join(f'{k / 2**20:.2g} MiB' for k in link['allreduce_s'])})",
+        ),
+        (
+            "this machine: one memory pass over the parameters",
+            f"{link['pass_s'] * 1e3:.2f} ms",
+            "micro-benchmark (add_ on 1 thread)",
+        ),
         ("this machine: compute variation", f"lognormal, coefficient of variation {CPU_COMPUTE_CV}", "assumed"),
         ("single run used", f"{one['samples_per_s']:.1f} samples/s", "strategies.json (the only run calibrated on)"),
     ]
-    gpu = [(g.name, f"{g.fp32_tflops} TFLOPS FP32, {g.memory_GBps} GB/s", g.source)
-           for g in (hardware.V100, hardware.P100)]
+    gpu = [
+        (g.name, f"{g.fp32_tflops} TFLOPS FP32, {g.memory_GBps} GB/s", g.source) for g in (hardware.V100, hardware.P100)
+    ]
     nodes = [(f"cluster {key}", node.describe(), "public specifications") for key, node in hardware.NODES.items()]
-    model = [("paper's model", f"6 BLSTM layers x 512 cells per direction, 256 bottleneck, 32,000 outputs, "
-              f"260-dim input (assumed): {paper.blstm_parameters() / 1e6:.1f} M parameters, "
-              f"{paper.PARAM_BYTES / 1e6:.0f} MB in FP32", "ICASSP 2019 model description; input size assumed")]
+    model = [
+        (
+            "paper's model",
+            f"6 BLSTM layers x 512 cells per direction, 256 bottleneck, 32,000 outputs, "
+            f"260-dim input (assumed): {paper.blstm_parameters() / 1e6:.1f} M parameters, "
+            f"{paper.PARAM_BYTES / 1e6:.0f} MB in FP32",
+            "ICASSP 2019 model description; input size assumed",
+        )
+    ]
     return cpu + list(paper.ASSUMPTIONS) + model + gpu + nodes
 
 
@@ -79,15 +116,24 @@ def _figure(validation: list[dict], published: list[dict], scale: list[dict]):
     fig, (ax1, ax2) = new_figure(2, width_per_panel=5.5, height=4.2)
     for i, strategy in enumerate(("sync", "adpsgd", "hybrid")):
         rows = [r for r in scale if r["strategy"] == strategy]
-        ax1.plot([r["learners"] for r in rows], [r["speedup"] for r in rows], "o-", color=f"C{i}",
-                 label=f"{strategy} (simulated)")
+        ax1.plot(
+            [r["learners"] for r in rows],
+            [r["speedup"] for r in rows],
+            "o-",
+            color=f"C{i}",
+            label=f"{strategy} (simulated)",
+        )
         for p in published:
             if p["strategy"] == strategy:
-                ax1.plot(p["learners"], p["published_speedup"], "*", color=f"C{i}", markersize=13,
-                         markeredgecolor="k")
+                ax1.plot(p["learners"], p["published_speedup"], "*", color=f"C{i}", markersize=13, markeredgecolor="k")
                 ax1.plot(p["learners"], p["speedup"], "x", color=f"C{i}", markersize=9)
-                ax1.annotate(p["label"], (p["learners"], p["published_speedup"]), fontsize=6,
-                             xytext=(4, -8), textcoords="offset points")
+                ax1.annotate(
+                    p["label"],
+                    (p["learners"], p["published_speedup"]),
+                    fontsize=6,
+                    xytext=(4, -8),
+                    textcoords="offset points",
+                )
     ns = sorted({r["learners"] for r in scale})
     ax1.plot(ns, ns, "k:", linewidth=1, label="linear")
     ax1.plot([], [], "k*", label="published")
@@ -114,8 +160,11 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
     results = calibrate.load_strategies(calibration)
     link = calibrate.measure_link(results["setup"]["param_bytes"], reps=3 if quick else 7)
     window_s = 2.0 if quick else 3.0
-    contention = {"window_s": window_s, "load_before": os.getloadavg()[0],
-                  "speedup": calibrate.measure_contention(*calibrate.batch_shape(results["setup"]), window_s)}
+    contention = {
+        "window_s": window_s,
+        "load_before": os.getloadavg()[0],
+        "speedup": calibrate.measure_contention(*calibrate.batch_shape(results["setup"]), window_s),
+    }
     work, cluster = calibrate.machine_model(results, link, CPU_COMPUTE_CV, contention["speedup"])
     steps = 30 if quick else 150
     gpu_steps = 15 if quick else 60
@@ -126,18 +175,57 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
     max_measured = max((r["rel_err"] for r in validation), default=None)
     max_paper = max(r["rel_err"] for r in published)
 
-    report = Report("simulate", "Cluster simulator: calibrated on this machine, predicting the paper's clusters",
-                    command, machine_info())
+    report = Report(
+        "simulate",
+        "Cluster simulator: calibrated on this machine, predicting the paper's clusters",
+        command,
+        machine_info(),
+    )
     report.add("Assumptions (every number the simulator takes as given)", _table(["what", "value", "source"], given))
-    report.add(f"This machine: simulated vs measured (goal: within {MEASURED_GOAL:.0%})", _table(
-        ["strategy", "N", "measured samples/s", "simulated samples/s", "error", "measured step s", "simulated step s"],
-        [[r["strategy"], r["nproc"], f"{r['measured_samples_per_s']:.1f}", f"{r['simulated_samples_per_s']:.1f}",
-          f"{r['rel_err']:.1%}", f"{r['measured_step_s']:.3f}", f"{r['simulated_step_s']:.3f}"] for r in validation])
-        + (f"\n\nLargest error: **{max_measured:.1%}**" if validation else "\n\nNo multi-worker runs to compare."))
-    report.add(f"The paper's clusters: predicted vs published (goal: speed-up within {PAPER_GOAL:.0%})", _table(
-        ["run", "published", "batch", "predicted h", "published speed-up", "predicted speed-up", "error"],
-        [[r["label"], r["source"], f"{r['batch']} ({r['batch_source']})", f"{r['hours']:.2f}",
-          f"{r['published_speedup']:.1f}x", f"{r['speedup']:.1f}x", f"{r['rel_err']:.0%}"] for r in published])
+    report.add(
+        f"This machine: simulated vs measured (goal: within {MEASURED_GOAL:.0%})",
+        _table(
+            [
+                "strategy",
+                "N",
+                "measured samples/s",
+                "simulated samples/s",
+                "error",
+                "measured step s",
+                "simulated step s",
+            ],
+            [
+                [
+                    r["strategy"],
+                    r["nproc"],
+                    f"{r['measured_samples_per_s']:.1f}",
+                    f"{r['simulated_samples_per_s']:.1f}",
+                    f"{r['rel_err']:.1%}",
+                    f"{r['measured_step_s']:.3f}",
+                    f"{r['simulated_step_s']:.3f}",
+                ]
+                for r in validation
+            ],
+        )
+        + (f"\n\nLargest error: **{max_measured:.1%}**" if validation else "\n\nNo multi-worker runs to compare."),
+    )
+    report.add(
+        f"The paper's clusters: predicted vs published (goal: speed-up within {PAPER_GOAL:.0%})",
+        _table(
+            ["run", "published", "batch", "predicted h", "published speed-up", "predicted speed-up", "error"],
+            [
+                [
+                    r["label"],
+                    r["source"],
+                    f"{r['batch']} ({r['batch_source']})",
+                    f"{r['hours']:.2f}",
+                    f"{r['published_speedup']:.1f}x",
+                    f"{r['speedup']:.1f}x",
+                    f"{r['rel_err']:.0%}",
+                ]
+                for r in published
+            ],
+        )
         + f"\n\nLargest error: **{max_paper:.0%}**; above the {PAPER_GOAL:.0%} goal: "
         + (", ".join(f"{r['label']} ({r['rel_err']:.0%})" for r in published if r["rel_err"] > PAPER_GOAL) or "none")
         + ". Speed-ups are over the single-V100 week for every row "
@@ -145,21 +233,46 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
         "a prediction above the published speed-up means the published run lost time the model does not "
         "contain (data loading, evaluation, implementation overheads, more epochs, or a GPU less "
         "efficient at small per-learner batches than the cuDNN LSTM benchmark says); one below it means the published system processed samples faster "
-        "than the single-GPU week implies.")
-    report.add("Predicted scaling: 4 V100 per node, NVLink 2.0 + EDR InfiniBand, 80 samples per learner", _table(
-        ["N", "strategy", "samples/s", "hours per epoch", f"hours for {paper.EPOCHS} epochs", "speed-up"],
-        [[r["learners"], r["strategy"], f"{r['samples_per_s']:,.0f}", f"{r['epoch_h']:.2f}", f"{r['hours']:.1f}",
-          f"{r['speedup']:.1f}x"] for r in scale]))
-    res = {"calibration": calibration, "link": link, "contention": contention, "workload": dataclasses.asdict(work),
-           "assumptions": [dict(zip(("what", "value", "source"), a)) for a in given],
-           "validation": validation, "published": published, "scaling": scale,
-           "sim_vs_measured_max_rel_err": max_measured, "sim_vs_paper_max_rel_err": max_paper}
+        "than the single-GPU week implies.",
+    )
+    report.add(
+        "Predicted scaling: 4 V100 per node, NVLink 2.0 + EDR InfiniBand, 80 samples per learner",
+        _table(
+            ["N", "strategy", "samples/s", "hours per epoch", f"hours for {paper.EPOCHS} epochs", "speed-up"],
+            [
+                [
+                    r["learners"],
+                    r["strategy"],
+                    f"{r['samples_per_s']:,.0f}",
+                    f"{r['epoch_h']:.2f}",
+                    f"{r['hours']:.1f}",
+                    f"{r['speedup']:.1f}x",
+                ]
+                for r in scale
+            ],
+        ),
+    )
+    res = {
+        "calibration": calibration,
+        "link": link,
+        "contention": contention,
+        "workload": dataclasses.asdict(work),
+        "assumptions": [dict(zip(("what", "value", "source"), a)) for a in given],
+        "validation": validation,
+        "published": published,
+        "scaling": scale,
+        "sim_vs_measured_max_rel_err": max_measured,
+        "sim_vs_paper_max_rel_err": max_paper,
+    }
     report.write(out, res, _figure(validation, published, scale))
     update_summary(out, {"sim_vs_measured_max_rel_err": max_measured, "sim_vs_paper_max_rel_err": max_paper}, report)
     print("Assumptions:")
     for what, value, source in given:
         print(f"  {what}: {value}  [{source}]")
-    print(f"simulated vs measured on this machine: largest error {max_measured:.1%}" if validation else
-          "no multi-worker runs to compare")
+    print(
+        f"simulated vs measured on this machine: largest error {max_measured:.1%}"
+        if validation
+        else "no multi-worker runs to compare"
+    )
     print(f"predicted vs published speed-ups: largest error {max_paper:.0%}")
     return res

@@ -3,6 +3,7 @@
     torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
         -m dasr.train --data DATA --exp EXP --strategy adpsgd
 """
+
 import sys
 
 from dasr.cli import build_parser, train_config

@@ -6,6 +6,7 @@ Every file goes to a temp name, is fsynced, then renamed, so a kill at any momen
 either the old or the new file, never half of one. Files load with ``weights_only=True``
 after their zip CRCs are checked, so a corrupt file is an error, never silently wrong weights.
 """
+
 from __future__ import annotations
 
 import io
@@ -44,8 +45,10 @@ def atomic_save(obj, path: str | os.PathLike) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        raise DasrError(f"cannot write {path}: {e.strerror or e} ({data.tell()} bytes); "
-                        f"{'the previous version is kept' if path.exists() else 'nothing was written'}") from None
+        raise DasrError(
+            f"cannot write {path}: {e.strerror or e} ({data.tell()} bytes); "
+            f"{'the previous version is kept' if path.exists() else 'nothing was written'}"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -69,8 +72,10 @@ def load_file(path: str | os.PathLike) -> dict:
         reason = f"{bad} fails its CRC check"
     except pickle.UnpicklingError as e:
         detail = next((ln.strip() for ln in str(e).splitlines() if "GLOBAL" in ln), type(e).__name__)
-        raise DasrError(f"checkpoint {path} was refused: it holds objects other than tensors and plain "
-                        f"containers, which loading with weights_only=True never runs ({detail})") from None
+        raise DasrError(
+            f"checkpoint {path} was refused: it holds objects other than tensors and plain "
+            f"containers, which loading with weights_only=True never runs ({detail})"
+        ) from None
     except Exception as e:  # zipfile and torch raise many types for torn or foreign files
         reason = type(e).__name__
     raise DasrError(f"checkpoint {path} is unreadable (truncated or corrupt): {reason}")

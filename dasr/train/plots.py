@@ -1,4 +1,5 @@
 """PNG plots of a run's metrics.jsonl: training loss, learning rate, dev WER."""
+
 from __future__ import annotations
 
 import json
@@ -25,17 +26,24 @@ def plot_metrics(exp: Path) -> list[Path]:
     out_dir = exp / "plots"
     out_dir.mkdir(exist_ok=True)
     written = []
-    panels = [("loss", train, "step", "loss", "training CTC loss per utterance"),
-              ("lr", train, "step", "lr", "learning rate"),
-              ("dev_wer", evals, "epoch", "dev_wer", "dev WER (greedy)")]
+    panels = [
+        ("loss", train, "step", "loss", "training CTC loss per utterance"),
+        ("lr", train, "step", "lr", "learning rate"),
+        ("dev_wer", evals, "epoch", "dev_wer", "dev WER (greedy)"),
+    ]
     for name, rows, x, y, title in panels:
         if not rows:
             continue
         fig, ax = plt.subplots(figsize=(6, 3.5))
         for rank in sorted({r["rank"] for r in rows}):
             mine = [r for r in rows if r["rank"] == rank]
-            ax.plot([r[x] for r in mine], [r[y] for r in mine], marker="o" if name == "dev_wer" else None,
-                    markersize=3, label=f"rank {rank}")
+            ax.plot(
+                [r[x] for r in mine],
+                [r[y] for r in mine],
+                marker="o" if name == "dev_wer" else None,
+                markersize=3,
+                label=f"rank {rank}",
+            )
         ax.set_xlabel(x)
         ax.set_title(title)
         if name == "loss":

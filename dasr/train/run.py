@@ -1,4 +1,5 @@
 """`dasr train` and `dasr average`: prepare the experiment, start the workers, collect the result."""
+
 from __future__ import annotations
 
 import logging
@@ -19,12 +20,19 @@ def train(config: TrainConfig) -> dict:
     if config.world_size == 1 and config.strategy == "single":
         progress = run_worker(config)
     else:
-        from dasr.dist.launch import launch
+        from dasr.parallel.launch import launch
 
-        results = launch(run_worker, (config,), nproc=config.nproc, nnodes=config.nnodes,
-                         node_rank=config.node_rank, rdzv_endpoint=config.rdzv_endpoint or None,
-                         max_restarts=config.max_restarts, log_dir=Path(config.exp) / "logs",
-                         run_id=f"dasr-{Path(config.exp).name}")  # the same on every node of the job
+        results = launch(
+            run_worker,
+            (config,),
+            nproc=config.nproc,
+            nnodes=config.nnodes,
+            node_rank=config.node_rank,
+            rdzv_endpoint=config.rdzv_endpoint or None,
+            max_restarts=config.max_restarts,
+            log_dir=Path(config.exp) / "logs",
+            run_id=f"dasr-{Path(config.exp).name}",
+        )  # the same on every node of the job
         progress = results[min(results)] if results else {}
     if config.node_rank == 0:
         plots = plot_metrics(Path(config.exp))

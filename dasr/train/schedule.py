@@ -3,6 +3,7 @@
 Large-batch rule (Goyal et al. 2017; the paper's 256 -> 2560): the peak rate grows with the
 effective batch, linearly or with its square root, reached by a linear warm-up.
 """
+
 from __future__ import annotations
 
 import math

@@ -7,6 +7,7 @@ Launch (one worker per process; `dasr train` starts them itself):
 
 Skeleton as icefall's recipes: compute_loss, train_one_epoch, evaluate, run.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,16 @@ import torch
 from tqdm import tqdm
 
 from dasr.config import TrainConfig, save_config
-from dasr.data.loader import Augment, AsrDataset, Batch, DistributedBucketSampler, batches
+from dasr.data.loader import AsrDataset, Augment, Batch, DistributedBucketSampler, batches
 from dasr.data.manifest import read_manifest
 from dasr.data.text import normalize
 from dasr.data.tokenizer import Tokenizer, build_tokenizer, load_tokenizer
 from dasr.decode.ctc import greedy_decode
 from dasr.decode.score import score
-from dasr.dist.straggler import Straggler
-from dasr.dist.strategy import SingleStrategy, Strategy
 from dasr.errors import DasrError
 from dasr.model.blstm import BlstmCtc, describe, preset_config
+from dasr.parallel.straggler import Straggler
+from dasr.parallel.strategy import SingleStrategy, Strategy
 from dasr.train import checkpoint
 from dasr.train.schedule import LrSchedule, scaled_peak_lr
 
@@ -62,8 +63,8 @@ class Progress:
     bad_in_a_row: int = 0
     bad_total: int = 0
     best_dev_wer: float = math.inf
-    train_s: float = 0.0     # seconds spent training (evaluations and checkpoints left out)
-    evals: int = 0           # time mode: evaluations done
+    train_s: float = 0.0  # seconds spent training (evaluations and checkpoints left out)
+    evals: int = 0  # time mode: evaluations done
 
 
 def prepare_experiment(config: TrainConfig) -> Tokenizer:
@@ -72,7 +73,9 @@ def prepare_experiment(config: TrainConfig) -> Tokenizer:
     exp.mkdir(parents=True, exist_ok=True)
     train_manifest = Path(config.data) / "train.jsonl"
     if not train_manifest.exists():
-        raise DasrError(f"{config.data} has no train.jsonl: make one with `dasr corpus synth` or `dasr corpus import-*`")
+        raise DasrError(
+            f"{config.data} has no train.jsonl: make one with `dasr corpus synth` or `dasr corpus import-*`"
+        )
     if config.resume and (exp / "tokenizer.json").exists():
         tokenizer = load_tokenizer(exp)
     else:
@@ -97,8 +100,9 @@ def select_device(name: str) -> torch.device:
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
-                               weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+        )
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
@@ -122,8 +126,14 @@ def ctc_loss(log_probs: torch.Tensor, out_lens: torch.Tensor, batch: Batch) -> t
     """CTC loss summed over the batch's utterances, divided by their number."""
     device = log_probs.device
     loss = torch.nn.functional.ctc_loss(
-        log_probs.transpose(0, 1), batch.labels.to(device), out_lens, batch.label_lens.to(device),
-        blank=0, reduction="sum", zero_infinity=True)
+        log_probs.transpose(0, 1),
+        batch.labels.to(device),
+        out_lens,
+        batch.label_lens.to(device),
+        blank=0,
+        reduction="sum",
+        zero_infinity=True,
+    )
     return loss / len(batch.ids)
 
 
@@ -184,8 +194,9 @@ def _all_reduce_max(values: list[float], worker: Worker) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset: AsrDataset, tokenizer: Tokenizer, worker: Worker,
-             batch_frames: int, amp: bool) -> dict:
+def evaluate(
+    model: torch.nn.Module, dataset: AsrDataset, tokenizer: Tokenizer, worker: Worker, batch_frames: int, amp: bool
+) -> dict:
     """Dev loss and greedy WER over the whole split; ranks split the work and sum their counts."""
     model.eval()
     sampler = DistributedBucketSampler(dataset.frames, batch_frames, seed=0)
@@ -219,8 +230,11 @@ def resident_mib() -> float | None:
 def rng_state() -> dict:
     """Global RNG states as plain lists and tensors (loadable with weights_only=True)."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": [keys.tolist(), pos, has_gauss, gauss],
-            "python": list(random.getstate()[1])}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [keys.tolist(), pos, has_gauss, gauss],
+        "python": list(random.getstate()[1]),
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -241,38 +255,52 @@ class Trainer:
         random.seed(config.seed)
         np.random.seed(config.seed)
         self.tokenizer = load_tokenizer(self.exp)
-        augment = Augment(spec_augment=config.spec_augment, speed_factors=(0.9, 1.0, 1.1) if config.speed_perturb else ())
-        self.train_set = AsrDataset(config.data, "train", self.tokenizer, augment, seed=config.seed * 1000 + worker.rank)
+        augment = Augment(
+            spec_augment=config.spec_augment, speed_factors=(0.9, 1.0, 1.1) if config.speed_perturb else ()
+        )
+        self.train_set = AsrDataset(
+            config.data, "train", self.tokenizer, augment, seed=config.seed * 1000 + worker.rank
+        )
         self.dev_set = AsrDataset(config.data, "dev", self.tokenizer)
         if len(self.train_set) == 0:
             raise DasrError(f"no training utterances with features in {config.data}")
-        self.sampler = DistributedBucketSampler(self.train_set.frames, config.batch_frames, worker.rank,
-                                                worker.world_size, config.seed)
+        self.sampler = DistributedBucketSampler(
+            self.train_set.frames, config.batch_frames, worker.rank, worker.world_size, config.seed
+        )
         if len(self.sampler) == 0:
-            raise DasrError(f"{len(self.train_set)} training utterances make fewer batches than the "
-                            f"{worker.world_size} workers: lower --batch-frames or use fewer workers")
+            raise DasrError(
+                f"{len(self.train_set)} training utterances make fewer batches than the "
+                f"{worker.world_size} workers: lower --batch-frames or use fewer workers"
+            )
         self.model_config = preset_config(config.preset, self.tokenizer.vocab_size)
         self.model = BlstmCtc(self.model_config).to(worker.device)
         self.optimizer = build_optimizer(config, self.model)
         self.schedule = build_schedule(config, worker.world_size, len(self.sampler))
         self.amp = worker.device.type == "cuda"
         self.progress = Progress()
-        self.metrics = MetricsLog(self.exp / "metrics.jsonl", worker.rank,
-                                  self.exp / "tensorboard" if worker.is_main else None)
+        self.metrics = MetricsLog(
+            self.exp / "metrics.jsonl", worker.rank, self.exp / "tensorboard" if worker.is_main else None
+        )
         self.resumed_mid_epoch = False
         self.evaluated_last = True
         self.straggler = Straggler.parse(",".join(config.straggler), worker.rank)
-        self.busy_s = 0.0   # training-thread seconds of the steps since the last metrics record
+        self.busy_s = 0.0  # training-thread seconds of the steps since the last metrics record
         self.net = strategy.wrap(self.model, self.optimizer)  # after .to(device), before loading state
         if config.resume:
             self.load_latest()
 
     # -- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "sampler": self.sampler.state_dict(), "strategy": self.strategy.state_dict(),
-                "progress": asdict(self.progress), "rng": rng_state(),
-                "data_rng": self.train_set.rng.bit_generator.state, "units": self.tokenizer.units}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "progress": asdict(self.progress),
+            "rng": rng_state(),
+            "data_rng": self.train_set.rng.bit_generator.state,
+            "units": self.tokenizer.units,
+        }
 
     def save_checkpoint(self) -> None:
         """Consensus, then every rank writes its file; rank 0 marks the checkpoint complete.
@@ -293,7 +321,9 @@ class Trainer:
             log.info("no checkpoint in %s: starting from scratch", self.checkpoints)
             return
         if state["units"] != self.tokenizer.units:
-            raise DasrError(f"checkpoint in {self.checkpoints} was trained with other units than {self.exp}/tokenizer.json")
+            raise DasrError(
+                f"checkpoint in {self.checkpoints} was trained with other units than {self.exp}/tokenizer.json"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
@@ -304,7 +334,9 @@ class Trainer:
         self.resumed_mid_epoch = 0 < self.sampler.position < len(self.sampler)
         if self.sampler.position >= len(self.sampler):
             self.progress.epoch = self.sampler.epoch + 1
-        log.info("resumed from step %d (epoch %d, batch %d)", self.progress.step, self.progress.epoch, self.sampler.position)
+        log.info(
+            "resumed from step %d (epoch %d, batch %d)", self.progress.step, self.progress.epoch, self.sampler.position
+        )
 
     def _barrier(self) -> None:
         if self.worker.world_size > 1:
@@ -317,7 +349,9 @@ class Trainer:
         c = self.config
         if c.eval_every_s > 0:
             return self.progress.evals * c.eval_every_s >= c.train_seconds
-        return (c.max_steps and self.progress.step >= c.max_steps) or (not c.max_steps and self.progress.epoch >= c.epochs)
+        return (c.max_steps and self.progress.step >= c.max_steps) or (
+            not c.max_steps and self.progress.epoch >= c.epochs
+        )
 
     def evaluation_due(self) -> bool:
         """Time mode: this step's training clock passed the next evaluation mark (as the strategy agrees)."""
@@ -339,11 +373,18 @@ class Trainer:
         if not (torch.isfinite(loss) and torch.isfinite(grad_norm)):
             p.bad_in_a_row += 1
             p.bad_total += 1
-            log.warning("rank %d step %d: non-finite loss/gradient, batch %s skipped (%d in a row)",
-                        self.worker.rank, p.step, batch.ids[:3], p.bad_in_a_row)
+            log.warning(
+                "rank %d step %d: non-finite loss/gradient, batch %s skipped (%d in a row)",
+                self.worker.rank,
+                p.step,
+                batch.ids[:3],
+                p.bad_in_a_row,
+            )
             if p.bad_in_a_row >= c.max_bad_steps:
-                raise DasrError(f"{p.bad_in_a_row} non-finite losses in a row at step {p.step}: the run diverged; "
-                                f"lower --lr or raise --warmup-steps and resume from the last checkpoint")
+                raise DasrError(
+                    f"{p.bad_in_a_row} non-finite losses in a row at step {p.step}: the run diverged; "
+                    f"lower --lr or raise --warmup-steps and resume from the last checkpoint"
+                )
             return None
         p.bad_in_a_row = 0
         self.strategy.step(self.optimizer)
@@ -356,8 +397,14 @@ class Trainer:
         if not self.resumed_mid_epoch:
             self.sampler.set_epoch(p.epoch)
         self.resumed_mid_epoch = False
-        bar = tqdm(total=len(self.sampler), initial=self.sampler.position, desc=f"epoch {p.epoch}",
-                   disable=None if self.worker.is_main else True, unit="batch", leave=False)
+        bar = tqdm(
+            total=len(self.sampler),
+            initial=self.sampler.position,
+            desc=f"epoch {p.epoch}",
+            disable=None if self.worker.is_main else True,
+            unit="batch",
+            leave=False,
+        )
         window_loss, window_frames, window_utts, window_start = [], 0, 0, time.time()
         window_steps, window_comm = 0, self._comm_totals()
         data_time = self.busy_s = 0.0
@@ -378,14 +425,24 @@ class Trainer:
                 stats = self.strategy.stats()
                 comm = self._comm_totals(stats)
                 comm_s, exposed_s = ((now - before) / window_steps for now, before in zip(comm, window_comm))
-                record = {"kind": "train", "step": p.step, "epoch": p.epoch,
-                          "loss": float(np.mean(window_loss)) if window_loss else None,
-                          "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": window_utts / elapsed,
-                          "x_real_time": window_frames * 0.01 / elapsed, "data_share": data_time / elapsed,
-                          "step_s": elapsed / window_steps, "compute_s": self.busy_s / window_steps - exposed_s,
-                          "comm_s": comm_s, "exposed_comm_s": exposed_s, "utts_per_step": window_utts / window_steps,
-                          "rss_mib": resident_mib(),
-                          "skipped_total": p.bad_total, **{k: v for k, v in stats.items() if k not in _PER_STEP}}
+                record = {
+                    "kind": "train",
+                    "step": p.step,
+                    "epoch": p.epoch,
+                    "loss": float(np.mean(window_loss)) if window_loss else None,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "samples_per_s": window_utts / elapsed,
+                    "x_real_time": window_frames * 0.01 / elapsed,
+                    "data_share": data_time / elapsed,
+                    "step_s": elapsed / window_steps,
+                    "compute_s": self.busy_s / window_steps - exposed_s,
+                    "comm_s": comm_s,
+                    "exposed_comm_s": exposed_s,
+                    "utts_per_step": window_utts / window_steps,
+                    "rss_mib": resident_mib(),
+                    "skipped_total": p.bad_total,
+                    **{k: v for k, v in stats.items() if k not in _PER_STEP},
+                }
                 self.metrics.write(record)
                 bar.set_postfix(loss=record["loss"], lr=f"{record['lr']:.3g}")
                 window_loss, window_frames, window_utts, window_start, data_time = [], 0, 0, time.time(), 0.0
@@ -395,7 +452,7 @@ class Trainer:
                 self.save_checkpoint()
             tick = time.time()
             due = self.evaluation_due()
-            p.train_s += time.time() - tick      # waiting for the others to agree is training time
+            p.train_s += time.time() - tick  # waiting for the others to agree is training time
             if due:
                 p.evals += 1
                 self.evaluate_and_save()
@@ -430,28 +487,47 @@ class Trainer:
         self.evaluated_last = True
         result = evaluate(self.model, self.dev_set, self.tokenizer, self.worker, self.config.batch_frames, self.amp)
         self.metrics.write({"kind": "eval", "step": p.step, "epoch": p.epoch, "train_s": p.train_s, **result})
-        log.info("epoch %d step %d: dev loss %.3f, dev WER (greedy) %.2f %%", p.epoch, p.step,
-                 result["dev_loss"], 100 * result["dev_wer"])
+        log.info(
+            "epoch %d step %d: dev loss %.3f, dev WER (greedy) %.2f %%",
+            p.epoch,
+            p.step,
+            result["dev_loss"],
+            100 * result["dev_wer"],
+        )
         if self.worker.is_main and result["dev_wer"] < p.best_dev_wer:
             self.save_model(self.exp / "best.pt")
         p.best_dev_wer = min(p.best_dev_wer, result["dev_wer"])
 
     def save_model(self, path: Path) -> None:
         """The consensus model with what decoding needs (model shape, units)."""
-        checkpoint.atomic_save({"model": self.model.state_dict(), "model_config": asdict(self.model_config),
-                                "units": self.tokenizer.units}, path)
+        checkpoint.atomic_save(
+            {
+                "model": self.model.state_dict(),
+                "model_config": asdict(self.model_config),
+                "units": self.tokenizer.units,
+            },
+            path,
+        )
 
     def run(self) -> Progress:
         """Train to the configured end; returns the final counters."""
         if self.worker.is_main:
-            log.info("%s; strategy %s on %d workers; %d batches per worker per epoch",
-                     describe(self.model_config), self.strategy.name, self.worker.world_size, len(self.sampler))
+            log.info(
+                "%s; strategy %s on %d workers; %d batches per worker per epoch",
+                describe(self.model_config),
+                self.strategy.name,
+                self.worker.world_size,
+                len(self.sampler),
+            )
         try:
             while not self.finished():
                 self.train_one_epoch()
-                if self.config.eval_every_s > 0:     # time mode: each worker's epochs are its own
+                if self.config.eval_every_s > 0:  # time mode: each worker's epochs are its own
                     self.progress.epoch += self.sampler.position >= len(self.sampler)
-                elif self.sampler.position < len(self.sampler) or (self.progress.epoch + 1) % self.config.eval_every_epochs == 0:
+                elif (
+                    self.sampler.position < len(self.sampler)
+                    or (self.progress.epoch + 1) % self.config.eval_every_epochs == 0
+                ):
                     self.end_of_epoch()
                 else:
                     self.progress.epoch += 1
@@ -475,17 +551,27 @@ class Trainer:
         """Close the strategy after a failure without hiding the failure behind a closing error."""
         try:
             self.strategy.close()
-        except Exception as e:  # noqa: BLE001 - the original error is what the user must see
-            log.warning("rank %d: closing the %s strategy after the error also failed: %s",
-                        self.worker.rank, self.strategy.name, e)
+        except Exception as e:
+            log.warning(
+                "rank %d: closing the %s strategy after the error also failed: %s",
+                self.worker.rank,
+                self.strategy.name,
+                e,
+            )
 
 
 def strategy_from_config(config: TrainConfig) -> Strategy:
     """The Strategy the config names, with its options."""
-    from dasr.dist import make_strategy
+    from dasr.parallel import make_strategy
 
     gossip = dict(graph=config.graph, seed=config.seed, period_s=config.gossip_period_s)
-    options = {"single": {}, "sync": {}, "adpsgd": gossip, "hybrid": {**gossip, "group_size": config.group_size}, "ps": {}}
+    options = {
+        "single": {},
+        "sync": {},
+        "adpsgd": gossip,
+        "hybrid": {**gossip, "group_size": config.group_size},
+        "ps": {},
+    }
     if config.strategy not in options:
         raise DasrError(f"unknown strategy {config.strategy!r}")
     return make_strategy(config.strategy, **options[config.strategy])
@@ -498,14 +584,17 @@ def run_worker(config: TrainConfig, prepare: bool = False) -> dict:
     local rank 0 prepares the experiment dir while the others wait.
     """
     if not logging.getLogger().handlers:  # a spawned worker process
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s rank %(process)d %(name)s: %(message)s",
-                            datefmt="%H:%M:%S")
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(asctime)s %(levelname)s rank %(process)d %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+        )
     if int(os.environ.get("WORLD_SIZE", "1")) == 1 and config.strategy == "single":
         if prepare:
             prepare_experiment(config)
         worker = Worker(device=select_device(config.device))
         return asdict(Trainer(config, SingleStrategy(), worker).run())
-    from dasr.dist.launch import finish_worker, init_worker
+    from dasr.parallel.launch import finish_worker, init_worker
 
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         config = replace(config, resume=True)  # a restarted worker continues from the checkpoint

@@ -6,6 +6,7 @@
 
 After each step it sleeps ``(factor - 1) x`` the measured compute time of that step.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,7 +23,7 @@ class Straggler:
         self.slept_s = 0.0
 
     @staticmethod
-    def parse(spec: str | None, rank: int) -> "Straggler":
+    def parse(spec: str | None, rank: int) -> Straggler:
         """``"RANK:FACTOR[,RANK:FACTOR...]"`` → this rank's straggler (factor 1 if not listed)."""
         factor = 1.0
         for item in (spec or "").split(","):

@@ -2,7 +2,7 @@
 
 The paper's form of its 32-GPU run. Ranks ``a*g .. a*g+g-1`` form group ``a``; inside it,
 DDP all-reduces the gradients (process group = the group), so its members take identical
-steps. Between groups, gossip as in :mod:`dasr.dist.adpsgd`, with rank ``r`` of group
+steps. Between groups, gossip as in :mod:`dasr.parallel.adpsgd`, with rank ``r`` of group
 ``a`` averaging with rank ``r`` of the partner group: the ``g`` members form ``g``
 independent gossip planes and member ``r`` gossips only shard ``r`` (1/g) of the flat
 parameter vector, so the groups' links are all used and each carries 1/g of the model.
@@ -19,6 +19,7 @@ replicas is still unchanged by averaging, and identical members stay identical b
 (The alternative, members gossiping full models in lockstep, would need their threads to
 agree on which step's parameters to snapshot and when to apply, i.e. step-gated rounds.)
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from dasr.dist.adpsgd import AdpsgdStrategy
-from dasr.dist.sync import CommTimer, agree_in_group, timed_ddp
+from dasr.parallel.adpsgd import AdpsgdStrategy
+from dasr.parallel.sync import CommTimer, agree_in_group, timed_ddp
 
 
 class HybridStrategy(AdpsgdStrategy):
@@ -44,8 +45,16 @@ class HybridStrategy(AdpsgdStrategy):
 
     name = "hybrid"
 
-    def __init__(self, group_size: int, graph: str = "ring", seed: int = 0, period_s: float = 0.1,
-                 timeout_s: float = 60.0, sync_init: bool = True, bucket_cap_mb: float = 25.0):
+    def __init__(
+        self,
+        group_size: int,
+        graph: str = "ring",
+        seed: int = 0,
+        period_s: float = 0.1,
+        timeout_s: float = 60.0,
+        sync_init: bool = True,
+        bucket_cap_mb: float = 25.0,
+    ):
         super().__init__(graph=graph, seed=seed, period_s=period_s, timeout_s=timeout_s, sync_init=sync_init)
         if group_size < 1 or self.world % group_size:
             raise ValueError(f"group_size {group_size} must be >= 1 and divide the number of workers {self.world}")
@@ -70,7 +79,7 @@ class HybridStrategy(AdpsgdStrategy):
     def _wrap_model(self, model: nn.Module) -> nn.Module:
         if self.sync_init:
             dist.broadcast(self.flat, src=0)
-        for a in range(self.n_groups):   # every rank creates every group, in one order
+        for a in range(self.n_groups):  # every rank creates every group, in one order
             grp = dist.new_group(list(range(a * self.g, (a + 1) * self.g)))
             if a == self.group_index:
                 self.intra = grp
@@ -107,7 +116,7 @@ class HybridStrategy(AdpsgdStrategy):
             self._local[: self.pending.numel()].copy_(self.pending)
             self.pending.zero_()
             self._has_pending = False
-            dist.all_gather([self._gather[i * L:(i + 1) * L] for i in range(self.g)], self._local, group=self.intra)
+            dist.all_gather([self._gather[i * L : (i + 1) * L] for i in range(self.g)], self._local, group=self.intra)
             self.flat.add_(self._gather[:n])
         self._applies += 1
 

@@ -19,6 +19,7 @@ Graphs:
                      run through all dimensions in a seeded random order. Without updates,
                      one such cycle averages all replicas exactly when N is a power of two.
 """
+
 from __future__ import annotations
 
 import math

@@ -44,6 +44,7 @@ after the last one and rank 0 re-raises its errors.
 
 A parameter without a gradient counts as a zero gradient (torch's SGD would skip it).
 """
+
 from __future__ import annotations
 
 import sys
@@ -55,12 +56,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from dasr.dist.adpsgd import flatten_parameters
-from dasr.dist.strategy import Strategy
+from dasr.parallel.adpsgd import flatten_parameters
+from dasr.parallel.strategy import Strategy
 
 _PUSH, _PAUSE, _DONE = 0, 1, 2
 _TAG_REQUEST, _TAG_ANSWER = 1, 2
-_HEADER = 6          # float32 slots = 3 float64 header values
+_HEADER = 6  # float32 slots = 3 float64 header values
 _SWITCH_INTERVAL_S = 5e-4
 _HYPER = ("momentum", "dampening", "nesterov", "weight_decay")
 
@@ -116,8 +117,8 @@ class ParameterServer:
         self.stats = {"server_updates": 0, "server_staleness_max": 0, "server_busy_s": 0.0}
         self._cv = threading.Condition()
         self._serving = False
-        self._parks = 0      # times the thread parked because every other worker paused
-        self._rounds = 0     # consensus rounds rank 0's main thread has finished
+        self._parks = 0  # times the thread parked because every other worker paused
+        self._rounds = 0  # consensus rounds rank 0's main thread has finished
         self._thread: threading.Thread | None = None
         if group is not None:
             self._request, self._answer = Message(master.numel()), Message(master.numel())
@@ -166,7 +167,7 @@ class ParameterServer:
     def join(self) -> None:
         """Serve until every other worker has sent *done*; join the thread, re-raise its error."""
         with self._cv:
-            self._rounds = self._parks   # close() follows the last consensus: no pause is pending
+            self._rounds = self._parks  # close() follows the last consensus: no pause is pending
         self.serve()
         self._thread.join()
         self.raise_error()
@@ -174,7 +175,9 @@ class ParameterServer:
     def raise_error(self) -> None:
         if self.error is not None:
             err, self.error = self.error, None
-            raise ParameterServerError(f"parameter server thread on rank 0 failed at version {self.version}: {err!r}") from err
+            raise ParameterServerError(
+                f"parameter server thread on rank 0 failed at version {self.version}: {err!r}"
+            ) from err
 
     # ---- the thread
     def _push(self, src: int) -> None:
@@ -203,13 +206,13 @@ class ParameterServer:
                 else:
                     active.discard(src)
                     paused.discard(src)
-                if active and paused == active:     # all others in consensus(): park outside gloo
+                if active and paused == active:  # all others in consensus(): park outside gloo
                     paused.clear()
-                    with self._cv:                  # atomic with serve()'s check
+                    with self._cv:  # atomic with serve()'s check
                         self._serving = False
                         self._parks += 1
                         self._cv.notify_all()
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+        except BaseException as e:
             with self._cv:
                 self.error = e
                 self._cv.notify_all()
@@ -236,11 +239,11 @@ class ParameterServerStrategy(Strategy):
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
         self.flat: torch.Tensor | None = None
-        self.server: ParameterServer | None = None      # rank 0 only
+        self.server: ParameterServer | None = None  # rank 0 only
         self.group = None
-        self.version = 0                                 # of the parameters this worker holds
+        self.version = 0  # of the parameters this worker holds
         self._closed = False
-        self._switch_interval_s: float | None = None   # rank 0's, restored by close()
+        self._switch_interval_s: float | None = None  # rank 0's, restored by close()
         self._stats = {"pushes": 0, "staleness_sum": 0, "staleness_max": 0, "comm_s": 0.0, "consensus_s": 0.0}
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
@@ -248,9 +251,10 @@ class ParameterServerStrategy(Strategy):
         self.flat = flatten_parameters(model)
         self._params = list(model.parameters())
         if self.world > 1:
-            dist.broadcast(self.flat, src=0)       # all replicas start at the master
-            self.group = dist.new_group(list(range(self.world)), backend="gloo",
-                                        timeout=timedelta(seconds=self.timeout_s))
+            dist.broadcast(self.flat, src=0)  # all replicas start at the master
+            self.group = dist.new_group(
+                list(range(self.world)), backend="gloo", timeout=timedelta(seconds=self.timeout_s)
+            )
         if self.flat.dtype != torch.float32:
             raise ValueError(f"the ps strategy needs float32 parameters, got {self.flat.dtype}")
         self._request = Message(self.flat.numel(), pin_memory=self.flat.is_cuda)
@@ -267,8 +271,12 @@ class ParameterServerStrategy(Strategy):
 
     # ---- worker side
     def _read_grad(self) -> None:
-        g = torch.cat([p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
-                       for p in self._params])
+        g = torch.cat(
+            [
+                p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
+                for p in self._params
+            ]
+        )
         self._grad.copy_(g)
 
     def _exchange(self, kind: int, lr: float = 0.0) -> None:
@@ -279,8 +287,10 @@ class ParameterServerStrategy(Strategy):
             if kind == _PUSH:
                 dist.recv(self._answer.buf, src=0, group=self.group, tag=_TAG_ANSWER)
         except RuntimeError as e:
-            raise ParameterServerError(f"rank {self.rank}: lost the parameter server on rank 0 (rank 0 failed, "
-                                       f"or did not serve within timeout_s={self.timeout_s}): {e}") from e
+            raise ParameterServerError(
+                f"rank {self.rank}: lost the parameter server on rank 0 (rank 0 failed, "
+                f"or did not serve within timeout_s={self.timeout_s}): {e}"
+            ) from e
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         if self._closed:
@@ -352,7 +362,7 @@ class ParameterServerStrategy(Strategy):
     def stats(self) -> dict:
         s = dict(self._stats)
         s["staleness_mean"] = s.pop("staleness_sum") / s["pushes"] if s["pushes"] else 0.0
-        s["exposed_comm_s"] = s["comm_s"]                # a worker waits for its push and pull
+        s["exposed_comm_s"] = s["comm_s"]  # a worker waits for its push and pull
         s["version"] = self.version
         if self.server is not None:
             s.update(self.server.stats)

@@ -7,7 +7,7 @@ worker averages the whole model with one partner at a time, at its own pace (eve
 1. under the lock it shares with the optimizer step, copy the flat parameter vector
    (all parameters are views of one flat buffer) into a CPU snapshot;
 2. with no lock held, all-reduce the snapshot with round ``k``'s partner
-   (:func:`dasr.dist.topology.matching`) on that pair's own gloo group, halve it;
+   (:func:`dasr.parallel.topology.matching`) on that pair's own gloo group, halve it;
 3. under the lock, add ``average - snapshot`` into the live parameters in place, so the
    local updates made meanwhile are kept. The sum of all replicas is unchanged.
 
@@ -29,19 +29,20 @@ parked (the model is stable for evaluation and checkpointing) until the next ``s
 A worker may stay away from gossip (parked, e.g. for a long evaluation) at most
 ``timeout_s`` while the others already run: set it accordingly.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Callable
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from dasr.dist import topology
-from dasr.dist.strategy import Strategy
+from dasr.parallel import topology
+from dasr.parallel.strategy import Strategy
 
 _PAUSE, _STOP = 1, 2
 _KIND_NAME = {_PAUSE: "consensus()", _STOP: "close()"}
@@ -73,15 +74,16 @@ def flatten_parameters(model: nn.Module) -> torch.Tensor:
         offset = 0
         for p in params:
             n = p.numel()
-            p.data = flat[offset:offset + n].view_as(p)
+            p.data = flat[offset : offset + n].view_as(p)
             offset += n
     # Do not let cuDNN RNNs re-flatten (``flatten_parameters``/``_init_flat_weights`` or
     # ``.to()`` after this point would move their weights out of ``flat`` again).
     return flat
 
 
-def make_pair_groups(planes: list[list[int]], graph: str, seed: int, timeout_s: float,
-                     rank: int) -> tuple[int, int, dict[tuple[int, int], object]]:
+def make_pair_groups(
+    planes: list[list[int]], graph: str, seed: int, timeout_s: float, rank: int
+) -> tuple[int, int, dict[tuple[int, int], object]]:
     """Create one gloo group per pair the schedule can produce in every plane.
 
     ``planes[q]`` lists the global ranks gossiping together (plane index = gossip rank).
@@ -117,19 +119,30 @@ class Gossiper:
         merge: ``merge(delta)`` adds ``delta`` (CPU) into the live vector (takes the lock).
     """
 
-    def __init__(self, *, groups, size: int, index: int, graph: str, seed: int, numel: int,
-                 read: Callable[[torch.Tensor], None], merge: Callable[[torch.Tensor], None],
-                 period_s: float, pin_memory: bool = False):
+    def __init__(
+        self,
+        *,
+        groups,
+        size: int,
+        index: int,
+        graph: str,
+        seed: int,
+        numel: int,
+        read: Callable[[torch.Tensor], None],
+        merge: Callable[[torch.Tensor], None],
+        period_s: float,
+        pin_memory: bool = False,
+    ):
         self.groups, self.size, self.index = groups, size, index
         self.graph, self.seed, self.period_s = graph, seed, period_s
         self.read, self.merge = read, merge
         self.snap = torch.empty(numel, dtype=torch.float32, pin_memory=pin_memory)
         self.buf = torch.empty_like(self.snap)
         self.header = torch.zeros(size, dtype=torch.int64)
-        self.round = 0                      # next round to run
+        self.round = 0  # next round to run
         self._cv = threading.Condition()
-        self._parked = True                 # waits for resume() or a request
-        self._request: int | None = None    # _PAUSE / _STOP asked by the main thread
+        self._parked = True  # waits for resume() or a request
+        self._request: int | None = None  # _PAUSE / _STOP asked by the main thread
         self._agreed: int | None = None
         self._barrier_done = threading.Event()
         self.error: BaseException | None = None
@@ -169,7 +182,9 @@ class Gossiper:
     def raise_error(self) -> None:
         if self.error is not None:
             err, self.error = self.error, None
-            raise GossipError(f"gossip thread of plane rank {self.index} failed at round {self.round}: {err!r}") from err
+            raise GossipError(
+                f"gossip thread of plane rank {self.index} failed at round {self.round}: {err!r}"
+            ) from err
 
     # ---- thread side
     def _agreed_round(self) -> int | None:
@@ -184,7 +199,9 @@ class Gossiper:
         self._agreed = None
         self.stats["barriers"] += 1
         if len(kinds) != 1:
-            raise RuntimeError("ranks disagree: some called " + " and others ".join(_KIND_NAME[k] for k in sorted(kinds)))
+            raise RuntimeError(
+                "ranks disagree: some called " + " and others ".join(_KIND_NAME[k] for k in sorted(kinds))
+            )
         return kinds.pop()
 
     def _exchange(self, group) -> None:
@@ -225,12 +242,12 @@ class Gossiper:
                     self._exchange(self.groups[(min(p, self.index), max(p, self.index))])
                 self.round += 1
                 self.stats["rounds"] += 1
-                if request is None and self.period_s > 0:   # pace; a request skips the wait
+                if request is None and self.period_s > 0:  # pace; a request skips the wait
                     left = self.period_s - (time.perf_counter() - t0)
                     if left > 0:
                         with self._cv:
                             self._cv.wait_for(lambda: self._request is not None, timeout=left)
-        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+        except BaseException as e:
             self.error = e
             self._barrier_done.set()
 
@@ -252,14 +269,17 @@ class AdpsgdStrategy(Strategy):
 
     name = "adpsgd"
 
-    def __init__(self, graph: str = "ring", seed: int = 0, period_s: float = 0.1,
-                 timeout_s: float = 60.0, sync_init: bool = True):
+    def __init__(
+        self, graph: str = "ring", seed: int = 0, period_s: float = 0.1, timeout_s: float = 60.0, sync_init: bool = True
+    ):
         if graph not in topology.GRAPHS:
             raise ValueError(f"unknown gossip graph {graph!r}; choose one of {', '.join(topology.GRAPHS)}")
         if period_s < 0 or timeout_s <= 0:
             raise ValueError(f"need period_s >= 0 and timeout_s > 0, got {period_s}, {timeout_s}")
         if not dist.is_initialized():
-            raise ValueError(f"the {self.name} strategy needs torch.distributed initialised (dasr.dist.launch.init_worker)")
+            raise ValueError(
+                f"the {self.name} strategy needs torch.distributed initialised (dasr.parallel.launch.init_worker)"
+            )
         self.graph, self.seed, self.period_s, self.timeout_s = graph, seed, period_s, timeout_s
         self.sync_init = sync_init
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -301,10 +321,18 @@ class AdpsgdStrategy(Strategy):
         if len(planes[0]) > 1:
             plane, index, groups = make_pair_groups(planes, self.graph, self.seed, self.timeout_s, self.rank)
             sl = self._gossip_slice()
-            self.gossip = Gossiper(groups=groups, size=len(planes[plane]), index=index, graph=self.graph,
-                                   seed=self.seed, numel=sl.stop - sl.start, read=self._read,
-                                   merge=self._merge, period_s=self.period_s,
-                                   pin_memory=self.flat.is_cuda)
+            self.gossip = Gossiper(
+                groups=groups,
+                size=len(planes[plane]),
+                index=index,
+                graph=self.graph,
+                seed=self.seed,
+                numel=sl.stop - sl.start,
+                read=self._read,
+                merge=self._merge,
+                period_s=self.period_s,
+                pin_memory=self.flat.is_cuda,
+            )
         return wrapped
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -324,8 +352,10 @@ class AdpsgdStrategy(Strategy):
         lo = self.flat.data_ptr()
         hi = lo + self.flat.numel() * self.flat.element_size()
         if any(not lo <= p.data_ptr() < hi for p in self._params):
-            raise RuntimeError("model parameters no longer live in the strategy's flat buffer "
-                               "(was the model moved or an RNN re-flattened after wrap()?)")
+            raise RuntimeError(
+                "model parameters no longer live in the strategy's flat buffer "
+                "(was the model moved or an RNN re-flattened after wrap()?)"
+            )
 
     def _drain(self) -> None:
         """Park the gossip thread at a round all ranks agree on (collective over the plane)."""
@@ -357,17 +387,23 @@ class AdpsgdStrategy(Strategy):
         if g._started:
             raise RuntimeError("load_state_dict must come before the first step()")
         if state.get("graph", self.graph) != self.graph or state.get("seed", self.seed) != self.seed:
-            raise ValueError(f"checkpoint gossip schedule {state.get('graph')}/{state.get('seed')} "
-                             f"differs from this run's {self.graph}/{self.seed}")
+            raise ValueError(
+                f"checkpoint gossip schedule {state.get('graph')}/{state.get('seed')} "
+                f"differs from this run's {self.graph}/{self.seed}"
+            )
         r = torch.tensor([int(state.get("round", 0))], dtype=torch.int64)
-        dist.all_reduce(r, op=dist.ReduceOp.MAX)   # CPU tensor: gloo part of the default group
+        dist.all_reduce(r, op=dist.ReduceOp.MAX)  # CPU tensor: gloo part of the default group
         g.round = int(r.item())
 
     def stats(self) -> dict:
         """Counters; ``comm_s`` is the gossip thread's exchange time, ``exposed_comm_s`` the step's wait for its lock."""
-        out = {"steps": self._steps, "lock_wait_s": self._lock_wait_s, "consensus_s": self._consensus_s,
-               "comm_s": self.gossip.stats["comm_s"] if self.gossip is not None else 0.0,
-               "exposed_comm_s": self._lock_wait_s}
+        out = {
+            "steps": self._steps,
+            "lock_wait_s": self._lock_wait_s,
+            "consensus_s": self._consensus_s,
+            "comm_s": self.gossip.stats["comm_s"] if self.gossip is not None else 0.0,
+            "exposed_comm_s": self._lock_wait_s,
+        }
         if self.gossip is not None:
             s = self.gossip.stats
             out.update({f"gossip_{k}": v for k, v in s.items()})

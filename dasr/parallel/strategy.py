@@ -7,6 +7,7 @@ The trainer calls only these methods::
     strategy.consensus(model)                    # before every evaluation and save
     strategy.close()                             # at the end (idempotent)
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,14 +1,16 @@
 """The launcher: real worker processes over loopback; a failing worker is a clear error."""
+
 import time
 
 import pytest
 
-from dasr.dist.launch import WorkerFailedError, init_worker, launch
+from dasr.parallel.launch import WorkerFailedError, init_worker, launch
 
 
 def _ok_worker(x):
     import torch
     import torch.distributed as dist
+
     info = init_worker(timeout_s=30)
     t = torch.tensor([float(info.rank + 1)])
     dist.all_reduce(t)
@@ -19,7 +21,8 @@ def _ok_worker(x):
 
 def _bad_worker():
     import faulthandler
-    faulthandler.dump_traceback_later(60, exit=True)   # hard stop if the launcher forgot us
+
+    faulthandler.dump_traceback_later(60, exit=True)  # hard stop if the launcher forgot us
     info = init_worker(timeout_s=30)
     if info.rank == 1:
         raise ValueError("boom from rank one")

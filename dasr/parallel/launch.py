@@ -19,14 +19,16 @@ intra-op thread, and joins the default process group (nccl on CUDA, gloo otherwi
 name). A worker that raises makes :func:`launch` raise :class:`WorkerFailedError` naming the
 rank and the worker's exception; the other workers are stopped.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -160,8 +162,7 @@ def launch(
         root_rank, root = e.get_first_failure()
         text = failures[root_rank]
         last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "no message")
-        lines = [f"worker rank {root_rank} of {name!r} failed (exit code {root.exitcode}): {last}",
-                 text]
+        lines = [f"worker rank {root_rank} of {name!r} failed (exit code {root.exitcode}): {last}", text]
         others = sorted(r for r in failures if r != root_rank)
         if others:
             lines.append(f"(ranks {others} failed too)")
@@ -201,8 +202,7 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerI
     if not dist.is_initialized():
         if os.environ.get("MASTER_ADDR") == "127.0.0.1":
             _listen_on_loopback(rank)
-        dist.init_process_group(backend=backend, rank=rank, world_size=world,
-                                timeout=timedelta(seconds=timeout_s))
+        dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     return WorkerInfo(rank, world, local_rank, device)
 
 

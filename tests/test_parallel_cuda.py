@@ -1,9 +1,10 @@
 """The strategies with models on CUDA (skipped without a GPU)."""
+
 import pytest
 import torch
 from torch import nn
 
-from dasr.dist.launch import launch
+from dasr.parallel.launch import launch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -20,9 +21,12 @@ class BLSTM(nn.Module):
 
 def _cuda_worker(name, options):
     import faulthandler
+
     import torch.distributed as dist
-    from dasr.dist import make_strategy
-    from dasr.dist.launch import init_worker
+
+    from dasr.parallel import make_strategy
+    from dasr.parallel.launch import init_worker
+
     faulthandler.dump_traceback_later(120, exit=True)
     info = init_worker(timeout_s=60)
     torch.manual_seed(0)
@@ -32,7 +36,7 @@ def _cuda_worker(name, options):
     wrapped = strategy.wrap(model, opt)
     g = torch.Generator().manual_seed(info.rank)
     losses = []
-    for step in range(30):
+    for _step in range(30):
         x = torch.randn(8, 10, 8, generator=g).to(info.device)
         y = x.mean(1)[:, :4]
         opt.zero_grad()
@@ -49,21 +53,30 @@ def _cuda_worker(name, options):
     strategy.close()
     backend = str(dist.get_backend())
     dist.destroy_process_group()
-    return {"device": str(next(model.parameters()).device), "spread": (hi + lo).abs().max().item(),
-            "loss0": losses[0], "loss1": sum(losses[-5:]) / 5, "backend": backend, "stats": stats}
+    return {
+        "device": str(next(model.parameters()).device),
+        "spread": (hi + lo).abs().max().item(),
+        "loss0": losses[0],
+        "loss1": sum(losses[-5:]) / 5,
+        "backend": backend,
+        "stats": stats,
+    }
 
 
-@pytest.mark.parametrize("name,options,nproc", [
-    ("sync", {"verify": True}, 1),
-    ("sync", {"verify": True}, 2),
-    ("adpsgd", {"period_s": 0.02}, 2),
-    ("hybrid", {"group_size": 1, "period_s": 0.02}, 2),
-    ("hybrid", {"group_size": 2}, 2),
-])
+@pytest.mark.parametrize(
+    "name,options,nproc",
+    [
+        ("sync", {"verify": True}, 1),
+        ("sync", {"verify": True}, 2),
+        ("adpsgd", {"period_s": 0.02}, 2),
+        ("hybrid", {"group_size": 1, "period_s": 0.02}, 2),
+        ("hybrid", {"group_size": 2}, 2),
+    ],
+)
 def test_strategies_on_cuda(name, options, nproc):
     out = launch(_cuda_worker, (name, options), nproc=nproc)
     print(name, options, out)
-    for r, res in out.items():
+    for _r, res in out.items():
         assert res["device"].startswith("cuda"), res
         assert res["spread"] < 1e-6, out
         assert res["loss1"] < res["loss0"], out

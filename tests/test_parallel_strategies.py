@@ -3,13 +3,14 @@
 Every worker arms a faulthandler watchdog, so a deadlock becomes a worker failure that
 the launcher reports (and cleans up), never a hanging test.
 """
+
 import time
 
 import pytest
 import torch
 from torch import nn
 
-from dasr.dist.launch import launch
+from dasr.parallel.launch import launch
 
 
 class TinyLSTM(nn.Module):
@@ -31,8 +32,10 @@ def _data(seed, n):
 
 def _setup(seed=0):
     import faulthandler
+
     faulthandler.dump_traceback_later(90, exit=True)
-    from dasr.dist.launch import init_worker
+    from dasr.parallel.launch import init_worker
+
     info = init_worker(timeout_s=30)
     torch.manual_seed(seed)
     return info
@@ -47,10 +50,12 @@ def _flat(model):
 
 def _sync_worker():
     import copy
-    from dasr.dist import make_strategy
+
+    from dasr.parallel import make_strategy
+
     info = _setup()
     model = TinyLSTM()
-    ref = copy.deepcopy(model)                                  # single process, double batch
+    ref = copy.deepcopy(model)  # single process, double batch
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9)
     strategy = make_strategy("sync", verify=True)
@@ -62,14 +67,14 @@ def _sync_worker():
         ref_opt.step()
         mine = slice(info.rank * 8, info.rank * 8 + 8)
         opt.zero_grad()
-        if step % 2:   # accumulate two micro-batches without communication in the first
+        if step % 2:  # accumulate two micro-batches without communication in the first
             with strategy.accumulate():
                 (0.5 * nn.functional.mse_loss(ddp(x[mine][:4]), y[mine][:4])).backward()
             (0.5 * nn.functional.mse_loss(ddp(x[mine][4:]), y[mine][4:])).backward()
         else:
             nn.functional.mse_loss(ddp(x[mine]), y[mine]).backward()
         strategy.step(opt)
-    strategy.consensus(model)          # verify=True: raises if replicas differ
+    strategy.consensus(model)  # verify=True: raises if replicas differ
     strategy.close()
     return (_flat(model) - _flat(ref)).abs().max().item()
 
@@ -84,6 +89,7 @@ def test_sync_two_workers_equal_single_process_double_batch():
 
 def _mean_and_spread(flat, world):
     import torch.distributed as dist
+
     s = flat.double().clone()
     dist.all_reduce(s)
     mean = s / world
@@ -93,8 +99,9 @@ def _mean_and_spread(flat, world):
 
 
 def _adpsgd_scenario(info):
-    from dasr.dist import make_strategy
-    torch.manual_seed(100 + info.rank)                 # different replicas
+    from dasr.parallel import make_strategy
+
+    torch.manual_seed(100 + info.rank)  # different replicas
     model = TinyLSTM()
     opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
     strategy = make_strategy("adpsgd", graph="ring", period_s=0.02, timeout_s=30, sync_init=False)
@@ -104,7 +111,7 @@ def _adpsgd_scenario(info):
     # gossip alone (no gradients: SGD skips parameters without .grad)
     strategy.step(opt)
     time.sleep(0.3)
-    strategy._drain()                  # all threads parked at one agreed round
+    strategy._drain()  # all threads parked at one agreed round
     mean1, spread1 = _mean_and_spread(strategy.flat, info.world_size)
     res["rounds"] = strategy.gossip.round
     res["mean_err"] = (mean1 - mean0).abs().max().item()
@@ -126,26 +133,28 @@ def _adpsgd_scenario(info):
     res["state"] = strategy.state_dict()
     res["stats"] = strategy.stats()
     strategy.close()
-    strategy.close()                   # idempotent
+    strategy.close()  # idempotent
     return res
 
 
 def test_adpsgd_mean_preserved_consensus_and_training(four_workers):
     out = {r: v["adpsgd"] for r, v in four_workers.items()}
-    for r, res in out.items():
+    for _r, res in out.items():
         assert res["rounds"] > 3, res
-        assert res["mean_err"] < 1e-6, res                  # averaging keeps the replicas' mean
+        assert res["mean_err"] < 1e-6, res  # averaging keeps the replicas' mean
         assert res["spread"][1] < 0.7 * res["spread"][0], res  # ... and pulls replicas together
-        assert res["after_consensus"] < 1e-6, res            # consensus: identical replicas
+        assert res["after_consensus"] < 1e-6, res  # consensus: identical replicas
         assert res["loss1"] < 0.8 * res["loss0"], res
-    assert len({res["state"]["round"] for res in out.values()}) == 1   # parked at one round
+    assert len({res["state"]["round"] for res in out.values()}) == 1  # parked at one round
     assert len({res["loss1"] for res in out.values()}) == 1
 
 
 def _straggler_scenario(info, wall_s):
     import torch.distributed as dist
-    from dasr.dist import make_strategy
-    from dasr.dist.straggler import Straggler
+
+    from dasr.parallel import make_strategy
+    from dasr.parallel.straggler import Straggler
+
     torch.manual_seed(0)
     model = TinyLSTM()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -153,7 +162,7 @@ def _straggler_scenario(info, wall_s):
     strategy.wrap(model, opt)
     slow = Straggler.parse("3:5", info.rank)
     x, y = _data(info.rank, 16)
-    dist.barrier()                     # a common start, once (tests only)
+    dist.barrier()  # a common start, once (tests only)
     deadline = time.monotonic() + wall_s
     steps = 0
     while time.monotonic() < deadline:
@@ -164,19 +173,28 @@ def _straggler_scenario(info, wall_s):
         steps += 1
     t = time.monotonic()
     strategy.close()
-    return {"steps": steps, "close_s": time.monotonic() - t, "stats": strategy.stats(),
-            "wall_s": time.monotonic() - deadline + wall_s}
+    return {
+        "steps": steps,
+        "close_s": time.monotonic() - t,
+        "stats": strategy.stats(),
+        "wall_s": time.monotonic() - deadline + wall_s,
+    }
 
 
 def test_adpsgd_straggler_no_deadlock(four_workers):
     out = {r: v["straggler"] for r, v in four_workers.items()}
     assert max(res["wall_s"] for res in out.values()) < 15, out
-    print({r: (res["steps"], res["stats"]["gossip_rounds"], round(res["stats"]["gossip_round_s"], 4)) for r, res in out.items()})
+    print(
+        {
+            r: (res["steps"], res["stats"]["gossip_rounds"], round(res["stats"]["gossip_round_s"], 4))
+            for r, res in out.items()
+        }
+    )
     slow = out[3]["steps"]
     for r in (0, 1, 2):
         assert out[r]["steps"] >= 2 * slow, out
     rounds = [res["stats"]["gossip_rounds"] for res in out.values()]
-    assert min(rounds) >= 10, out      # the slow worker's thread kept averaging
+    assert min(rounds) >= 10, out  # the slow worker's thread kept averaging
     assert max(res["close_s"] for res in out.values()) < 5, out
 
 
@@ -184,8 +202,9 @@ def test_adpsgd_straggler_no_deadlock(four_workers):
 
 
 def _hybrid_scenario(info):
-    from dasr.dist import make_strategy
-    from dasr.dist.sync import verify_identical
+    from dasr.parallel import make_strategy
+    from dasr.parallel.sync import verify_identical
+
     torch.manual_seed(0)
     model = TinyLSTM()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -210,9 +229,13 @@ def _hybrid_scenario(info):
 def _four_worker_suite():
     """One launch of 4 workers for all 4-worker scenarios (process start-up dominates)."""
     import torch.distributed as dist
+
     info = _setup()
-    out = {"adpsgd": _adpsgd_scenario(info), "straggler": _straggler_scenario(info, 2.5),
-           "hybrid": _hybrid_scenario(info)}
+    out = {
+        "adpsgd": _adpsgd_scenario(info),
+        "straggler": _straggler_scenario(info, 2.5),
+        "hybrid": _hybrid_scenario(info),
+    }
     dist.destroy_process_group()
     return out
 
@@ -224,16 +247,17 @@ def four_workers():
 
 def test_hybrid_members_identical_every_step(four_workers):
     out = {r: v["hybrid"] for r, v in four_workers.items()}
-    for r, res in out.items():
-        assert res["worst"] == 0.0, out           # group members identical after every step
+    for _r, res in out.items():
+        assert res["worst"] == 0.0, out  # group members identical after every step
         assert res["stats"]["gossip_rounds"] > 0, out
         assert res["stats"]["pending_applies"] > 0, out
-        assert res["spread"] > 0, out             # the two groups did differ ...
-        assert res["after"] < 1e-6, out           # ... until consensus
+        assert res["spread"] > 0, out  # the two groups did differ ...
+        assert res["after"] < 1e-6, out  # ... until consensus
 
 
 def test_make_strategy_rejects_unknown():
-    from dasr.dist import make_strategy
+    from dasr.parallel import make_strategy
+
     with pytest.raises(ValueError, match="unknown strategy 'nope'"):
         make_strategy("nope")
     assert make_strategy("single").name == "single"

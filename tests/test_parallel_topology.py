@@ -1,8 +1,9 @@
 """Gossip schedules: perfect matchings all ranks agree on, drawn from a small pair set."""
+
 import pytest
 
-from dasr.dist import topology
-from dasr.dist.straggler import Straggler
+from dasr.parallel import topology
+from dasr.parallel.straggler import Straggler
 
 
 @pytest.mark.parametrize("graph", topology.GRAPHS)
@@ -16,13 +17,13 @@ def test_matchings_are_involutions_within_pairs(graph, n):
         assert all(p[p[i]] == i for i in range(n))
         idle = [i for i in range(n) if p[i] == i]
         if graph != "exponential":
-            assert len(idle) == n % 2          # a ring idles one rank only when N is odd
+            assert len(idle) == n % 2  # a ring idles one rank only when N is odd
         for i in range(n):
             if p[i] != i:
                 used.add((min(i, p[i]), max(i, p[i])))
-        assert p == topology.matching(graph, n, 3, k)   # deterministic
+        assert p == topology.matching(graph, n, 3, k)  # deterministic
     assert used <= allowed
-    assert used == allowed                     # every pair is eventually used
+    assert used == allowed  # every pair is eventually used
     assert topology.pairs(graph, n, 3) == sorted(allowed)
     if n > 1:
         assert len(allowed) <= n * max(1, (n - 1).bit_length())
@@ -38,6 +39,7 @@ def test_spread_rounds_reaches_everyone(graph, n):
 
 def test_exponential_cycle_averages_exactly():
     import numpy as np
+
     x = np.random.default_rng(0).normal(size=8)
     mean = x.mean()
     for k in range(3):

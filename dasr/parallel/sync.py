@@ -10,6 +10,7 @@ Gradient accumulation without extra communication::
     loss(ddp_model, micro_batches[-1]).backward()   # one all-reduce of the summed gradients
     strategy.step(optimizer)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,7 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from dasr.dist.strategy import Strategy
+from dasr.parallel.strategy import Strategy
 
 
 class CommTimer:
@@ -43,7 +44,7 @@ class CommTimer:
         self._first_launch: float | None = None
 
     @staticmethod
-    def hook(timer: "CommTimer", bucket):   # no return annotation: DDP checks it against an object, ours is a string
+    def hook(timer: CommTimer, bucket):  # no return annotation: DDP checks it against an object, ours is a string
         launched = time.perf_counter()
         if timer._first_launch is None:
             timer._first_launch = launched
@@ -96,7 +97,7 @@ class SyncStrategy(Strategy):
 
     def __init__(self, bucket_cap_mb: float = 25.0, verify: bool = False, process_group=None):
         if not dist.is_initialized():
-            raise ValueError("the sync strategy needs torch.distributed initialised (dasr.dist.launch.init_worker)")
+            raise ValueError("the sync strategy needs torch.distributed initialised (dasr.parallel.launch.init_worker)")
         self.bucket_cap_mb = bucket_cap_mb
         self.verify = verify
         self.process_group = process_group
@@ -128,8 +129,12 @@ class SyncStrategy(Strategy):
 
     def stats(self) -> dict:
         t = self.timer
-        return {"steps": self._steps, "optimizer_s": self._step_s, "comm_s": t.comm_s if t else 0.0,
-                "exposed_comm_s": t.exposed_s if t else 0.0}
+        return {
+            "steps": self._steps,
+            "optimizer_s": self._step_s,
+            "comm_s": t.comm_s if t else 0.0,
+            "exposed_comm_s": t.exposed_s if t else 0.0,
+        }
 
     def close(self) -> None:
         self.ddp = None

@@ -1,11 +1,12 @@
 """How workers combine their work: strategies, gossip topology, launching.
 
-    from dasr.dist import make_strategy
-    strategy = make_strategy("adpsgd", graph="ring", period_s=0.1)
+from dasr.parallel import make_strategy
+strategy = make_strategy("adpsgd", graph="ring", period_s=0.1)
 """
+
 from __future__ import annotations
 
-from dasr.dist.strategy import SingleStrategy, Strategy, accumulate
+from dasr.parallel.strategy import SingleStrategy, Strategy, accumulate
 
 STRATEGIES = ("single", "sync", "adpsgd", "hybrid", "ps")
 
@@ -17,23 +18,27 @@ def make_strategy(name: str, **options) -> Strategy:
     ``period_s``, ``timeout_s``, ``sync_init``. hybrid: ``group_size`` plus adpsgd's and
     ``bucket_cap_mb``. ps: ``timeout_s`` (runs without a process group as one worker).
     ``sync``/``adpsgd``/``hybrid`` need an initialised process group
-    (:func:`dasr.dist.launch.init_worker`).
+    (:func:`dasr.parallel.launch.init_worker`).
     """
     if name == "single":
         if options:
             raise ValueError(f"strategy 'single' takes no options, got {sorted(options)}")
         return SingleStrategy()
     if name == "sync":
-        from dasr.dist.sync import SyncStrategy
+        from dasr.parallel.sync import SyncStrategy
+
         return SyncStrategy(**options)
     if name == "adpsgd":
-        from dasr.dist.adpsgd import AdpsgdStrategy
+        from dasr.parallel.adpsgd import AdpsgdStrategy
+
         return AdpsgdStrategy(**options)
     if name == "hybrid":
-        from dasr.dist.hybrid import HybridStrategy
+        from dasr.parallel.hybrid import HybridStrategy
+
         return HybridStrategy(**options)
     if name == "ps":
-        from dasr.dist.ps import ParameterServerStrategy
+        from dasr.parallel.ps import ParameterServerStrategy
+
         return ParameterServerStrategy(**options)
     raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
 
