@@ -4,6 +4,7 @@ Every failure is a :class:`DataError` whose message starts with a short kind
 ("missing audio file", "corrupt audio", "zero-length audio", "unexpected sample rate",
 "shell pipe not allowed") followed by the detail; importers use the kind to summarise rejections.
 """
+
 from __future__ import annotations
 
 import io
@@ -79,8 +80,13 @@ def probe(entry: str, allow_pipes: bool = False) -> AudioInfo:
     return AudioInfo(info.samplerate, info.frames, info.channels)
 
 
-def load(entry: str, start: float | None = None, end: float | None = None,
-         allow_pipes: bool = False, target_rate: int = TARGET_RATE) -> np.ndarray:
+def load(
+    entry: str,
+    start: float | None = None,
+    end: float | None = None,
+    allow_pipes: bool = False,
+    target_rate: int = TARGET_RATE,
+) -> np.ndarray:
     """Load [start, end) seconds of an audio file as float32 mono at ``target_rate``."""
     source = _open(entry, allow_pipes)
     try:

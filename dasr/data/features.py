@@ -9,6 +9,7 @@ On-disk layout of a data dir after ``dasr features DIR``::
 
 Shards are read with ``np.load(mmap_mode="r")``, so a worker touches only the frames it uses.
 """
+
 from __future__ import annotations
 
 import json
@@ -114,8 +115,9 @@ class ShardWriter:
         os.replace(tmp, self.directory / "index.jsonl")
 
 
-def compute_split(data_dir: Path, split: str, jobs: int, subsampling: int,
-                  rejections: RejectionLog) -> tuple[int, np.ndarray, np.ndarray, int]:
+def compute_split(
+    data_dir: Path, split: str, jobs: int, subsampling: int, rejections: RejectionLog
+) -> tuple[int, np.ndarray, np.ndarray, int]:
     """Extract one split's features.
 
     Returns (accepted, frame sum, sum of squared deviations from each utterance's mean, frames).
@@ -147,8 +149,12 @@ def compute_split(data_dir: Path, split: str, jobs: int, subsampling: int,
                 continue
             labels = tokenizer.encode(by_id[utt_id].text)
             if len(feats) // subsampling < ctc_min_frames(len(labels), labels):
-                rejections.add(manifest, seen[utt_id], utt_id,
-                               f"too short for transcript: {len(feats)} frames (/{subsampling}) for {len(labels)} characters under CTC")
+                rejections.add(
+                    manifest,
+                    seen[utt_id],
+                    utt_id,
+                    f"too short for transcript: {len(feats)} frames (/{subsampling}) for {len(labels)} characters under CTC",
+                )
                 continue
             writer.add(utt_id, feats)
             f64 = feats.astype(np.float64)
@@ -159,8 +165,9 @@ def compute_split(data_dir: Path, split: str, jobs: int, subsampling: int,
     return len(writer.index), total, total_sq, count
 
 
-def compute_features(data_dir: str | os.PathLike, jobs: int | None = None,
-                     subsampling: int = DEFAULT_SUBSAMPLING) -> dict:
+def compute_features(
+    data_dir: str | os.PathLike, jobs: int | None = None, subsampling: int = DEFAULT_SUBSAMPLING
+) -> dict:
     """Compute features for every manifest in ``data_dir`` and CMVN over train.
 
     Returns a summary ``{split: accepted}`` plus ``rejected`` and ``rejections`` (a reason summary).
@@ -219,7 +226,7 @@ class FeatureStore:
 
     def __getitem__(self, utt_id: str) -> np.ndarray:
         e = self.index[utt_id]
-        return np.asarray(self.shards[e.shard][e.offset:e.offset + e.frames], dtype=np.float32)
+        return np.asarray(self.shards[e.shard][e.offset : e.offset + e.frames], dtype=np.float32)
 
 
 class Cmvn:
@@ -237,7 +244,7 @@ class Cmvn:
         self.inv_std = (1.0 / std).astype(np.float32)
 
     @classmethod
-    def load(cls, data_dir: str | os.PathLike) -> "Cmvn":
+    def load(cls, data_dir: str | os.PathLike) -> Cmvn:
         path = Path(data_dir) / "cmvn.npz"
         if not path.exists():
             raise DataError(f"no CMVN statistics in {data_dir}: run `dasr features {data_dir}`")
@@ -248,20 +255,27 @@ class Cmvn:
         return (feats - feats.mean(axis=0)) * self.inv_std
 
 
-def spec_augment(feats: np.ndarray, rng: np.random.Generator, freq_masks: int = 2, freq_width: int = 15,
-                 time_masks: int = 2, time_width: int = 40, max_time_ratio: float = 0.1) -> np.ndarray:
+def spec_augment(
+    feats: np.ndarray,
+    rng: np.random.Generator,
+    freq_masks: int = 2,
+    freq_width: int = 15,
+    time_masks: int = 2,
+    time_width: int = 40,
+    max_time_ratio: float = 0.1,
+) -> np.ndarray:
     """SpecAugment (Park et al. 2019) without time warping: zero random bands of mel bins and frames."""
     out = feats.copy()
     frames, bins = out.shape
     for _ in range(freq_masks):
         width = int(rng.integers(0, freq_width + 1))
         start = int(rng.integers(0, max(1, bins - width)))
-        out[:, start:start + width] = 0.0
+        out[:, start : start + width] = 0.0
     max_width = min(time_width, int(frames * max_time_ratio))
     for _ in range(time_masks):
         width = int(rng.integers(0, max_width + 1))
         start = int(rng.integers(0, max(1, frames - width)))
-        out[start:start + width, :] = 0.0
+        out[start : start + width, :] = 0.0
     return out
 
 

@@ -4,6 +4,7 @@ The sampler gives every rank the same number of batches (so no rank waits foreve
 collective), disjoint utterances per rank, an order fixed by (seed, epoch), and resumes
 mid-epoch from ``state_dict()``.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,10 +21,10 @@ from dasr.data.tokenizer import Tokenizer
 @dataclass
 class Batch:
     ids: list[str]
-    feats: torch.Tensor          # (B, T, 80) float32, zero padded
-    feat_lens: torch.Tensor      # (B,) int64
-    labels: torch.Tensor         # (B, L) int64, zero padded
-    label_lens: torch.Tensor     # (B,) int64
+    feats: torch.Tensor  # (B, T, 80) float32, zero padded
+    feat_lens: torch.Tensor  # (B,) int64
+    labels: torch.Tensor  # (B, L) int64, zero padded
+    label_lens: torch.Tensor  # (B,) int64
     texts: list[str]
 
     @property
@@ -42,8 +43,14 @@ class Augment:
 class AsrDataset:
     """Utterances of one split that have features: ``dataset[i]`` -> (id, feats, labels, text)."""
 
-    def __init__(self, data_dir: str | os.PathLike, split: str, tokenizer: Tokenizer,
-                 augment: Augment | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        split: str,
+        tokenizer: Tokenizer,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ) -> None:
         self.store = FeatureStore(data_dir, split)
         self.cmvn = Cmvn.load(data_dir)
         self.tokenizer = tokenizer
@@ -73,16 +80,21 @@ def collate(items: list[tuple[str, np.ndarray, list[int], str]]) -> Batch:
     feats = torch.zeros(len(items), max_frames, items[0][1].shape[1])
     labels = torch.zeros(len(items), max_labels, dtype=torch.long)
     for b, (_, f, lab, _) in enumerate(items):
-        feats[b, :len(f)] = torch.from_numpy(f)
-        labels[b, :len(lab)] = torch.tensor(lab, dtype=torch.long)
-    return Batch(ids=[i for i, _, _, _ in items], feats=feats,
-                 feat_lens=torch.tensor([len(f) for _, f, _, _ in items]),
-                 labels=labels, label_lens=torch.tensor([len(lab) for _, _, lab, _ in items]),
-                 texts=[t for _, _, _, t in items])
+        feats[b, : len(f)] = torch.from_numpy(f)
+        labels[b, : len(lab)] = torch.tensor(lab, dtype=torch.long)
+    return Batch(
+        ids=[i for i, _, _, _ in items],
+        feats=feats,
+        feat_lens=torch.tensor([len(f) for _, f, _, _ in items]),
+        labels=labels,
+        label_lens=torch.tensor([len(lab) for _, _, lab, _ in items]),
+        texts=[t for _, _, _, t in items],
+    )
 
 
-def bucket_batches(frames: np.ndarray, batch_frames: int, rng: np.random.Generator,
-                   bucket_size: int = 100) -> list[list[int]]:
+def bucket_batches(
+    frames: np.ndarray, batch_frames: int, rng: np.random.Generator, bucket_size: int = 100
+) -> list[list[int]]:
     """Group utterance indices into batches whose padded size (max frames x count) fits ``batch_frames``.
 
     Utterances are shuffled, then sorted by length inside buckets of ``bucket_size`` batches'
@@ -94,7 +106,7 @@ def bucket_batches(frames: np.ndarray, batch_frames: int, rng: np.random.Generat
     chunk = max(1, batch_frames // mean_frames) * bucket_size
     batches: list[list[int]] = []
     for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: frames[i])
+        part = sorted(order[start : start + chunk], key=lambda i: frames[i])
         current: list[int] = []
         longest = 0
         for i in part:
@@ -117,8 +129,9 @@ class DistributedBucketSampler:
     disjoint; the few leftover batches of an epoch are dropped (a different few each epoch).
     """
 
-    def __init__(self, frames: np.ndarray, batch_frames: int, rank: int = 0, world_size: int = 1,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, frames: np.ndarray, batch_frames: int, rank: int = 0, world_size: int = 1, seed: int = 0
+    ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         if batch_frames <= 0:
@@ -139,7 +152,7 @@ class DistributedBucketSampler:
             rng = np.random.default_rng([self.seed, self.epoch])
             batches = bucket_batches(self.frames, self.batch_frames, rng)
             per_rank = len(batches) // self.world_size
-            self._cached_key, self._cached = key, batches[self.rank::self.world_size][:per_rank]
+            self._cached_key, self._cached = key, batches[self.rank :: self.world_size][:per_rank]
         return self._cached
 
     def __len__(self) -> int:
@@ -158,8 +171,13 @@ class DistributedBucketSampler:
             yield batch
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "position": self.position,
-                "rank": self.rank, "world_size": self.world_size}
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "position": self.position,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state["world_size"] != self.world_size:

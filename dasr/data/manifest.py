@@ -3,6 +3,7 @@
 Importers never stop at a bad entry: they skip it, record a :class:`Rejection` naming the
 file, line and reason, and carry on. The caller decides whether what remains is enough.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,9 +11,9 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from dasr.data import audio
 from dasr.errors import DataError
@@ -61,7 +62,7 @@ class RejectionLog:
     def add(self, file: str | os.PathLike, line: int | None, utt_id: str | None, reason: str) -> None:
         self.items.append(Rejection(str(file), line, utt_id, reason))
 
-    def extend(self, other: "RejectionLog") -> None:
+    def extend(self, other: RejectionLog) -> None:
         self.items.extend(other.items)
 
     def __len__(self) -> int:
@@ -195,7 +196,12 @@ def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tup
                 if not 0 <= start < end:
                     raise ValueError
             except (ValueError, IndexError):
-                rejections.add(segments_path, lineno, key, f"bad segment: expected 'rec start end' with 0 <= start < end, got {rest!r}")
+                rejections.add(
+                    segments_path,
+                    lineno,
+                    key,
+                    f"bad segment: expected 'rec start end' with 0 <= start < end, got {rest!r}",
+                )
                 continue
             segments[key] = (rec, start, end)
     else:
@@ -213,7 +219,9 @@ def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tup
             continue
         wav_line, entry = wavs[rec]
         if _is_pipe(entry) and not allow_pipes:
-            rejections.add(kaldi_dir / "wav.scp", wav_line, utt_id, "shell pipe not allowed: pass --allow-pipes to run it")
+            rejections.add(
+                kaldi_dir / "wav.scp", wav_line, utt_id, "shell pipe not allowed: pass --allow-pipes to run it"
+            )
             continue
         if not _is_pipe(entry) and not os.path.isabs(entry):
             entry = str((kaldi_dir / entry).resolve()) if (kaldi_dir / entry).exists() else entry
@@ -227,12 +235,23 @@ def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tup
             rejections.add(kaldi_dir / "wav.scp", wav_line, utt_id, info)
             continue
         if start is not None and end > info.duration + 0.01:
-            rejections.add(segments_path, None, utt_id, f"bad segment: end {end:.2f}s is past the recording's {info.duration:.2f}s")
+            rejections.add(
+                segments_path, None, utt_id, f"bad segment: end {end:.2f}s is past the recording's {info.duration:.2f}s"
+            )
             continue
         duration = info.duration if start is None else end - start
-        utts.append(Utterance(id=utt_id, audio=entry, duration=round(duration, 4), text=text,
-                              speaker=spk.get(utt_id, (0, utt_id))[1], sample_rate=info.sample_rate,
-                              start=start, end=end))
+        utts.append(
+            Utterance(
+                id=utt_id,
+                audio=entry,
+                duration=round(duration, 4),
+                text=text,
+                speaker=spk.get(utt_id, (0, utt_id))[1],
+                sample_rate=info.sample_rate,
+                start=start,
+                end=end,
+            )
+        )
     return utts, rejections
 
 
@@ -297,6 +316,14 @@ def import_librispeech(root: str | os.PathLike) -> tuple[list[Utterance], Reject
                 rejections.add(trans, lineno, utt_id, str(e))
                 continue
             speaker = utt_id.split("-")[0]
-            utts.append(Utterance(id=utt_id, audio=str(path.resolve()), duration=round(info.duration, 4),
-                                  text=text, speaker=speaker, sample_rate=info.sample_rate))
+            utts.append(
+                Utterance(
+                    id=utt_id,
+                    audio=str(path.resolve()),
+                    duration=round(info.duration, 4),
+                    text=text,
+                    speaker=speaker,
+                    sample_rate=info.sample_rate,
+                )
+            )
     return utts, rejections

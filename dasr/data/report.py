@@ -1,4 +1,5 @@
 """A short human-readable report on a data dir, and a duration histogram PNG."""
+
 from __future__ import annotations
 
 import json
@@ -28,19 +29,32 @@ def data_report(data_dir: str | os.PathLike) -> str:
         except Exception:
             with_features = 0
         durations[split] = [u.duration for u in utts]
-        rows.append((split, len(utts), sum(durations[split]) / 3600, len({u.speaker for u in utts}),
-                     len(words), with_features))
+        rows.append(
+            (split, len(utts), sum(durations[split]) / 3600, len({u.speaker for u in utts}), len(words), with_features)
+        )
     rejected_path = data_dir / "rejected.jsonl"
     rejected = sum(1 for _ in open(rejected_path)) if rejected_path.exists() else 0
-    lines = [f"data dir {data_dir}",
-             f"{'split':<6} {'utts':>7} {'hours':>7} {'speakers':>9} {'words':>8} {'features':>9}"]
+    lines = [
+        f"data dir {data_dir}",
+        f"{'split':<6} {'utts':>7} {'hours':>7} {'speakers':>9} {'words':>8} {'features':>9}",
+    ]
     lines += [f"{s:<6} {n:>7} {h:>7.2f} {spk:>9} {w:>8} {f:>9}" for s, n, h, spk, w, f in rows]
     lines.append(f"vocabulary: {len(vocab)} words; rejected entries: {rejected}")
     if durations:
         lines.append(f"duration histogram: {_plot_durations(durations, data_dir / 'durations.png')}")
-    (data_dir / "report.json").write_text(json.dumps(
-        {"splits": {s: {"utts": n, "hours": h, "speakers": spk, "words": w, "with_features": f}
-                    for s, n, h, spk, w, f in rows}, "vocabulary": len(vocab), "rejected": rejected}, indent=1))
+    (data_dir / "report.json").write_text(
+        json.dumps(
+            {
+                "splits": {
+                    s: {"utts": n, "hours": h, "speakers": spk, "words": w, "with_features": f}
+                    for s, n, h, spk, w, f in rows
+                },
+                "vocabulary": len(vocab),
+                "rejected": rejected,
+            },
+            indent=1,
+        )
+    )
     return "\n".join(lines)
 
 

@@ -6,6 +6,7 @@ with ``{rule}`` references, and expansion picks alternatives uniformly with a
 :class:`random.Random`. Numbers, times and dates are spelled out, so every sentence is
 already in :func:`dasr.data.text.normalize` form.
 """
+
 from __future__ import annotations
 
 import random
@@ -20,8 +21,9 @@ _ONES = "zero one two three four five six seven eight nine".split()
 _TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 _TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
 _ORDINAL_ONES = "first second third fourth fifth sixth seventh eighth ninth".split()
-_ORDINAL_TEENS = ("tenth eleventh twelfth thirteenth fourteenth fifteenth sixteenth "
-                  "seventeenth eighteenth nineteenth").split()
+_ORDINAL_TEENS = (
+    "tenth eleventh twelfth thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth"
+).split()
 
 
 def _alts(text: str) -> list[str]:
@@ -67,7 +69,6 @@ _GRAMMAR: dict[str, list[str]] = {
         i need you to | go ahead and | quickly"""),
     "thanks": _alts("please | thanks | thank you | right now | if you can"),
     "wake": _alts("hey assistant | okay computer | excuse me | quick question | hello there"),
-
     # ---- alarms, timers, reminders
     "alarm": _alts("""set an alarm for {time} | set an alarm for {time} {day_ref} |
         wake me up at {time} {day_ref} | wake me up {minutes} minutes earlier tomorrow |
@@ -84,7 +85,6 @@ _GRAMMAR: dict[str, list[str]] = {
         water the garden | clean the {room} | print the tickets | call the {profession}"""),
     "task_noun": _alts("""the {bill} bill | the {event} | {person}'s birthday | the {pet} |
         the library books | my passport | the {dish} | the tickets"""),
-
     # ---- calendar
     "calendar": _alts("""schedule a {event} with {person} {when} |
         move my {event} to {when} | cancel the {event} on {date} |
@@ -110,7 +110,6 @@ _GRAMMAR: dict[str, list[str]] = {
     "holiday": _alts("""christmas | new year's day | thanksgiving | halloween | easter |
         valentine's day | independence day | my birthday | the summer holidays | the long weekend |
         mother's day | father's day | the school holidays"""),
-
     # ---- travel
     "travel": _alts("""book a flight from {city} to {city} {when} |
         book a {seat} seat on the flight to {city} | find a hotel in {city} for {small} nights |
@@ -135,7 +134,6 @@ _GRAMMAR: dict[str, list[str]] = {
         stadium | university | library | hotel | beach | harbor | zoo | post office |
         shopping mall | town hall | art gallery | concert hall | pharmacy | bakery | gym |
         supermarket | cinema | park | police station | swimming pool | market | cathedral"""),
-
     # ---- weather
     "weather": _alts("""what's the weather in {city} {day_ref} | what's the weather like {when} |
         will it {weather_verb} in {city} {day_ref} | is it going to {weather_verb} {day_ref} |
@@ -153,7 +151,6 @@ _GRAMMAR: dict[str, list[str]] = {
     "temp_adj": _alts("hot | cold | warm | windy | humid"),
     "clothing": _alts("""coat | jacket | sweater | scarf | raincoat | hat | pair of gloves | pair of boots |
         pair of sunglasses | pair of shorts | hoodie"""),
-
     # ---- smart home
     "home": _alts("""turn {on_off} the {device} in the {room} | turn the {room} {device} {on_off} |
         set the {room} thermostat to {temperature} | dim the {room} lights to {percent} percent |
@@ -183,7 +180,6 @@ _GRAMMAR: dict[str, list[str]] = {
         garden gate | storage room"""),
     "color": _alts("""red | blue | green | yellow | orange | purple | pink | white | warm white |
         cool white | turquoise | violet | gold | amber | lavender | teal | crimson"""),
-
     # ---- media
     "media": _alts("""play some {genre} music in the {room} | play {genre} on the {room} speaker |
         play the latest album by {artist} | play songs by {artist} | turn the volume {up_down} |
@@ -209,7 +205,6 @@ _GRAMMAR: dict[str, list[str]] = {
     "book": _alts("""the silent harbor | a winter journey | the glass garden | river of stars |
         the old clockmaker | the hidden valley | the paper boat | letters from home |
         the last summer | the blue notebook | a map of the sky | the secret orchard"""),
-
     # ---- shopping
     "shopping": _alts("""add {item} to my shopping list | add {quantity} {item} to my shopping list |
         order {small} {container} of {item} | remove {item} from the list |
@@ -233,7 +228,6 @@ _GRAMMAR: dict[str, list[str]] = {
         tablet | smart watch | camera | suitcase | blender | toaster | frying pan | pillow |
         blanket | towel set | lamp | wall clock | bookshelf | rug | vacuum cleaner"""),
     "store": _alts("grocery | pharmacy | hardware store | pet store | bakery | farmers market"),
-
     # ---- messages and calls
     "message": _alts("""call {person} | call {name} on speaker | call {person} on {phone} |
         send a message to {name} saying {note} | text {name} that {note} |
@@ -248,7 +242,6 @@ _GRAMMAR: dict[str, list[str]] = {
         we're out of {item} | the train is delayed | i'll pick you up at {time} |
         thanks for the {gift} | let's meet at {time} | i can't make it {day_ref}"""),
     "gift": _alts("flowers | book | card | cake | present | help | ride | dinner | advice"),
-
     # ---- units, numbers and facts
     "convert": _alts("""how many {unit} are in {number} {unit} | convert {number} {unit} to {unit} |
         what is {number} {operation} {number} | what's {percent} percent of {number} |
@@ -302,7 +295,6 @@ _GRAMMAR: dict[str, list[str]] = {
         tenacious | vivid | whimsical | zealous | necessary | rhythm | conscience | definitely |
         separate | accommodate | occasion | restaurant | calendar | bicycle | wednesday |
         february | library | government | environment | knowledge | schedule"""),
-
     # ---- food
     "food_request": _alts("""find a {cuisine} restaurant near the {place} |
         reserve a table for {small} at {restaurant} {when} | order a {dish} from {restaurant} |
@@ -326,7 +318,6 @@ _GRAMMAR: dict[str, list[str]] = {
     "restaurant": _alts("""the golden spoon | blue harbor grill | mama rosa's | the green olive |
         luigi's pizzeria | the corner bistro | the rusty anchor | sakura house | taco fiesta |
         the little kitchen | spice garden | the oak tavern | noodle bar | the village bakery"""),
-
     # ---- navigation
     "navigation": _alts("""navigate to {address} | take me to {address} | directions to the {place} |
         avoid highways on the way to {city} | find the nearest {station_kind} |
@@ -343,7 +334,6 @@ _GRAMMAR: dict[str, list[str]] = {
     "station_kind": _alts("""gas station | charging station | coffee shop | pharmacy | rest stop |
         hospital | car wash | bakery | grocery store | hardware store | bike shop"""),
     "transport": _alts("car | bus | train | bike | foot | subway | tram | ferry | taxi"),
-
     # ---- fitness and health
     "fitness": _alts("""log a {small} mile {exercise} | start a {duration} {workout} workout |
         log {number} {fitness_unit} of {exercise} | set my daily step goal to {thousands} steps |
@@ -357,7 +347,6 @@ _GRAMMAR: dict[str, list[str]] = {
     "meal": _alts("breakfast | lunch | dinner | a snack | dessert"),
     "medicine": _alts("""vitamins | medicine | pills | allergy tablets | painkillers | cough syrup |
         eye drops | iron supplement"""),
-
     # ---- money
     "money": _alts("""transfer {amount} to {name} | pay the {bill} bill {when} |
         send {amount} to {person} for the {gift} | set a budget of {amount} for {category} |
@@ -375,7 +364,6 @@ _GRAMMAR: dict[str, list[str]] = {
         travel | fuel | movies | games | rent | utilities | subscriptions | sports | toys | pets"""),
     "period": _alts("""this week | last week | this month | last month | this year | last year |
         yesterday | today | in {month} | since {weekday} | over the weekend"""),
-
     # ---- people
     "person": _alts("{name} | {name} {surname} | {relative} | my {relative} | {title} {surname} | the {profession}"),
     "relative": _alts("""mom | dad | grandma | grandpa | sister | brother | aunt | uncle | cousin |
@@ -404,7 +392,6 @@ _GRAMMAR: dict[str, list[str]] = {
         bell | kelly | howard | ward | cox | richardson | wood | watson | brooks | bennett |
         gray | james | hughes | price | sanders | myers | long | ross | foster | patel | nguyen |
         chen | wang | kim | singh | khan | silva | muller | rossi | dubois | tanaka | sato"""),
-
     # ---- places
     "city": _alts("""new york | los angeles | chicago | houston | phoenix | philadelphia |
         san antonio | san diego | dallas | austin | seattle | denver | boston | miami | atlanta |
@@ -426,7 +413,6 @@ _GRAMMAR: dict[str, list[str]] = {
         the philippines | australia | new zealand | canada | mexico | brazil | argentina |
         chile | peru | colombia | cuba | jamaica | the united states | russia | ukraine |
         hungary | croatia | israel | jordan | nepal"""),
-
     # ---- time and numbers
     "when": _alts("""{day_ref} | at {time} | at {time} {day_ref} | on {date} | on {weekday} |
         {day_ref} at {time} | next {weekday} | next {weekday} at {time} | in {duration} |
@@ -450,12 +436,15 @@ _GRAMMAR: dict[str, list[str]] = {
     "minutes": _alts("five | ten | fifteen | twenty | twenty five | thirty | forty five | ninety"),
     "duration": _alts("""{small} minutes | {minutes} minutes | {small} hours | an hour | half an hour |
         {small} seconds | one minute | a minute and a half | {small} hours and {minutes} minutes"""),
-    "temperature": _alts("{tens_word} degrees | {tens_word} {digit} degrees | {small} degrees | {small} hundred degrees"),
+    "temperature": _alts(
+        "{tens_word} degrees | {tens_word} {digit} degrees | {small} degrees | {small} hundred degrees"
+    ),
     "percent": _alts("{tens_word} | {small} | fifty | a hundred | {tens_word} {digit}"),
     "small": [_cardinal(n) for n in range(2, 13)],
     "digit": _ONES[1:],
     "tens_word": _TENS,
-    "number": [_cardinal(n) for n in range(2, 100)] + _alts("""
+    "number": [_cardinal(n) for n in range(2, 100)]
+    + _alts("""
         a hundred | two hundred | three hundred | five hundred | a thousand | two thousand |
         ten thousand | a million | one point five | two point five | three point seven"""),
     "thousands": _alts("{small} thousand | {tens_word} thousand | {small} thousand five hundred"),
@@ -522,6 +511,6 @@ def vocabulary() -> set[str]:
                 if ref is None:
                     words.add(token)
                 elif ref.end() < len(token):
-                    suffix = token[ref.end():]
+                    suffix = token[ref.end() :]
                     words |= {word + suffix for word in _last_words(ref.group(1))}
     return words

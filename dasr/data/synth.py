@@ -18,6 +18,7 @@ Everything random is drawn up front from ``seed``, and each utterance's noise fr
 numpy Generator, so the same seed gives the same manifests and the same audio bytes, whatever
 the number of ``jobs``.
 """
+
 from __future__ import annotations
 
 import io
@@ -42,24 +43,22 @@ from dasr.data.sentences import generate_sentences
 from dasr.data.text import normalize
 from dasr.errors import DasrError
 
-ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
-           "en-gb-x-gbclan", "en-gb-x-gbcwmd")
-VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
-            "klatt", "klatt3", "linda")
+ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt3", "linda")
 SPLITS = (("train", 0.8), ("dev", 0.1), ("test", 0.1))
-_GRID_SPLIT = {0: "test", 1: "dev"}   # by (accent + variant + seed) % len(ACCENTS); the rest is train
+_GRID_SPLIT = {0: "test", 1: "dev"}  # by (accent + variant + seed) % len(ACCENTS); the rest is train
 
-RATE_WPM = (140, 185)                 # espeak-ng -s
-PITCH = (30, 70)                      # espeak-ng -p
-SPEEDS = tuple(round(0.90 + 0.02 * i, 2) for i in range(11))   # 0.90 ... 1.10
+RATE_WPM = (140, 185)  # espeak-ng -s
+PITCH = (30, 70)  # espeak-ng -p
+SPEEDS = tuple(round(0.90 + 0.02 * i, 2) for i in range(11))  # 0.90 ... 1.10
 NOISE_FRACTION = 0.5
 NOISE_KINDS = ("white", "pink", "babble")
 SNR_DB = (10.0, 30.0)
 BABBLE_TALKERS = (3, 6)
 PEAK = 0.9
-LM_TEXT_FILE = "lm_text.txt"         # extra LM text written beside the manifests
+LM_TEXT_FILE = "lm_text.txt"  # extra LM text written beside the manifests
 LM_TEXT_SENTENCES = 100_000
-SECONDS_PER_CHAR_AT_1_WPM = 11.3      # measured: espeak speaks ~wpm/11.3 characters a second
+SECONDS_PER_CHAR_AT_1_WPM = 11.3  # measured: espeak speaks ~wpm/11.3 characters a second
 
 
 @dataclass(frozen=True)
@@ -83,9 +82,12 @@ class _Job:
 
 def voices(split: str, seed: int = 0) -> list[str]:
     """The espeak-ng voice names (``accent+variant``) of one split for a given seed."""
-    return [accent + (f"+{variant}" if variant else "")
-            for i, accent in enumerate(ACCENTS) for j, variant in enumerate(VARIANTS)
-            if _GRID_SPLIT.get((i + j + seed) % len(ACCENTS), "train") == split]
+    return [
+        accent + (f"+{variant}" if variant else "")
+        for i, accent in enumerate(ACCENTS)
+        for j, variant in enumerate(VARIANTS)
+        if _GRID_SPLIT.get((i + j + seed) % len(ACCENTS), "train") == split
+    ]
 
 
 def _read_text_file(path: str | os.PathLike) -> list[str]:
@@ -102,9 +104,9 @@ def _split_sentences(sentences: list[str], rng: random.Random) -> dict[str, list
     pairs = [(f"s{i:06d}", text) for i, text in enumerate(sentences)]
     rng.shuffle(pairs)
     out, start = {}, 0
-    for split, fraction in reversed(SPLITS):          # small splits first, train takes the rest
+    for split, fraction in reversed(SPLITS):  # small splits first, train takes the rest
         count = len(pairs) - start if split == "train" else max(1, round(fraction * len(pairs)))
-        out[split] = pairs[start:start + count]
+        out[split] = pairs[start : start + count]
         start += count
     return out
 
@@ -122,15 +124,29 @@ def _plan(out_dir: Path, hours: float, seed: int, sentences: list[str]) -> list[
             rate, speed = rng.randint(*RATE_WPM), rng.choice(SPEEDS)
             noisy = rng.random() < NOISE_FRACTION
             kind = rng.choice(NOISE_KINDS) if noisy else None
-            babble = tuple((rng.choice(pool)[1], rng.choice(split_voices))
-                           for _ in range(rng.randint(*BABBLE_TALKERS))) if kind == "babble" else ()
+            babble = (
+                tuple((rng.choice(pool)[1], rng.choice(split_voices)) for _ in range(rng.randint(*BABBLE_TALKERS)))
+                if kind == "babble"
+                else ()
+            )
             utt_id = f"{split}-{index:06d}"
-            jobs.append(_Job(
-                id=utt_id, split=split, path=str(out_dir / "audio" / split / f"{utt_id}.flac"),
-                text=text, sentence=sentence_id, voice=rng.choice(split_voices), rate=rate,
-                pitch=rng.randint(*PITCH), speed=speed, noise=kind,
-                snr_db=round(rng.uniform(*SNR_DB), 1) if noisy else None, babble=babble,
-                noise_seed=rng.getrandbits(63)))
+            jobs.append(
+                _Job(
+                    id=utt_id,
+                    split=split,
+                    path=str(out_dir / "audio" / split / f"{utt_id}.flac"),
+                    text=text,
+                    sentence=sentence_id,
+                    voice=rng.choice(split_voices),
+                    rate=rate,
+                    pitch=rng.randint(*PITCH),
+                    speed=speed,
+                    noise=kind,
+                    snr_db=round(rng.uniform(*SNR_DB), 1) if noisy else None,
+                    babble=babble,
+                    noise_seed=rng.getrandbits(63),
+                )
+            )
             planned_s += SECONDS_PER_CHAR_AT_1_WPM * len(text) / rate / speed
             index += 1
     return jobs
@@ -167,7 +183,7 @@ def _synthesize(job: _Job) -> int:
     speech = _espeak(job.text, job.voice, job.rate, job.pitch, job.speed).astype(np.float64)
     if job.noise is not None:
         noise = _noise(job, len(speech), np.random.default_rng(job.noise_seed))
-        gain = math.sqrt(np.mean(speech ** 2) / (np.mean(noise ** 2) * 10 ** (job.snr_db / 10)))
+        gain = math.sqrt(np.mean(speech**2) / (np.mean(noise**2) * 10 ** (job.snr_db / 10)))
         speech += gain * noise
     speech *= PEAK / max(np.max(np.abs(speech)), 1e-9)
     audio.write(job.path, speech.astype(np.float32), audio.TARGET_RATE)
@@ -184,8 +200,13 @@ def _write_lm_text(path: Path, sentences: list[str], held_out: set[str]) -> None
     path.write_text("".join(f"{s}\n" for s in sentences if s not in held_out), encoding="utf-8")
 
 
-def synthesize_corpus(out_dir: str | os.PathLike, hours: float = 1.0, seed: int = 0,
-                      jobs: int | None = None, text_file: str | os.PathLike | None = None) -> dict:
+def synthesize_corpus(
+    out_dir: str | os.PathLike,
+    hours: float = 1.0,
+    seed: int = 0,
+    jobs: int | None = None,
+    text_file: str | os.PathLike | None = None,
+) -> dict:
     """Synthesize the demo corpus into a data dir (see the module docstring for the layout and splits).
 
     Args:
@@ -220,8 +241,10 @@ def synthesize_corpus(out_dir: str | os.PathLike, hours: float = 1.0, seed: int 
     else:
         sentences = _read_text_file(text_file)
         if len(sentences) < len(SPLITS):
-            raise DasrError(f"{text_file} holds {len(sentences)} distinct sentences; "
-                            f"at least {len(SPLITS)} are needed (one per split).")
+            raise DasrError(
+                f"{text_file} holds {len(sentences)} distinct sentences; "
+                f"at least {len(SPLITS)} are needed (one per split)."
+            )
     out = Path(out_dir).resolve()
     for split, _ in SPLITS:
         (out / "audio" / split).mkdir(parents=True, exist_ok=True)
@@ -232,18 +255,32 @@ def synthesize_corpus(out_dir: str | os.PathLike, hours: float = 1.0, seed: int 
 
     start = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        lengths = list(tqdm(pool.map(_synthesize, plan, chunksize=4), total=len(plan),
-                            desc="synthesizing", unit="utt"))
+        lengths = list(tqdm(pool.map(_synthesize, plan, chunksize=4), total=len(plan), desc="synthesizing", unit="utt"))
     elapsed = time.perf_counter() - start
 
     summary: dict = {"splits": {}, "jobs": jobs}
     for split, _ in SPLITS:
-        utts = [Utterance(id=job.id, audio=job.path, duration=n / audio.TARGET_RATE, text=job.text,
-                          speaker=job.voice, sample_rate=audio.TARGET_RATE,
-                          extra={"voice": job.voice, "sentence": job.sentence, "snr_db": job.snr_db,
-                                 "noise": job.noise, "speed": job.speed, "rate_wpm": job.rate,
-                                 "pitch": job.pitch})
-                for job, n in zip(plan, lengths) if job.split == split]
+        utts = [
+            Utterance(
+                id=job.id,
+                audio=job.path,
+                duration=n / audio.TARGET_RATE,
+                text=job.text,
+                speaker=job.voice,
+                sample_rate=audio.TARGET_RATE,
+                extra={
+                    "voice": job.voice,
+                    "sentence": job.sentence,
+                    "snr_db": job.snr_db,
+                    "noise": job.noise,
+                    "speed": job.speed,
+                    "rate_wpm": job.rate,
+                    "pitch": job.pitch,
+                },
+            )
+            for job, n in zip(plan, lengths)
+            if job.split == split
+        ]
         write_manifest(out / f"{split}.jsonl", utts)
         summary["splits"][split] = {
             "utterances": len(utts),

@@ -1,4 +1,5 @@
 """Transcript normalisation shared by tokenizers, the LM and scoring."""
+
 from __future__ import annotations
 
 import re

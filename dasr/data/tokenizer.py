@@ -3,14 +3,15 @@
 Unit 0 is always the CTC blank. ``spell(word)`` gives the units a word is written with in
 the decoder's lexicon.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import string
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from dasr.data.text import normalize
 from dasr.errors import DasrError
@@ -87,7 +88,7 @@ class BpeTokenizer(Tokenizer):
         self.units = [BLANK] + [self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())]
 
     @classmethod
-    def train(cls, texts: Iterable[str], directory: str | os.PathLike, vocab_size: int = 256) -> "BpeTokenizer":
+    def train(cls, texts: Iterable[str], directory: str | os.PathLike, vocab_size: int = 256) -> BpeTokenizer:
         """Train a BPE model on normalised ``texts``; writes ``bpe.model`` into ``directory``."""
         import sentencepiece
 
@@ -95,9 +96,17 @@ class BpeTokenizer(Tokenizer):
         directory.mkdir(parents=True, exist_ok=True)
         lines = [normalize(t) for t in texts]
         sentencepiece.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_prefix=str(directory / "bpe"), vocab_size=vocab_size,
-            model_type="bpe", character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=0,
-            hard_vocab_limit=False, minloglevel=2)
+            sentence_iterator=iter(lines),
+            model_prefix=str(directory / "bpe"),
+            vocab_size=vocab_size,
+            model_type="bpe",
+            character_coverage=1.0,
+            bos_id=-1,
+            eos_id=-1,
+            unk_id=0,
+            hard_vocab_limit=False,
+            minloglevel=2,
+        )
         return cls(directory / "bpe.model")
 
     def encode(self, text: str) -> list[int]:
