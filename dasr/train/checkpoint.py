@@ -16,6 +16,7 @@ import pickle
 import re
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -116,17 +117,48 @@ def list_complete(checkpoint_root: Path) -> list[Path]:
 
 
 def load_latest(checkpoint_root: Path, rank: int) -> dict | None:
-    """This rank's state from the newest complete checkpoint that loads; older ones are the fallback.
+    """This rank's state from the newest complete checkpoint that loads (one process alone).
 
     Returns None when there is no checkpoint at all. A checkpoint that exists but cannot be
-    read is reported and skipped, never silently used.
+    read is reported and skipped, never silently used. Workers of a run use
+    :func:`load_agreed` instead, so that they all resume from the same step.
     """
-    for directory in reversed(list_complete(checkpoint_root)):
-        try:
-            return load_file(directory / f"rank{rank}.pt")
-        except DasrError as e:
-            log.warning("%s; falling back to the previous checkpoint", e)
-    return None
+    return load_agreed(checkpoint_root, rank, lambda value: value)
+
+
+def load_agreed(checkpoint_root: Path, rank: int, agree_min: Callable[[int], int]) -> dict | None:
+    """This rank's state from the newest step whose checkpoint loads on *every* rank.
+
+    ``agree_min(value)`` is a collective that returns the minimum of ``value`` over all ranks
+    (an all-reduce MIN); every rank calls this function, and all of them make the same
+    sequence of ``agree_min`` calls. A rank whose file of the newest step is torn makes every
+    rank fall back together: rank-local fallbacks would resume ranks from different steps.
+
+    Returns None (on every rank alike) when no step loads everywhere.
+    """
+    steps = [int(_STEP_DIR.match(d.name).group(1)) for d in reversed(list_complete(checkpoint_root))]
+    loaded: dict[int, dict | None] = {}
+
+    def load(step: int) -> dict | None:
+        if step not in loaded:
+            try:
+                loaded[step] = load_file(step_dir(checkpoint_root, step) / f"rank{rank}.pt")
+            except DasrError as e:
+                log.warning("%s; falling back to an older checkpoint", e)
+                loaded[step] = None
+        return loaded[step]
+
+    bound = steps[0] if steps else -1
+    while True:
+        mine = next((s for s in steps if s <= bound and load(s) is not None), -1)
+        agreed = agree_min(mine)
+        if agreed < 0:
+            return None
+        state = load(agreed) if agreed in steps else None
+        if agree_min(int(state is not None)) == 1:
+            return state
+        log.warning("checkpoint step %d is not usable on every rank; falling back to an older one", agreed)
+        bound = agreed - 1
 
 
 def average_checkpoints(paths: list[Path]) -> dict:

@@ -316,10 +316,20 @@ class Trainer:
             checkpoint.mark_complete(self.checkpoints, step, self.worker.world_size, self.config.keep_checkpoints)
 
     def load_latest(self) -> None:
-        state = checkpoint.load_latest(self.checkpoints, self.worker.rank)
+        """Resume every rank from the newest step that is complete and loads on all of them."""
+        state = checkpoint.load_agreed(
+            self.checkpoints, self.worker.rank, lambda value: int(_all_reduce([value], self.worker, "MIN")[0])
+        )
         if state is None:
             log.info("no checkpoint in %s: starting from scratch", self.checkpoints)
             return
+        gossip_round = int(state["strategy"].get("round", 0))
+        lowest, highest = _all_reduce([-gossip_round, gossip_round], self.worker, "MAX")
+        if -lowest != highest:
+            raise DasrError(
+                f"checkpoint step {state['progress']['step']} holds gossip rounds {int(-lowest)} to {int(highest)} "
+                "on different ranks; a checkpoint taken after consensus holds one round on every rank"
+            )
         if state["units"] != self.tokenizer.units:
             raise DasrError(
                 f"checkpoint in {self.checkpoints} was trained with other units than {self.exp}/tokenizer.json"
