@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint bench soak sysdeps venv clean
+.PHONY: demo test test-all lint typecheck bench soak sysdeps venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ lint: venv
 	$(VENV)/bin/ruff check dasr tests scripts
 	$(VENV)/bin/ruff format --check dasr tests scripts
 
-test: venv lint
+# mypy over the files listed in pyproject [tool.mypy]
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: venv lint typecheck
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q
 
 test-all: venv

@@ -284,7 +284,7 @@ class AdpsgdStrategy(Strategy):
         self.sync_init = sync_init
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.lock = threading.Lock()
-        self.flat: torch.Tensor | None = None
+        self.flat: torch.Tensor  # the parameters as one buffer, set by wrap()
         self.gossip: Gossiper | None = None
         self._closed = False
         self._steps = 0

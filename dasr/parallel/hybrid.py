@@ -62,8 +62,8 @@ class HybridStrategy(AdpsgdStrategy):
         self.n_groups = self.world // group_size
         self.group_index, self.member = divmod(self.rank, group_size)
         self.bucket_cap_mb = bucket_cap_mb
-        self.ddp: DDP | None = None
-        self.timer: CommTimer | None = None
+        self.ddp: DDP  # both set by _wrap_model()
+        self.timer: CommTimer
         self.intra = None
         self._has_pending = False
         self._applies = 0

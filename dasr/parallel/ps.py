@@ -159,7 +159,7 @@ class ParameterServer:
         self.serve()
         with self._cv:
             while self._parks == self._rounds and self.error is None:
-                if not self._cv.wait(1.0) and not self._thread.is_alive():
+                if not self._cv.wait(1.0) and (self._thread is None or not self._thread.is_alive()):
                     break
             self._rounds = self._parks
         self.raise_error()
@@ -169,7 +169,8 @@ class ParameterServer:
         with self._cv:
             self._rounds = self._parks  # close() follows the last consensus: no pause is pending
         self.serve()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         self.raise_error()
 
     def raise_error(self) -> None:
@@ -238,12 +239,12 @@ class ParameterServerStrategy(Strategy):
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world = dist.get_world_size() if self.distributed else 1
-        self.flat: torch.Tensor | None = None
+        self.flat: torch.Tensor  # the parameters as one buffer, set by wrap()
         self.server: ParameterServer | None = None  # rank 0 only
         self.group = None
         self.version = 0  # of the parameters this worker holds
         self._closed = False
-        self._switch_interval_s: float | None = None  # rank 0's, restored by close()
+        self._switch_interval_s = sys.getswitchinterval()  # rank 0's, restored by close()
         self._stats = {"pushes": 0, "staleness_sum": 0, "staleness_max": 0, "comm_s": 0.0, "consensus_s": 0.0}
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
@@ -341,7 +342,7 @@ class ParameterServerStrategy(Strategy):
 
     def state_dict(self) -> dict:
         """The version (and on rank 0 the server's momentum buffer); take it after :meth:`consensus`."""
-        out = {"version": self.version}
+        out: dict = {"version": self.version}
         if self.server is not None:
             with self.server.lock:
                 out["version"] = self.server.version
@@ -373,7 +374,7 @@ class ParameterServerStrategy(Strategy):
         if self._closed:
             return
         self._closed = True
-        if self.world == 1 or self.flat is None:
+        if self.world == 1 or self.group is None:  # not wrapped
             return
         if self.server is None:
             self._exchange(_DONE)

@@ -31,8 +31,8 @@ class Straggler:
             if not item:
                 continue
             try:
-                r, f = item.split(":")
-                r, f = int(r), float(f)
+                rank_s, factor_s = item.split(":")
+                r, f = int(rank_s), float(factor_s)
             except ValueError:
                 raise ValueError(f"bad straggler spec {item!r}; expected RANK:FACTOR, e.g. 1:3") from None
             if f < 1.0:

@@ -55,7 +55,7 @@ class CommTimer:
         def done(f: torch.futures.Future) -> torch.Tensor:
             if last:
                 finished = time.perf_counter()
-                timer.comm_s += finished - timer._first_launch
+                timer.comm_s += finished - (timer._first_launch or launched)  # set by this step's first bucket
                 timer.exposed_s += finished - launched
                 timer._first_launch = None
             return f.value()[0]
@@ -121,6 +121,8 @@ class SyncStrategy(Strategy):
         self._steps += 1
 
     def agree(self, flag: bool) -> bool:
+        if self.ddp is None:
+            raise RuntimeError("sync strategy: agree() before wrap()")
         return agree_in_group(flag, self.ddp.module, self.process_group)
 
     def consensus(self, model: nn.Module | None = None) -> None:

@@ -136,7 +136,7 @@ def load_agreed(checkpoint_root: Path, rank: int, agree_min: Callable[[int], int
 
     Returns None (on every rank alike) when no step loads everywhere.
     """
-    steps = [int(_STEP_DIR.match(d.name).group(1)) for d in reversed(list_complete(checkpoint_root))]
+    steps = [int(d.name.removeprefix("step-")) for d in reversed(list_complete(checkpoint_root))]
     loaded: dict[int, dict | None] = {}
 
     def load(step: int) -> dict | None:

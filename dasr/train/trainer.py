@@ -232,7 +232,7 @@ def rng_state() -> dict:
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": [keys.tolist(), pos, has_gauss, gauss],
+        "numpy": [keys.tolist(), pos, has_gauss, gauss],  # type: ignore[attr-defined]  # numpy's stub: get_state() may be a dict
         "python": list(random.getstate()[1]),
     }
 
