@@ -66,3 +66,61 @@ def test_dataset_batches(tiny_data_dir):
     assert b.feats.shape[1] == int(b.feat_lens.max())
     first = b.labels[0, : b.label_lens[0]].tolist()
     assert tok.decode(first) == b.texts[0]
+
+
+def _claimed(world, store, mark_every=0):
+    from dasr.data.loader import StoreClaims
+
+    return [
+        DistributedBucketSampler(
+            _frames(), 2000, rank=r, world_size=world, seed=5, claims=StoreClaims(store), mark_every=mark_every
+        )
+        for r in range(world)
+    ]
+
+
+def _drain(samplers, speeds):
+    """Interleave the ranks' iterators, rank r taking speeds[r] batches per turn; stop all at marks/ends."""
+    taken = [[] for _ in samplers]
+    iters = [iter(s) for s in samplers]
+    live = set(range(len(samplers)))
+    while live:
+        for r in sorted(live):
+            for _ in range(speeds[r]):
+                batch = next(iters[r], None)
+                if batch is None:
+                    live.discard(r)
+                    break
+                taken[r].append(batch)
+    return taken
+
+
+def test_claimed_sampler_a_fast_worker_takes_more_of_the_epoch_and_nothing_twice():
+    import torch.distributed as dist
+
+    samplers = _claimed(2, dist.HashStore())
+    taken = _drain(samplers, speeds=[3, 1])
+    everything = bucket_batches(_frames(), 2000, np.random.default_rng([5, 0]))
+    assert sorted(map(sorted, taken[0] + taken[1])) == sorted(map(sorted, everything))  # each batch once
+    assert len(taken[0]) >= 2.5 * len(taken[1])
+    assert all(s.position == len(everything) for s in samplers)
+    assert samplers[0].steps_per_epoch == len(everything) // 2
+
+
+def test_claimed_sampler_marks_stop_every_rank_at_the_same_global_point_and_resume_from_it():
+    import torch.distributed as dist
+
+    samplers = _claimed(2, dist.HashStore(), mark_every=4)  # a mark every 8 batches of the epoch
+    first = _drain(samplers, speeds=[3, 1])
+    assert all(s.at_mark and s.position == 8 for s in samplers)
+    assert sum(map(len, first)) == 8  # exactly the batches before the mark, between them
+    state = samplers[1].state_dict()
+    for s in samplers:
+        s.pass_mark()
+    rest = _drain(samplers, speeds=[3, 1])
+    assert all(s.at_mark and s.position == 16 for s in samplers)
+    resumed = _claimed(2, dist.HashStore(), mark_every=4)  # a restarted run: fresh store, claims from 8 on
+    for s in resumed:
+        s.load_state_dict(state)
+    again = _drain(resumed, speeds=[1, 3])
+    assert sorted(map(sorted, rest[0] + rest[1])) == sorted(map(sorted, again[0] + again[1]))

@@ -121,16 +121,53 @@ def bucket_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+class StoreClaims:
+    """Hands out the batches of an epoch to whichever worker asks first (global progress).
+
+    Backed by a key-value store shared by all workers (torch.distributed's rendezvous store):
+    its atomic ``add`` is the whole protocol, so a claim costs one round trip and no collective.
+    ``attempt`` (the launcher's restart count) keeps a restarted run's claims apart from the
+    killed attempt's.
+    """
+
+    def __init__(self, store, attempt: int = 0) -> None:
+        self.store = store
+        self.attempt = attempt
+
+    def claim(self, epoch: int, start: int) -> int:
+        """The next unclaimed batch of ``epoch``, counting claims from batch ``start`` on."""
+        return start + int(self.store.add(f"dasr/claims/{self.attempt}/{epoch}/{start}", 1)) - 1
+
+
 class DistributedBucketSampler:
     """Yields this rank's batches of dataset indices for one epoch at a time.
 
-    All ranks build the same batch list from (seed, epoch); rank r takes batches r, r+N, ...
-    and every rank stops after ``len(batches) // N`` batches, so counts are equal and data
-    disjoint; the few leftover batches of an epoch are dropped (a different few each epoch).
+    All ranks build the same batch list from (seed, epoch) and share it in one of two ways:
+
+    - sharded (lockstep strategies: sync, hybrid, localsgd): rank r takes batches r, r+N, ...
+      and every rank stops after ``len(batches) // N`` batches, so counts are equal and data
+      disjoint; the few leftover batches of an epoch are dropped (a different few each epoch).
+    - claimed (``claims`` given; independent workers: adpsgd, ps): every rank trains the next
+      batch nobody has claimed yet, so a fast worker takes more of the epoch than a slow one and
+      nobody waits at the epoch end for a straggler's fixed share (Lian et al.'s workers also
+      draw their samples independently). ``position`` is then the epoch's global progress.
+
+    ``mark_every`` sets marks every that many batches of a worker's share (checkpoints): the
+    iteration stops before the first batch past a mark with :attr:`at_mark` set, at the same
+    point of global progress on every rank (a claim past the mark is held, not lost); after
+    :meth:`pass_mark`, iterating again continues. Every rank so meets the same marks in the same
+    order, and an epoch's end comes after all of them.
     """
 
     def __init__(
-        self, frames: np.ndarray, batch_frames: int, rank: int = 0, world_size: int = 1, seed: int = 0
+        self,
+        frames: np.ndarray,
+        batch_frames: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        claims: StoreClaims | None = None,
+        mark_every: int = 0,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -141,34 +178,71 @@ class DistributedBucketSampler:
         self.rank = rank
         self.world_size = world_size
         self.seed = seed
-        self.epoch = 0
-        self.position = 0  # batches of the current epoch already handed out on this rank
+        self.claims = claims
+        self.share = world_size if claims is not None else 1  # ranks consuming one batch list
+        self.mark_every = mark_every * self.share
         self._cached_key: tuple[int, int] | None = None
         self._cached: list[list[int]] = []
+        self.set_epoch(0)
 
     def _epoch_batches(self) -> list[list[int]]:
         key = (self.seed, self.epoch)
         if self._cached_key != key:  # built once per epoch: len() is called every step
             rng = np.random.default_rng([self.seed, self.epoch])
             batches = bucket_batches(self.frames, self.batch_frames, rng)
-            per_rank = len(batches) // self.world_size
-            self._cached_key, self._cached = key, batches[self.rank :: self.world_size][:per_rank]
+            if self.claims is None:
+                per_rank = len(batches) // self.world_size
+                batches = batches[self.rank :: self.world_size][:per_rank]
+            self._cached_key, self._cached = key, batches
         return self._cached
 
     def __len__(self) -> int:
+        """Batches of the epoch this sampler's ranks consume: this rank's share, or all (claimed)."""
         return len(self._epoch_batches())
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """A worker's steps per epoch (on average, when claimed)."""
+        return max(1, len(self) // self.share)
+
+    def progress_steps(self) -> float:
+        """Progress in a worker's steps since the first epoch: global progress when claimed."""
+        return self.epoch * self.steps_per_epoch + self.position / self.share
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning."""
         self.epoch = epoch
-        self.position = 0
+        self._start_at(0)
+
+    def _start_at(self, position: int) -> None:
+        self.position = position  # batches of the epoch handed out (on this rank, or on all when claimed)
+        self._claim_start = position
+        self._held: int | None = None
+        self.at_mark = False
+        self._next_mark = (position // self.mark_every + 1) * self.mark_every if self.mark_every else 0
+
+    def pass_mark(self) -> None:
+        """The mark is handled (checkpoint written): iterating goes on to the next one."""
+        self.at_mark = False
+        self._next_mark += self.mark_every
 
     def __iter__(self):
         batches = self._epoch_batches()
-        while self.position < len(batches):
-            batch = batches[self.position]
-            self.position += 1
-            yield batch
+        while not self.at_mark:
+            if self._held is None:
+                claimed = self.claims is not None and self.position < len(batches)
+                self._held = self.claims.claim(self.epoch, self._claim_start) if claimed else self.position
+            index = self._held
+            if self.mark_every and index >= self._next_mark and self._next_mark < len(batches):
+                self.position = self._next_mark  # marks come before the epoch's end, on every rank
+                self.at_mark = True
+                return
+            if index >= len(batches):
+                self.position = len(batches)
+                return
+            self._held = None
+            self.position = index + 1
+            yield batches[index]
 
     def state_dict(self) -> dict:
         return {
@@ -177,12 +251,16 @@ class DistributedBucketSampler:
             "position": self.position,
             "rank": self.rank,
             "world_size": self.world_size,
+            "claimed": self.claims is not None,
         }
 
     def load_state_dict(self, state: dict) -> None:
         if state["world_size"] != self.world_size:
             raise ValueError(f"sampler state is for {state['world_size']} workers, this run has {self.world_size}")
-        self.seed, self.epoch, self.position = state["seed"], state["epoch"], state["position"]
+        if state.get("claimed", False) != (self.claims is not None):
+            raise ValueError("sampler state shares batches differently (claimed vs sharded) than this run")
+        self.seed, self.epoch = state["seed"], state["epoch"]
+        self._start_at(state["position"])
 
 
 def batches(dataset: AsrDataset, sampler: DistributedBucketSampler):
