@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from dasr import __version__
 from dasr.errors import DasrError
 
 log = logging.getLogger("dasr")
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="logging level (default INFO)",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     corpus = sub.add_parser("corpus", help="make, import and export corpora (manifests)")
