@@ -35,7 +35,7 @@ SIZES = {
         soak_rss_from=20,
     ),
     False: dict(
-        kill_victims=[1, 0, 1],
+        kill_victims=[1, 0] * 5,  # 10 kills per strategy: with the vanished partners, over 20 workers
         reference_seeds=[0, 1, 2],
         steps=40,
         checkpoint_every=10,
