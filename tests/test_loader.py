@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from dasr.data.features import compute_features
-from dasr.data.loader import AsrDataset, DistributedBucketSampler, batches, bucket_batches
+from dasr.data.loader import AsrDataset, DistributedBucketSampler, StoreClaims, batches, bucket_batches
 from dasr.data.tokenizer import CharTokenizer
 
 
@@ -69,8 +69,6 @@ def test_dataset_batches(tiny_data_dir):
 
 
 def _claimed(world, store, mark_every=0):
-    from dasr.data.loader import StoreClaims
-
     return [
         DistributedBucketSampler(
             _frames(), 2000, rank=r, world_size=world, seed=5, claims=StoreClaims(store), mark_every=mark_every
@@ -124,3 +122,15 @@ def test_claimed_sampler_marks_stop_every_rank_at_the_same_global_point_and_resu
         s.load_state_dict(state)
     again = _drain(resumed, speeds=[1, 3])
     assert sorted(map(sorted, rest[0] + rest[1])) == sorted(map(sorted, again[0] + again[1]))
+
+
+def test_claimed_sampler_max_steps_end_the_data_at_one_global_point():
+    import torch.distributed as dist
+
+    samplers = [
+        DistributedBucketSampler(_frames(), 2000, rank=r, world_size=2, seed=5, claims=StoreClaims(store), max_steps=3)
+        for r, store in enumerate([dist.HashStore()] * 2)
+    ]
+    taken = _drain(samplers, speeds=[2, 1])
+    assert sum(map(len, taken)) == 6 and len(taken[0]) > len(taken[1])  # 3 steps of each worker, shared
+    assert all(s.exhausted and s.position == 6 and s.progress_steps() == 3 for s in samplers)

@@ -152,6 +152,9 @@ class DistributedBucketSampler:
       nobody waits at the epoch end for a straggler's fixed share (Lian et al.'s workers also
       draw their samples independently). ``position`` is then the epoch's global progress.
 
+    ``max_steps`` (a worker's steps; over all workers when claimed) ends the data early, like
+    an epoch's end, at the same point of global progress on every rank.
+
     ``mark_every`` sets marks every that many batches of a worker's share (checkpoints): the
     iteration stops before the first batch past a mark with :attr:`at_mark` set, at the same
     point of global progress on every rank (a claim past the mark is held, not lost); after
@@ -168,6 +171,7 @@ class DistributedBucketSampler:
         seed: int = 0,
         claims: StoreClaims | None = None,
         mark_every: int = 0,
+        max_steps: int = 0,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
@@ -181,6 +185,7 @@ class DistributedBucketSampler:
         self.claims = claims
         self.share = world_size if claims is not None else 1  # ranks consuming one batch list
         self.mark_every = mark_every * self.share
+        self.max_batches = max_steps * self.share  # over all epochs, of the whole batch list when claimed
         self._cached_key: tuple[int, int] | None = None
         self._cached: list[list[int]] = []
         self.set_epoch(0)
@@ -205,9 +210,20 @@ class DistributedBucketSampler:
         """A worker's steps per epoch (on average, when claimed)."""
         return max(1, len(self) // self.share)
 
-    def progress_steps(self) -> float:
+    def progress_steps(self) -> int:
         """Progress in a worker's steps since the first epoch: global progress when claimed."""
-        return self.epoch * self.steps_per_epoch + self.position / self.share
+        return self.epoch * self.steps_per_epoch + self.position // self.share
+
+    def end(self) -> int:
+        """Where the current epoch's data ends: its length, or earlier where ``max_steps`` is reached."""
+        if not self.max_batches:
+            return len(self)
+        return min(len(self), max(0, self.max_batches - self.epoch * len(self)))
+
+    @property
+    def exhausted(self) -> bool:
+        """``max_steps`` reached (on every rank alike when claimed)."""
+        return bool(self.max_batches) and self.epoch * len(self) + self.position >= self.max_batches
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning."""
@@ -227,18 +243,18 @@ class DistributedBucketSampler:
         self._next_mark += self.mark_every
 
     def __iter__(self):
-        batches = self._epoch_batches()
+        batches, end = self._epoch_batches(), self.end()
         while not self.at_mark:
             if self._held is None:
-                claimed = self.claims is not None and self.position < len(batches)
+                claimed = self.claims is not None and self.position < end
                 self._held = self.claims.claim(self.epoch, self._claim_start) if claimed else self.position
             index = self._held
-            if self.mark_every and index >= self._next_mark and self._next_mark < len(batches):
-                self.position = self._next_mark  # marks come before the epoch's end, on every rank
+            if self.mark_every and index >= self._next_mark and self._next_mark < end:
+                self.position = self._next_mark  # marks come before the data's end, on every rank
                 self.at_mark = True
                 return
-            if index >= len(batches):
-                self.position = len(batches)
+            if index >= end:
+                self.position = end
                 return
             self._held = None
             self.position = index + 1
