@@ -53,6 +53,22 @@ def cmd_corpus_import_librispeech(args) -> None:
     _finish_import(utts, rejections, Path(args.out), args.strict)
 
 
+def cmd_corpus_import_lhotse(args) -> None:
+    from dasr.data.lhotse_io import import_lhotse
+
+    utts, rejections = import_lhotse(args.manifest, args.supervisions, allow_pipes=args.allow_pipes)
+    _finish_import(utts, rejections, Path(args.out), args.strict)
+
+
+def cmd_corpus_export_lhotse(args) -> None:
+    from dasr.data.lhotse_io import export_lhotse
+    from dasr.data.manifest import read_manifest
+
+    utts = read_manifest(args.manifest)
+    recordings, supervisions = export_lhotse(utts, args.out, allow_pipes=args.allow_pipes)
+    print(f"wrote {len(utts)} utterances as lhotse manifests {recordings} and {supervisions}")
+
+
 def cmd_corpus_export_kaldi(args) -> None:
     from dasr.data.manifest import export_kaldi, read_manifest
 
@@ -227,6 +243,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest")
     p.add_argument("--out", required=True, help="Kaldi data dir to write")
     p.set_defaults(func=cmd_corpus_export_kaldi)
+    p = corpus_sub.add_parser(
+        "import-lhotse", help="lhotse RECORDINGS SUPERVISIONS manifests, or one CUTS manifest -> JSONL manifest"
+    )
+    p.add_argument("manifest", help="recordings manifest (with SUPERVISIONS), or a cuts manifest alone")
+    p.add_argument("supervisions", nargs="?", help="supervisions manifest")
+    p.add_argument("--out", required=True, help="manifest FILE.jsonl to write (rejected.jsonl goes beside it)")
+    p.add_argument("--allow-pipes", action="store_true", help="run lhotse 'command' audio sources")
+    p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
+    p.set_defaults(func=cmd_corpus_import_lhotse)
+    p = corpus_sub.add_parser(
+        "export-lhotse", help="JSONL manifest -> lhotse recordings.jsonl.gz + supervisions.jsonl.gz"
+    )
+    p.add_argument("manifest")
+    p.add_argument("--out", required=True, help="directory to write the two lhotse manifests into")
+    p.add_argument("--allow-pipes", action="store_true", help="run shell-pipe entries to measure their audio")
+    p.set_defaults(func=cmd_corpus_export_lhotse)
 
     p = sub.add_parser("features", help="compute fbank features and CMVN for every manifest of a data dir")
     p.add_argument("data", help="data dir holding train/dev/test.jsonl")
