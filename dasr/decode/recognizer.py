@@ -1,8 +1,9 @@
-"""A trained experiment as a recognizer: load the model, run it on features or audio files."""
+"""A trained experiment, or its ONNX export, as a recognizer: audio files or features in, text out."""
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -10,25 +11,65 @@ import torch
 
 from dasr.data import audio
 from dasr.data.features import Cmvn, fbank
-from dasr.data.tokenizer import load_tokenizer
+from dasr.data.tokenizer import Tokenizer, load_tokenizer
 from dasr.decode.ctc import LexiconBeamDecoder, greedy_decode
 from dasr.errors import DasrError
 from dasr.model.blstm import BlstmCtc, ModelConfig
 from dasr.train.checkpoint import load_file
 
+#: where `dasr demo` puts the experiment inside its output dir
+MODEL_SUBDIR = "model"
 
-class Recognizer:
-    """The model of ``EXP/<checkpoint>.pt`` with the experiment's units and CMVN."""
+
+def find_experiment(exp: str | os.PathLike, checkpoint: str = "best") -> Path:
+    """The experiment dir holding ``<checkpoint>.pt``: ``exp`` itself, or ``exp/model`` (`dasr demo`'s layout)."""
+    exp = Path(exp)
+    if not exp.is_dir():
+        raise DasrError(f"experiment dir {exp} does not exist")
+    for candidate in (exp, exp / MODEL_SUBDIR):
+        if (candidate / f"{checkpoint}.pt").exists():
+            return candidate
+    raise DasrError(
+        f"no trained model in {exp}: {checkpoint}.pt is missing there and in {exp / MODEL_SUBDIR} "
+        f"(train with `dasr train --exp {exp}`)"
+    )
+
+
+class BaseRecognizer(ABC):
+    """Decoding shared by the PyTorch and ONNX recognizers: greedy, or lexicon beam search with an LM."""
+
+    tokenizer: Tokenizer
+    beam: LexiconBeamDecoder | None = None
+
+    @abstractmethod
+    def fbank_log_probs(self, feats: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw fbank (T, 80) of one utterance -> (1, T', V) log-probs and (1,) lengths."""
+
+    def use_lm(self, words, arpa_path: str | None, lm_weight: float, word_score: float, beam_size: int = 50) -> None:
+        """Decode with a lexicon beam search (and the LM when ``arpa_path`` is given) from now on."""
+        self.beam = LexiconBeamDecoder(self.tokenizer, words, arpa_path, lm_weight, word_score, beam_size)
+
+    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """Texts of a batch of log-probs: greedy, or the beam search set by :meth:`use_lm`."""
+        if self.beam is None:
+            return greedy_decode(log_probs, lengths, self.tokenizer)
+        return self.beam.decode_batch(log_probs, lengths)
+
+    def transcribe(self, path: str) -> str:
+        """Text of one audio file (any format and rate soundfile reads)."""
+        samples = audio.load(path)
+        if len(samples) < 400:
+            raise DasrError(f"{path} is shorter than one 25 ms frame")
+        lp, lens = self.fbank_log_probs(fbank(samples))
+        return self.decode(lp, lens)[0]
+
+
+class Recognizer(BaseRecognizer):
+    """The model of ``EXP/<checkpoint>.pt`` (or ``EXP/model/``) with the experiment's units and CMVN."""
 
     def __init__(self, exp: str | os.PathLike, checkpoint: str = "best", device: str = "cpu") -> None:
-        self.exp = Path(exp)
-        if not self.exp.is_dir():
-            raise DasrError(f"experiment dir {self.exp} does not exist")
+        self.exp = find_experiment(exp, checkpoint)
         path = self.exp / f"{checkpoint}.pt"
-        if not path.exists():
-            raise DasrError(
-                f"no trained model in {self.exp}: {path.name} is missing (train with `dasr train --exp {self.exp}`)"
-            )
         state = load_file(path)
         self.tokenizer = load_tokenizer(self.exp)
         if state["units"] != self.tokenizer.units:
@@ -41,7 +82,6 @@ class Recognizer:
         self.model.load_state_dict(state["model"])
         self.model.eval()
         self.cmvn = Cmvn.load(self.exp)
-        self.beam: LexiconBeamDecoder | None = None
 
     @torch.no_grad()
     def log_probs(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,20 +89,41 @@ class Recognizer:
         lp, out_lens = self.model(feats.to(self.device), lengths.to(self.device))
         return lp.float().cpu(), out_lens.cpu()
 
-    def use_lm(self, words, arpa_path: str | None, lm_weight: float, word_score: float, beam_size: int = 50) -> None:
-        """Decode with a lexicon beam search (and the LM when ``arpa_path`` is given) from now on."""
-        self.beam = LexiconBeamDecoder(self.tokenizer, words, arpa_path, lm_weight, word_score, beam_size)
+    def fbank_log_probs(self, feats: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        normalised = torch.from_numpy(self.cmvn(feats).astype(np.float32))[None]
+        return self.log_probs(normalised, torch.tensor([normalised.shape[1]]))
 
-    def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        if self.beam is None:
-            return greedy_decode(log_probs, lengths, self.tokenizer)
-        return self.beam.decode_batch(log_probs, lengths)
 
-    def transcribe(self, path: str) -> str:
-        """Text of one audio file (any format and rate soundfile reads)."""
-        samples = audio.load(path)
-        if len(samples) < 400:
-            raise DasrError(f"{path} is shorter than one 25 ms frame")
-        feats = torch.from_numpy(self.cmvn(fbank(samples)).astype(np.float32))[None]
-        lp, lens = self.log_probs(feats, torch.tensor([feats.shape[1]]))
-        return self.decode(lp, lens)[0]
+class OnnxRecognizer(BaseRecognizer):
+    """An export dir of `dasr export` run with onnxruntime (raw fbank in; the CMVN is in the graph)."""
+
+    def __init__(self, export_dir: str | os.PathLike, threads: int = 1) -> None:
+        import onnxruntime
+
+        from dasr.decode.export import MODEL_FILE
+
+        self.dir = Path(export_dir)
+        path = self.dir / MODEL_FILE
+        if not path.exists():
+            raise DasrError(f"no exported model in {self.dir}: {MODEL_FILE} is missing (run `dasr export`)")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.tokenizer = load_tokenizer(self.dir)
+        vocab = self.session.get_outputs()[0].shape[-1]
+        if vocab != self.tokenizer.vocab_size:
+            raise DasrError(
+                f"vocabulary mismatch: {path} has {vocab} outputs, {self.dir / 'tokenizer.json'} "
+                f"has {self.tokenizer.vocab_size} units"
+            )
+
+    def log_probs(self, feats: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (B, T, 80) fbank, zero-padded, and (B,) lengths -> (B, T', V) log-probs and lengths."""
+        inputs = [np.ascontiguousarray(feats, dtype=np.float32), np.asarray(lengths, dtype=np.int64)]
+        lp, lens = self.session.run(None, dict(zip(self.input_names, inputs)))
+        return torch.from_numpy(lp), torch.from_numpy(lens)
+
+    def fbank_log_probs(self, feats: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.log_probs(feats[None], np.array([len(feats)]))
