@@ -115,7 +115,7 @@ def cmd_train(args) -> None:
 def cmd_lm(args) -> None:
     from dasr.decode.lm_build import build_lm
 
-    path, lm = build_lm(args.data, args.order)
+    path, lm = build_lm(args.data, args.order, args.text)
     print(f"wrote {lm.order}-gram LM with {len(lm.vocab)} words to {path}")
 
 
@@ -133,15 +133,20 @@ def cmd_decode(args) -> None:
 def cmd_transcribe(args) -> None:
     import json
 
-    from dasr.decode.recognizer import Recognizer
+    from dasr.decode.lm_build import LM_FILE, lexicon_words
+    from dasr.decode.recognizer import OnnxRecognizer, Recognizer
 
-    rec = Recognizer(args.exp, args.checkpoint)
-    if args.lm:
-        from dasr.decode.lm_build import LM_FILE, lexicon_words
-
-        rec.use_lm(lexicon_words(args.lm), str(Path(args.lm) / LM_FILE), args.lm_weight, args.word_score)
+    if args.onnx:
+        rec, files = OnnxRecognizer(args.onnx), args.paths
+        lm = args.lm or (args.onnx if (Path(args.onnx) / LM_FILE).exists() else None)
+    elif len(args.paths) < 2:
+        raise DasrError("give an experiment dir and one or more audio files (or --onnx DIR and audio files)")
+    else:
+        rec, files, lm = Recognizer(args.paths[0], args.checkpoint), args.paths[1:], args.lm
+    if lm:
+        rec.use_lm(lexicon_words(lm), str(Path(lm) / LM_FILE), args.lm_weight, args.word_score)
     failed = 0
-    for path in args.files:
+    for path in files:
         try:
             text = rec.transcribe(path)
         except DasrError as e:
@@ -150,7 +155,17 @@ def cmd_transcribe(args) -> None:
             continue
         print(json.dumps({"file": path, "text": text}) if args.json else f"{path}\t{text}", flush=True)
     if failed:
-        raise DasrError(f"{failed} of {len(args.files)} files could not be transcribed")
+        raise DasrError(f"{failed} of {len(files)} files could not be transcribed")
+
+
+def cmd_export(args) -> None:
+    from dasr.decode.export import export_onnx
+
+    summary = export_onnx(args.exp, args.out, args.checkpoint, args.lm)
+    print(
+        f"wrote {', '.join(summary['files'])} to {summary['dir']} "
+        f"(onnxruntime agrees with PyTorch to {summary['max_abs_diff']:.1g} in log-probability)"
+    )
 
 
 def cmd_average(args) -> None:
@@ -327,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True)
     p.add_argument("--order", type=int, default=3)
+    p.add_argument("--text", metavar="FILE", help="domain sentences (one per line) to add to the LM and the lexicon")
     p.set_defaults(func=cmd_lm)
 
     p = sub.add_parser("decode", help="decode a split, write hypotheses, alignments and wer.json")
@@ -339,14 +355,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("transcribe", help="print the text of audio files: FILE<TAB>text")
-    p.add_argument("exp")
-    p.add_argument("files", nargs="+")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="EXP (or `dasr demo`'s OUT), then audio files")
+    p.add_argument("--onnx", metavar="DIR", help="no EXP: run `dasr export`'s DIR (with DIR/lm.arpa if there)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--checkpoint", default="best")
-    p.add_argument("--lm", metavar="DATA", help="decode with DATA/lm.arpa and the lexicon of DATA/train.jsonl")
+    p.add_argument("--lm", metavar="DATA", help="decode with DATA/lm.arpa, its words as the lexicon")
     p.add_argument("--lm-weight", type=float, default=1.0)
     p.add_argument("--word-score", type=float, default=0.0)
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("export", help="write EXP's model as ONNX + tokens.txt for onnxruntime and sherpa-onnx")
+    p.add_argument("exp", help="experiment dir (or `dasr demo`'s OUT)")
+    p.add_argument("--out", required=True, help="dir to write model.onnx, tokens.txt and the tokenizer into")
+    p.add_argument("--checkpoint", default="best", help="model file EXP/<name>.pt (best, final, averaged)")
+    p.add_argument("--lm", metavar="DATA", help="also copy DATA/lm.arpa, used by `dasr transcribe --onnx`")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("average", help="average the last K checkpoints into EXP/averaged.pt")
     p.add_argument("--exp", required=True)
