@@ -1,8 +1,10 @@
 #!/bin/sh
-# Installs the system packages dasr needs (the espeak-ng voices of the demo corpus),
-# only when they are missing. Explains what to do when apt cannot be used.
+# Installs the system packages dasr needs, only when they are missing: the speech synthesizers
+# of the demo corpus (espeak-ng; flite; festival with two diphone voices and an HTS voice), sox
+# (pitch and tempo changes), and pocketsphinx-testdata (10 recordings of real people, used only by
+# the real-speech check, never for training). Explains what to do when apt cannot be used.
 set -e
-PACKAGES="espeak-ng libsndfile1"
+PACKAGES="espeak-ng libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
