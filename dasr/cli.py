@@ -18,8 +18,8 @@ def _finish_import(utts, rejections, out: Path, strict: bool) -> None:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     rejected_path = out.parent / "rejected.jsonl"
+    rejections.write(rejected_path, "import", out.name)
     if rejections:
-        rejections.write(rejected_path)
         log.warning("rejected %d entries (%s); details in %s", len(rejections), rejections.summary(), rejected_path)
     if not utts:
         raise DasrError(f"no usable utterances remain ({len(rejections)} rejected, see {rejected_path})")
@@ -90,19 +90,10 @@ def cmd_features(args) -> None:
 
 
 def train_config(args):
-    """TrainConfig from the preset YAML overridden by the given `dasr train` options."""
-    import dataclasses
+    """TrainConfig of the recipe ``--config`` (if given) overridden by the `dasr train` flags given."""
+    from dasr.config import resolve
 
-    from dasr.config import TrainConfig, load_preset
-
-    values = load_preset(args.preset)
-    for f in dataclasses.fields(TrainConfig):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            values[f.name] = given
-    config = TrainConfig(**values)
-    config.validate()
-    return config
+    return resolve(args.config, vars(args))
 
 
 def cmd_train(args) -> None:
@@ -218,6 +209,9 @@ def _format_summary(summary: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `dasr` argument parser; the train flags come from :class:`dasr.config.TrainConfig`'s fields."""
+    from dasr.config import add_options as add_train_options
+
     parser = argparse.ArgumentParser(
         prog="dasr", description="Fast distributed training of BLSTM-CTC speech recognizers."
     )
@@ -288,53 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("train", help="train a BLSTM-CTC model (one or many workers)")
-    p.add_argument("--data", help="data dir with features")
-    p.add_argument("--exp", help="experiment dir to write")
-    p.add_argument("--preset", default="demo", choices=["tiny", "demo", "paper"], help="model and training preset")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (per worker)")
-    p.add_argument("--batch-frames", type=int, help="padded frames per batch per worker")
-    p.add_argument("--lr", type=float, help="peak learning rate for the reference batch")
-    p.add_argument("--reference-batch-frames", type=int, help="batch --lr is meant for (default: --batch-frames)")
-    p.add_argument(
-        "--lr-scaling", choices=["linear", "sqrt", "none"], help="scale the peak LR with the effective batch"
-    )
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--anneal", choices=["paper", "cosine"], help="paper: x1/sqrt2 per epoch from --anneal-start-epoch")
-    p.add_argument("--anneal-start-epoch", type=int)
-    p.add_argument("--optimizer", choices=["sgd", "adamw"])
-    p.add_argument("--units", choices=["char", "bpe"])
-    p.add_argument("--bpe-vocab", type=int)
-    p.add_argument("--grad-clip", type=float)
-    p.add_argument("--max-bad-steps", type=int, help="stop after this many non-finite losses in a row")
-    p.add_argument("--spec-augment", action="store_true", default=None)
-    p.add_argument("--speed-perturb", action="store_true", default=None)
-    p.add_argument("--eval-every-epochs", type=int, help="dev evaluation and epoch checkpoint every N epochs")
-    p.add_argument(
-        "--eval-every-s",
-        type=float,
-        help="time mode: evaluate every this many seconds of training "
-        "(workers' epochs stay their own: a fast adpsgd worker never waits for a slow one at an epoch end)",
-    )
-    p.add_argument(
-        "--train-seconds", type=float, help="time mode: stop at the first evaluation after this much training"
-    )
-    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: evaluated epoch ends only)")
-    p.add_argument("--keep-checkpoints", type=int)
-    p.add_argument("--log-every", type=int)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--resume", action="store_true", default=None, help="continue from the latest checkpoint")
-    p.add_argument("--strategy", choices=["single", "sync", "adpsgd", "hybrid", "ps"])
-    p.add_argument("--nproc", type=int, help="workers on this machine")
-    p.add_argument("--nnodes", type=int, help="machines")
-    p.add_argument("--node-rank", type=int)
-    p.add_argument("--rdzv-endpoint", help="HOST:PORT of the c10d rendezvous (default 127.0.0.1 and a free port)")
-    p.add_argument("--max-restarts", type=int, help="restart failed workers this many times")
-    p.add_argument("--group-size", type=int, help="hybrid: ranks per sync group")
-    p.add_argument("--graph", choices=["ring", "random-ring", "exponential"], help="adpsgd partner graph")
-    p.add_argument("--gossip-period-s", type=float, help="adpsgd: seconds between averaging rounds")
-    p.add_argument("--straggler", action="append", metavar="RANK:FACTOR", help="slow RANK's compute by FACTOR")
+    add_train_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

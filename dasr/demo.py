@@ -8,13 +8,13 @@ import logging
 import time
 from pathlib import Path
 
-from dasr.config import TrainConfig, load_preset
+from dasr.config import resolve
 
 log = logging.getLogger(__name__)
 
 #: corpus size and training length of the full demo and of the --quick smoke version
-FULL = {"hours": 2.0, "conf": "demo"}
-QUICK = {"hours": 0.1, "conf": "demo-quick"}
+FULL = {"hours": 2.0, "recipe": "demo"}
+QUICK = {"hours": 0.1, "recipe": "demo-quick"}
 #: the demo's sentences come from a template grammar, whose phrases a 5-gram captures well
 LM_ORDER = 5
 
@@ -43,8 +43,7 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
     build_lm(str(data), order=LM_ORDER)
     timings["features_lm_s"] = time.time() - start - timings["corpus_s"]
     exp = out_dir / "model"
-    values = {**load_preset(settings["conf"]), "data": str(data), "exp": str(exp)}
-    config = TrainConfig(**values)
+    config = resolve(settings["recipe"], {"data": str(data), "exp": str(exp)})
     t = time.time()
     train(config)
     timings["train_s"] = time.time() - t
@@ -61,7 +60,7 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
         "wall_s": round(time.time() - start, 1),
         "strategy": config.strategy,
         "workers": config.world_size,
-        "preset": config.preset,
+        "model": config.model,
         "quick": quick,
         **{k: round(v, 1) for k, v in timings.items()},
         "config": dataclasses.asdict(config),

@@ -42,7 +42,7 @@ def test_adpsgd_matches_sync_dev_wer_on_four_workers(tmp_path):
             data,
             "--exp",
             exp,
-            "--preset",
+            "--config",
             "demo",
             "--strategy",
             strategy,

@@ -16,7 +16,7 @@ def _config(data, exp, **kw) -> TrainConfig:
     values = dict(
         data=str(data),
         exp=str(exp),
-        preset="tiny",
+        model="tiny",
         epochs=1000,
         batch_frames=100000,
         optimizer="adamw",
@@ -91,7 +91,7 @@ def test_cli_errors_are_one_clear_sentence(speech_data_dir, tmp_path):
 
     exp = tmp_path / "exp"
     assert (
-        main(["train", "--data", str(speech_data_dir), "--exp", str(exp), "--preset", "tiny", "--max-steps", "2"]) == 0
+        main(["train", "--data", str(speech_data_dir), "--exp", str(exp), "--model", "tiny", "--max-steps", "2"]) == 0
     )
     no_model = _dasr("transcribe", tmp_path / "empty_exp", speech_data_dir / "train.jsonl")
     assert no_model.returncode == 1 and "Traceback" not in no_model.stderr

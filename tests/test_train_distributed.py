@@ -26,7 +26,7 @@ def _train_args(data, exp, *extra):
         str(data),
         "--exp",
         str(exp),
-        "--preset",
+        "--model",
         "tiny",
         "--max-steps",
         "3",

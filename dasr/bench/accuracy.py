@@ -23,7 +23,7 @@ EPOCHS = {True: 1, False: 5}
 def configurations(epochs: int) -> list[TrainRun]:
     """The five runs (see the module docstring)."""
     common = [
-        "--preset",
+        "--config",
         "demo",
         "--epochs",
         str(epochs),

@@ -45,7 +45,7 @@ def train_command(
         str(data),
         "--exp",
         str(exp),
-        "--preset",
+        "--model",
         "tiny",
         "--strategy",
         strategy,

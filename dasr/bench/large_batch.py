@@ -37,7 +37,7 @@ def variants(strategy: str, epochs: int, train_frames: int) -> list[TrainRun]:
     big = BASE_FRAMES * SCALE
     steps_per_epoch_big = max(1, round(train_frames / (NPROC * big)))
     common = [
-        "--preset",
+        "--config",
         "demo",
         "--epochs",
         str(epochs),

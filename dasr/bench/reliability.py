@@ -47,13 +47,14 @@ SIZES = {
         soak_rss_from=100,
     ),
 }
-STRATEGIES = ("sync", "adpsgd")
+#: the strategies whose workers are killed (a subset of dasr.parallel.STRATEGIES)
+KILLED = ("sync", "adpsgd")
 
 
 def killed_workers(data: str, work: Path, size: dict) -> dict:
     """Every kill of every strategy, and the uninterrupted references."""
     runs, references = [], {}
-    for strategy in STRATEGIES:
+    for strategy in KILLED:
         for i, victim in enumerate(size["kill_victims"]):
             kill_at = size["checkpoint_every"] * (1 + i % 2) + 2 + i  # mid-interval, a different spot each time
             runs.append(
@@ -128,7 +129,7 @@ def write_report(
     report.add(
         "1. Killed workers",
         (
-            f"`dasr train --preset tiny --nproc 2 --max-steps {size['steps']} --checkpoint-every {size['checkpoint_every']} "
+            f"`dasr train --model tiny --nproc 2 --max-steps {size['steps']} --checkpoint-every {size['checkpoint_every']} "
             f"--max-restarts 1`; one worker gets SIGKILL mid-interval; torch's agent restarts all workers, which resume "
             f"from the latest checkpoint ({sharing(2, cores)}).\n\n"
             "| strategy | killed at step | resumed from | steps lost (≤ interval) | completed | final dev loss "

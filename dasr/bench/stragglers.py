@@ -24,7 +24,8 @@ from dasr.bench.summary import update_summary
 
 NPROC = 4
 SLOW_RANK = 3
-STRATEGIES = ("sync", "adpsgd", "hybrid")
+#: the strategies this benchmark compares (a subset of dasr.parallel.STRATEGIES)
+COMPARED = ("sync", "adpsgd", "hybrid")
 FACTORS = (1, 2, 4)
 #: (training seconds per run, seconds between evaluations): quick smoke run, full benchmark
 SIZES = {True: (20, 10), False: (240, 30)}
@@ -39,7 +40,7 @@ def limit(factor: float, nproc: int = NPROC) -> float:
 
 def _options(strategy: str, factor: int, train_s: float, eval_s: float) -> list[str]:
     options = [
-        "--preset",
+        "--config",
         "demo",
         "--batch-frames",
         str(BATCH_FRAMES),
@@ -79,7 +80,7 @@ def measure(data_dir: str, train_s: float, eval_s: float) -> list[dict]:
     runs = []
     with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
         for factor in FACTORS:
-            for strategy in STRATEGIES:
+            for strategy in COMPARED:
                 label = f"{strategy} {factor}x"
                 summary = train(
                     TrainRun(label, strategy, NPROC, _options(strategy, factor, train_s, eval_s)),
@@ -181,7 +182,7 @@ def write_report(runs: list[dict], train_s: float, eval_s: float, report: Report
 
     fig, axes = new_figure(len(FACTORS))
     for ax, factor in zip(axes, FACTORS):
-        for strategy in STRATEGIES:
+        for strategy in COMPARED:
             evals = table[(strategy, factor)]["evals"]
             ax.plot([e["train_s"] for e in evals], [e[metric] for e in evals], marker="o", label=strategy)
         ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {shown}")

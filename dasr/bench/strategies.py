@@ -25,6 +25,7 @@ from dasr.bench.summary import update_summary
 from dasr.bench.workload import synthesize
 from dasr.data.manifest import read_manifest
 from dasr.model.blstm import num_parameters, preset_config
+from dasr.parallel import STRATEGIES
 
 #: the runs' settings: SGD (the only optimizer ps supports) for every strategy, so steps cost the same
 GOSSIP_PERIOD_S = 0.5
@@ -48,7 +49,7 @@ def configurations() -> list[TrainRun]:
 
 def _options(steps: int) -> list[str]:
     return [
-        "--preset",
+        "--config",
         "demo",
         "--optimizer",
         "sgd",
@@ -178,7 +179,7 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     )
 
     fig, (ax1, ax2) = new_figure(2, width_per_panel=5.5)
-    for strategy in ("single", "sync", "adpsgd", "hybrid", "ps"):
+    for strategy in [s for s in STRATEGIES if any(r["strategy"] == s for r in rows)]:
         mine = [r for r in rows if r["strategy"] == strategy or (strategy != "single" and r["strategy"] == "single")]
         mine = sorted(mine, key=lambda r: r["nproc"])
         ax1.plot([r["nproc"] for r in mine], [r["samples_per_s"] for r in mine], marker="o", label=strategy)

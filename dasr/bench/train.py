@@ -33,9 +33,11 @@ from dasr.data.tokenizer import Tokenizer
 from dasr.decode.ctc import LexiconBeamDecoder
 from dasr.decode.lm_build import lexicon_words
 from dasr.model.blstm import BlstmCtc, num_parameters, preset_config
+from dasr.parallel.launch import Worker
 from dasr.parallel.strategy import SingleStrategy
+from dasr.train.experiment import prepare_experiment
 from dasr.train.plots import read_metrics
-from dasr.train.trainer import Trainer, Worker, build_optimizer, prepare_experiment
+from dasr.train.trainer import Trainer, build_optimizer
 
 OVERHEAD_GOAL = 0.05
 DATA_SHARE_GOAL = 0.02

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from dasr.config import load_preset
+from dasr.config import load_recipe
 from dasr.data.loader import Batch
 
 #: hours of the synthesised corpus: quick smoke run, full benchmark
@@ -21,8 +21,8 @@ SYNTH_HOURS = {True: 0.05, False: 0.3}
 
 
 def demo_settings() -> dict:
-    """The `demo` preset's training settings (conf/demo.yaml): batch_frames, lr, grad_clip, ..."""
-    return load_preset("demo")
+    """The `demo` recipe's training settings (dasr/recipes/demo.yaml): batch_frames, lr, grad_clip, ..."""
+    return load_recipe("demo")
 
 
 def synthesize(out_dir: str | os.PathLike, quick: bool) -> dict:

@@ -5,7 +5,7 @@ On-disk layout of a data dir after ``dasr features DIR``::
     features/<split>/shard-00000.npy   float16 (frames, 80), utterances back to back
     features/<split>/index.jsonl       {"id", "shard", "offset", "frames"} per utterance
     cmvn.npz                           train mean, pooled within-utterance std, frame count
-    rejected.jsonl                     entries skipped, with file, line and reason
+    rejected.jsonl                     entries skipped, with stage, manifest, file, line and reason
 
 Shards are read with ``np.load(mmap_mode="r")``, so a worker touches only the frames it uses.
 """
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import kaldi_native_fbank as knf
 import numpy as np
-from tqdm import tqdm
 
 from dasr.data import audio
 from dasr.data.manifest import RejectionLog, Utterance, read_manifest
 from dasr.data.tokenizer import CharTokenizer
 from dasr.errors import DataError
+from dasr.progress import progress
 
 NUM_MEL_BINS = 80
 FRAME_SHIFT_S = 0.01
@@ -143,7 +143,7 @@ def compute_split(
     by_id = {u.id: u for u in unique}
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = pool.map(_extract, unique, chunksize=16)
-        for utt_id, feats, error in tqdm(results, total=len(unique), desc=f"features {split}", unit="utt"):
+        for utt_id, feats, error in progress(results, total=len(unique), desc=f"features {split}", unit="utt"):
             if error is not None:
                 rejections.add(manifest, seen[utt_id], utt_id, error)
                 continue
@@ -182,18 +182,19 @@ def compute_features(
     summary: dict = {}
     stats = None
     for split in splits:
-        accepted, total, total_sq, count = compute_split(data_dir, split, jobs, subsampling, rejections)
+        split_rejections = RejectionLog()
+        accepted, total, total_sq, count = compute_split(data_dir, split, jobs, subsampling, split_rejections)
+        split_rejections.write(data_dir / "rejected.jsonl", "features", f"{split}.jsonl")
+        rejections.extend(split_rejections)
         summary[split] = accepted
         if split == "train" or (stats is None and split == splits[-1]):
             stats = (total, total_sq, count)
     total, total_sq, count = stats
     if count == 0:
-        rejections.write(data_dir / "rejected.jsonl")
         raise DataError(f"no usable utterances remain in {data_dir} (see {data_dir / 'rejected.jsonl'})")
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count, 1e-10))
     np.savez(data_dir / "cmvn.npz", mean=mean, std=std, count=count)
-    rejections.write(data_dir / "rejected.jsonl")
     summary["rejected"] = len(rejections)
     summary["rejections"] = rejections.summary()
     return summary

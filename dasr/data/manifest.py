@@ -54,7 +54,11 @@ class Rejection:
 
 
 class RejectionLog:
-    """Collects rejections; written as rejected.jsonl and summarised by reason."""
+    """Collects rejections; written into a data dir's rejected.jsonl and summarised by reason.
+
+    Each stage that rejects entries (``import``, ``features``) writes its records with a ``stage``
+    and the ``manifest`` they concern; a stage never removes what other stages recorded.
+    """
 
     def __init__(self) -> None:
         self.items: list[Rejection] = []
@@ -73,10 +77,31 @@ class RejectionLog:
         kinds = Counter(r.reason.split(":")[0] for r in self.items)
         return ", ".join(f"{n} {k}" for k, n in kinds.most_common()) or "none"
 
-    def write(self, path: str | os.PathLike, append: bool = False) -> None:
-        with open(path, "a" if append else "w", encoding="utf-8") as f:
-            for r in self.items:
-                f.write(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n")
+    def write(self, path: str | os.PathLike, stage: str, manifest: str) -> None:
+        """Record these rejections in ``path`` as what ``stage`` rejected of ``manifest`` (a file name).
+
+        Replaces the records an earlier run of the same stage wrote for the same manifest (a rerun
+        does not count twice) and keeps every other record. The file is replaced atomically.
+        """
+        path = Path(path)
+        kept = []
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    record = None
+                if not isinstance(record, dict) or (record.get("stage"), record.get("manifest")) != (stage, manifest):
+                    kept.append(line)
+        new = [
+            json.dumps({"stage": stage, "manifest": manifest, **dataclasses.asdict(r)}, ensure_ascii=False)
+            for r in self.items
+        ]
+        if not kept and not new:
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept + new), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Utterance)}

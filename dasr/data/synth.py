@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from tqdm import tqdm
 
 from dasr.data import audio
 from dasr.data.manifest import Utterance, write_manifest
 from dasr.data.sentences import generate_sentences
 from dasr.data.text import normalize
 from dasr.errors import DasrError
+from dasr.progress import progress
 
 ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt3", "linda")
@@ -255,7 +255,9 @@ def synthesize_corpus(
 
     start = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        lengths = list(tqdm(pool.map(_synthesize, plan, chunksize=4), total=len(plan), desc="synthesizing", unit="utt"))
+        lengths = list(
+            progress(pool.map(_synthesize, plan, chunksize=4), total=len(plan), desc="synthesizing", unit="utt")
+        )
     elapsed = time.perf_counter() - start
 
     summary: dict = {"splits": {}, "jobs": jobs}

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from dasr.data.loader import AsrDataset, DistributedBucketSampler, batches
 from dasr.data.text import normalize
@@ -17,6 +16,7 @@ from dasr.decode.lm_build import LM_FILE, lexicon_words
 from dasr.decode.recognizer import Recognizer
 from dasr.decode.score import write_report
 from dasr.errors import DasrError
+from dasr.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def split_log_probs(rec: Recognizer, data_dir: str, split: str, batch_frames: in
         raise DasrError(f"split {split!r} of {data_dir} has no utterances with features")
     out = []
     sampler = DistributedBucketSampler(dataset.frames, batch_frames, seed=0)
-    for batch in tqdm(batches(dataset, sampler), total=len(sampler), desc=f"acoustic model {split}", leave=False):
+    for batch in progress(batches(dataset, sampler), total=len(sampler), desc=f"acoustic model {split}", unit="batch"):
         lp, lens = rec.log_probs(batch.feats, batch.feat_lens)
         out += [
             (i, lp[b, : int(lens[b])].contiguous(), normalize(t))
@@ -59,7 +59,7 @@ def decode_split(
         rec.use_lm(words, str(arpa), tuning.lm_weight, tuning.word_score, beam_size)
     start = time.time()
     hyps = {}
-    for utt_id, lp, _ in tqdm(utts, desc=f"decode {split}", leave=False):
+    for utt_id, lp, _ in progress(utts, desc=f"decode {split}", unit="utt"):
         hyps[utt_id] = rec.decode(lp[None], torch.tensor([lp.shape[0]]))[0]
     decode_s = time.time() - start
     result = write_report({i: ref for i, _, ref in utts}, hyps, out_dir)

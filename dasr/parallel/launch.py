@@ -12,7 +12,7 @@ Inside the worker, :func:`init_worker` reads the environment the launcher set, p
 intra-op thread, and joins the default process group (nccl on CUDA, gloo otherwise)::
 
     def worker_main(cfg):
-        info = init_worker()
+        worker = init_worker()
         ...
 
 ``entrypoint`` must be a module-level function (workers are spawned, so it is pickled by
@@ -45,11 +45,13 @@ class WorkerFailedError(DasrError):
 
 
 @dataclass(frozen=True)
-class WorkerInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
+class Worker:
+    """Where this process sits in the run: global rank, number of workers, rank on its node, device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
@@ -172,7 +174,7 @@ def launch(
             rendezvous_server[1].close()
 
 
-def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerInfo:
+def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> Worker:
     """Join the job the launcher started; call first thing in every worker.
 
     Reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` (set by :func:`launch` or ``torchrun``),
@@ -180,12 +182,12 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerI
     (``cuda:LOCAL_RANK`` when CUDA is available) and initialises the default process group
     (``nccl`` for CUDA tensors plus ``gloo`` for CPU tensors; ``gloo`` without CUDA or
     when several local workers share one GPU, which NCCL refuses).
-    Without a launcher environment it returns a single-process ``WorkerInfo`` and creates
+    Without a launcher environment it returns a single-process ``Worker`` and creates
     no group.
     """
     torch.set_num_threads(1)
     if "WORLD_SIZE" not in os.environ:
-        return WorkerInfo(0, 1, 0, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return Worker(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     rank = int(os.environ["RANK"])
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -203,7 +205,7 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> WorkerI
         if os.environ.get("MASTER_ADDR") == "127.0.0.1":
             _listen_on_loopback(rank)
         dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
-    return WorkerInfo(rank, world, local_rank, device)
+    return Worker(rank, world, local_rank, device)
 
 
 def _uses_agent_store() -> bool:

@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dasr.parallel import topology
+from dasr.parallel import STRATEGIES, topology
 from dasr.sim import model
 from dasr.sim.engine import Cpu, Engine, Event, Sleep, Wait, aggregate_speed
 from dasr.sim.model import Link
 
-STRATEGIES = ("single", "sync", "adpsgd", "hybrid", "ps")
 #: memory passes over the parameter vector per gossip round: snapshot, copy into the buffer, halve, subtract, merge
 GOSSIP_PASSES = 5
 #: memory passes per server update: weight decay, momentum, Nesterov term, parameter update, copy out

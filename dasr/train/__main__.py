@@ -8,7 +8,7 @@ import sys
 
 from dasr.cli import build_parser, train_config
 from dasr.errors import DasrError
-from dasr.train.trainer import run_worker
+from dasr.train.worker import run_worker
 
 
 def main() -> int:

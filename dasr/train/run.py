@@ -8,8 +8,9 @@ from pathlib import Path
 from dasr.config import TrainConfig
 from dasr.errors import DasrError
 from dasr.train import checkpoint
+from dasr.train.experiment import prepare_experiment
 from dasr.train.plots import plot_metrics
-from dasr.train.trainer import prepare_experiment, run_worker
+from dasr.train.worker import run_worker
 
 log = logging.getLogger(__name__)
 
