@@ -44,4 +44,4 @@ soak: venv
 	OMP_NUM_THREADS=1 $(VENV)/bin/dasr bench reliability
 
 clean:
-	rm -rf exp .pytest_cache
+	rm -rf exp .pytest_cache .mypy_cache
