@@ -90,8 +90,9 @@ class TrainConfig:
     rdzv_endpoint: str = option("", "HOST:PORT of the c10d rendezvous (default 127.0.0.1 and a free port)")
     max_restarts: int = option(0, "restart failed workers this many times")
     group_size: int = option(2, "hybrid: ranks per sync group")
-    graph: str = option("ring", "adpsgd partner graph", GRAPHS)
+    graph: str = option("exponential", "adpsgd partner graph", GRAPHS)
     gossip_period_s: float = option(0.1, "adpsgd: seconds between averaging rounds")
+    localsgd_period: int = option(8, "localsgd: optimizer steps between two exact averagings")
     straggler: list[str] = option([], "slow RANK's compute by FACTOR (repeatable)", metavar="RANK:FACTOR")
 
     def validate(self) -> None:
@@ -202,6 +203,9 @@ def _check(values: Any, source: str) -> dict[str, Any]:
     return {name: _convert(value, _TYPES[name], f"{source}: {name}") for name, value in settings.items()}
 
 
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string"}
+
+
 def _convert(value: Any, kind: Any, what: str) -> Any:
     """``value`` as ``kind`` (YAML reads ``3e-3`` as a string and ``1`` where a float is meant)."""
     if kind is bool:
@@ -217,7 +221,7 @@ def _convert(value: Any, kind: Any, what: str) -> Any:
             raise TypeError(value)
         return kind(value)
     except (TypeError, ValueError):
-        raise DasrError(f"{what} must be a {kind.__name__}, not {value!r}") from None
+        raise DasrError(f"{what} must be {_KIND_NAMES[kind]}, not {value!r}") from None
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:

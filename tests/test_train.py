@@ -128,3 +128,12 @@ def test_non_finite_losses_stop_the_run_with_a_clear_message(speech_data_dir, tm
                 max_bad_steps=3,
             )
         )
+
+
+def test_the_epoch_advances_once_per_epoch_and_the_last_one_is_evaluated(speech_data_dir, tmp_path):
+    exp = tmp_path / "exp"
+    progress = train(_config(speech_data_dir, exp, epochs=3, eval_every_epochs=2))
+    records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    assert progress["epoch"] == 3
+    assert [r["epoch"] for r in records if r["kind"] == "eval"] == [1, 2]  # every 2nd epoch, and the last
+    assert sorted({r["epoch"] for r in records if r["kind"] == "train"}) == [0, 1, 2]
