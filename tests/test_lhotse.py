@@ -237,7 +237,7 @@ def test_export_loads_in_lhotse_and_reads_the_same_audio(dasr_manifest, tmp_path
     supervisions = load_manifest(out / "supervisions.jsonl.gz")
     assert isinstance(recordings, RecordingSet) and isinstance(supervisions, SupervisionSet)
     validate_recordings_and_supervisions(recordings, supervisions, read_data=True)
-    assert len(recordings) == 9  # 8 speech files (one shared by its two segments... and its whole) + the tone
+    assert len(recordings) == 9  # the 8 speech files (train-000002 also holds both segments) and the tone
     for rec in recordings:
         theirs = Recording.from_file(rec.sources[0].source)  # lhotse's own reading of the file
         assert dataclasses.replace(rec, id=theirs.id) == theirs
@@ -268,3 +268,10 @@ def test_round_trip_dasr_lhotse_dasr(dasr_manifest, tmp_path):
     for u in utts:
         u.audio = str(Path(u.audio).resolve())
     assert sorted(again, key=lambda u: u.id) == sorted(utts, key=lambda u: u.id)
+    # and through lhotse's cuts: one per recording (a MultiCut for the stereo file)
+    cuts = CutSet.from_manifests(load_manifest(recordings), load_manifest(supervisions))
+    assert sorted(type(c).__name__ for c in cuts) == ["MonoCut"] * 8 + ["MultiCut"]
+    cuts.to_file(tmp_path / "cuts.jsonl.gz")
+    via_cuts, rejections = import_lhotse(tmp_path / "cuts.jsonl.gz")
+    assert not rejections
+    assert sorted(via_cuts, key=lambda u: u.id) == sorted(utts, key=lambda u: u.id)
