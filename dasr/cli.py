@@ -191,6 +191,7 @@ BENCHMARKS = {
     "large-batch": "dasr.bench.large_batch",
     "accuracy": "dasr.bench.accuracy",
     "reliability": "dasr.bench.reliability",
+    "network": "dasr.bench.network",
 }
 
 
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         "large-batch": "effective batch B vs 10B, with and without LR scaling + warm-up",
         "accuracy": "test WER of every strategy at equal epochs",
         "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
+        "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
     }
     bench_parsers = {}
     for name, text in helps.items():

@@ -22,6 +22,7 @@ rank and the worker's exception; the other workers are stopped.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import uuid
@@ -69,15 +70,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 _worker_store_server: tuple | None = None
 
 
-def serve_store_on_loopback(port: int) -> tuple[dist.TCPStore, socket.socket]:
-    """Host the TCPStore server of ``port`` on 127.0.0.1 only (torch's own listens on every interface).
+def serve_store(port: int, host: str = "127.0.0.1") -> tuple[dist.TCPStore, socket.socket]:
+    """Host the TCPStore server of ``port`` on ``host`` only (torch's own listens on every interface).
 
     The server is multi-tenant: torch's later ``TCPStore(..., is_master=True, multi_tenant=True)``
     for the same port in this process (the c10d rendezvous, ``init_process_group``) shares it
     instead of binding a public one. Keep both returned objects while it serves.
     """
-    sock = socket.create_server(("127.0.0.1", port))
-    return dist.TCPStore("127.0.0.1", port, is_master=True, master_listen_fd=sock.fileno(), multi_tenant=True), sock
+    sock = socket.create_server((host, port))
+    return dist.TCPStore(host, port, is_master=True, master_listen_fd=sock.fileno(), multi_tenant=True), sock
 
 
 def _failure_text(failure: Any) -> str:
@@ -140,8 +141,13 @@ def launch(
     if not rdzv_endpoint:
         local_addr = "127.0.0.1"
         port = free_port(local_addr)
-        rendezvous_server = serve_store_on_loopback(port)
+        rendezvous_server = serve_store(port)
         rdzv_endpoint = f"{local_addr}:{port}"
+    else:  # several nodes: this node's address is the one its route to the rendezvous host leaves from
+        host, port = rdzv_endpoint.rsplit(":", 1)
+        local_addr = source_address(host)
+        if local_addr == host and node_rank == 0:
+            rendezvous_server = serve_store(int(port), host)
     config = LaunchConfig(
         min_nodes=nnodes,
         max_nodes=nnodes,
@@ -204,6 +210,8 @@ def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> Worker:
     if not dist.is_initialized():
         if os.environ.get("MASTER_ADDR") == "127.0.0.1":
             _listen_on_loopback(rank)
+        elif rank == 0 and not _uses_agent_store() and is_local_address(os.environ.get("MASTER_ADDR", "")):
+            _keep_store_server(os.environ["MASTER_ADDR"])
         dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     return Worker(rank, world, local_rank, device)
 
@@ -215,12 +223,35 @@ def _uses_agent_store() -> bool:
 def _listen_on_loopback(rank: int) -> None:
     """Keep a one-machine job's sockets on 127.0.0.1: gloo's (it would take the address the
     hostname resolves to) and the store rank 0 hosts."""
-    global _worker_store_server
     loopback = next((name for _, name in socket.if_nameindex() if name.startswith("lo")), None)
     if loopback is not None:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback)
     if rank == 0 and not _uses_agent_store():
-        _worker_store_server = serve_store_on_loopback(int(os.environ["MASTER_PORT"]))
+        _keep_store_server("127.0.0.1")
+
+
+def _keep_store_server(host: str) -> None:
+    """Host rank 0's TCPStore on ``host`` only, for the life of the process."""
+    global _worker_store_server
+    _worker_store_server = serve_store(int(os.environ["MASTER_PORT"]), host)
+
+
+def source_address(host: str) -> str:
+    """The local IPv4 address this machine's route to ``host`` leaves from (a UDP connect: nothing is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((socket.gethostbyname(host), 9))
+        return s.getsockname()[0]
+
+
+def is_local_address(host: str) -> bool:
+    """Whether ``host`` is an IP literal of one of this machine's interfaces."""
+    try:
+        ipaddress.ip_address(host)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+    except (ValueError, OSError):
+        return False
+    return True
 
 
 def finish_worker() -> None:

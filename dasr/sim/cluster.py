@@ -13,6 +13,8 @@ What each learner does mirrors ``dasr.parallel`` (see docs/DESIGN.md):
 * ``hybrid``: ``sync`` inside groups of ``group_size`` consecutive learners; member ``m`` of
   each group gossips ``1/g`` of the parameters with member ``m`` of the partner group; a
   group's next step all-gathers the pending shards; one tiny all-reduce per step;
+* ``localsgd``: local steps; after the first step and every ``average_period``-th after it
+  (PyTorch's ``PeriodicModelAverager``) a barrier and a ring all-reduce of the parameters;
 * ``ps``: a server thread in learner 0's process, serving pushes one at a time in arrival
   order (receive, apply: ``APPLY_PASSES`` memory passes, send); a worker waits for its answer.
 
@@ -55,6 +57,7 @@ class Workload:
         compute_cv: coefficient of variation of ``compute_s`` from step to step (lognormal).
         gossip_period_s: adpsgd/hybrid: a gossip round starts at most this often (0: back to back).
         group_size: hybrid: learners per sync group.
+        average_period: localsgd: steps between two parameter all-reduces.
         graph: gossip graph (``ring``, ``random-ring``, ``exponential``).
         stragglers: ``{rank: factor}``, a factor >= 1 stretching that rank's compute by sleeping.
     """
@@ -67,6 +70,7 @@ class Workload:
     compute_cv: float = 0.0
     gossip_period_s: float = 0.0
     group_size: int = 1
+    average_period: int = 8
     graph: str = "ring"
     stragglers: dict[int, float] = field(default_factory=dict)
 
@@ -209,6 +213,9 @@ class _Run:
                 yield from self.collective(("step", group[0], step), group, seconds)
                 if r == group[0]:
                     self.pending[group[0]] = False
+            elif self.strategy == "localsgd" and n > 1 and step % w.average_period == 0:
+                link = self.cluster.link_for(group)
+                yield from self.collective(("avg", step), group, model.ring_allreduce_s(w.param_bytes, n, link))
             elif self.strategy == "ps" and n > 1:
                 done = Event()
                 self.queue.append((r, done))

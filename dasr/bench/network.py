@@ -1,0 +1,392 @@
+"""`dasr bench network`: every strategy on K nodes in network namespaces joined by rate-limited links.
+
+Each node is a namespace of :class:`dasr.bench.netns.Testbed` (a veth to a bridge, shaped with
+tbf in both directions; no delay emulation: netem does not work on this kernel). Every node runs
+one worker with one torch thread, started as a user would start it on a real cluster::
+
+    ip netns exec NODE env GLOO_SOCKET_IFNAME=eth0 python -m dasr train --nproc 1 \\
+        --nnodes K --node-rank r --rdzv-endpoint 198.18.0.1:29400 ...
+
+The rendezvous store and rank 0's store bind to node 0's address, and gloo uses the node's
+veth, so every byte between workers crosses the shaped links (the interface byte counters are
+recorded per run). All K workers share this machine's cores.
+
+Every run trains the `demo` model for the same budget of training seconds in time mode
+(``--train-seconds``, ``--eval-every-s``). Per setting (K, link rate) the strategies run one
+after the other, every other setting in reverse order; the time to a common dev target uses
+the lowest dev loss (or WER, see :func:`dasr.bench.stragglers.common_target`) every strategy of
+that setting reached. A one-worker run of the same options, outside the test bed, calibrates
+the simulator (:mod:`dasr.sim.network`), which predicts every row from the link rate.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from dasr.bench.netns import Testbed
+from dasr.bench.report import Report, machine_info, new_figure, sharing
+from dasr.bench.runs import TrainRun, summarise, time_to_target, train
+from dasr.bench.stragglers import common_target
+from dasr.bench.summary import update_summary
+from dasr.errors import DasrError
+from dasr.parallel import STRATEGIES as AVAILABLE
+from dasr.sim import calibrate
+from dasr.sim import network as simnet
+from dasr.train.plots import read_metrics
+
+#: (nodes, link rates in Mbit/s, strategies): quick smoke run, full benchmark
+SETTINGS = {
+    True: ((2,), (50,), ("sync", "adpsgd")),
+    False: ((2, 4), (1000, 200, 50), ("sync", "adpsgd", "hybrid", "localsgd", "ps")),
+}
+#: (training seconds per run, seconds between evaluations)
+SIZES = {True: (20, 10), False: (75, 15)}
+BATCH_FRAMES = 4000
+GOSSIP_PERIOD_S = 0.5
+#: localsgd: steps between two exact averagings (the strategy's default)
+LOCALSGD_PERIOD = 8
+#: hybrid: a group is 2 nodes (one worker each), so hybrid runs at K = 4 only (at K = 2 it would be sync)
+GROUP_SIZE = 2
+#: train records before this step are warm-up
+SKIP_STEPS = 2
+RDZV_PORT = 29400
+#: a run that takes longer than its training budget plus this is stopped
+RUN_OVERHEAD_LIMIT_S = 300
+#: the rates of the headline figures
+HEADLINE = (4, 50)
+
+
+def train_options(strategy: str, train_s: float, eval_s: float) -> list[str]:
+    """The `dasr train` options every run shares (SGD, as ps needs), plus hybrid's group size."""
+    options = ["--config", "demo", "--optimizer", "sgd", "--lr", "0.05", "--batch-frames", str(BATCH_FRAMES)]
+    options += ["--train-seconds", str(train_s), "--eval-every-s", str(eval_s), "--log-every", "1"]
+    options += ["--checkpoint-every", "0", "--gossip-period-s", str(GOSSIP_PERIOD_S)]
+    if strategy == "hybrid":
+        options += ["--group-size", str(GROUP_SIZE)]
+    if strategy == "localsgd":
+        options += ["--localsgd-period", str(LOCALSGD_PERIOD)]
+    return options
+
+
+def train_on_testbed(bed: Testbed, run: TrainRun, data_dir: str, exp_dir: Path, timeout_s: float) -> dict:
+    """``run`` with one worker in each node of ``bed``; its :func:`~dasr.bench.runs.summarise` plus link bytes.
+
+    Node 0 starts first (it writes the experiment dir and hosts the rendezvous); the others follow
+    once its config is written. Every node logs to ``exp_dir.parent/<name>.node<r>.log``.
+
+    Raises:
+        DasrError: a node failed or the run exceeded ``timeout_s`` (the failing node's log tail is in the message).
+    """
+    before = [bed.counters(i) for i in range(bed.nodes)]
+    env = {"GLOO_SOCKET_IFNAME": bed.interface, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    endpoint = f"{bed.address(0)}:{RDZV_PORT}"
+    logs, procs = [], []
+    deadline = time.monotonic() + timeout_s
+    try:
+        for r in range(bed.nodes):
+            cmd = run.command(data_dir, exp_dir) + ["--nnodes", str(bed.nodes), "--node-rank", str(r)]
+            logs.append(exp_dir.parent / f"{exp_dir.name}.node{r}.log")
+            with open(logs[-1], "w") as log:
+                procs.append(bed.popen(r, cmd + ["--rdzv-endpoint", endpoint], env, stdout=log, stderr=log))
+            while r == 0 and not (exp_dir / "config.yaml").exists() and procs[0].poll() is None:
+                time.sleep(0.1)
+        for r, proc in enumerate(procs):
+            try:
+                code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise DasrError(f"run {run.label!r} did not finish within {timeout_s:.0f} s") from None
+            if code != 0:
+                tail = logs[r].read_text()[-1500:]
+                raise DasrError(f"run {run.label!r} failed on node {r} (exit {code}): {tail}")
+    finally:
+        bed.stop_processes()
+    after = [bed.counters(i) for i in range(bed.nodes)]
+    summary = summarise(read_metrics(exp_dir), SKIP_STEPS)
+    summary["link_bytes"] = [{k: a[k] - b[k] for k in ("rx_bytes", "tx_bytes")} for a, b in zip(after, before)]
+    summary.update(label=run.label, strategy=run.strategy, nproc=bed.nodes, options=run.options)
+    return summary
+
+
+def strategies_for(nodes: int, wanted: tuple[str, ...]) -> list[str]:
+    """The wanted strategies that exist (``dasr.parallel.STRATEGIES``) and make sense at ``nodes``."""
+    return [s for s in wanted if s in AVAILABLE and not (s == "hybrid" and (nodes % GROUP_SIZE or nodes <= GROUP_SIZE))]
+
+
+def reference(data_dir: str, work: Path, train_s: float, eval_s: float) -> dict:
+    """One worker alone (no test bed, no communication): the simulator's calibration."""
+    run = TrainRun("single x1", "single", 1, train_options("single", train_s, eval_s))
+    summary = train(run, data_dir, work / "single", SKIP_STEPS)
+    print(f"  reference single x1: {summary['samples_per_s']:.2f} samples/s, compute {summary['compute_s']:.3f} s/step")
+    return summary
+
+
+def measure(data_dir: str, work: Path, quick: bool, failed: list[dict]) -> list[dict]:
+    """Every (K, rate, strategy) of the settings; one summary per run (failed runs go to ``failed``)."""
+    node_counts, rates, wanted = SETTINGS[quick]
+    train_s, eval_s = SIZES[quick]
+    runs = []
+    setting = 0
+    for nodes in node_counts:
+        for rate in rates:
+            order = strategies_for(nodes, wanted)
+            order = order[::-1] if setting % 2 else order
+            setting += 1
+            with Testbed(nodes, rate) as bed:
+                for strategy in order:
+                    run = TrainRun(
+                        f"{strategy} K={nodes} {rate} Mbit/s", strategy, 1, train_options(strategy, train_s, eval_s)
+                    )
+                    exp = work / f"k{nodes}-{rate}mbit-{strategy}"
+                    start = time.monotonic()
+                    try:
+                        summary = train_on_testbed(bed, run, data_dir, exp, train_s + RUN_OVERHEAD_LIMIT_S)
+                    except DasrError as e:  # one failed setting must not cost the others: reported as failed
+                        print(f"  {run.label}: FAILED: {e}", flush=True)
+                        failed.append({"label": run.label, "error": str(e)[-1500:]})
+                        continue
+                    summary.update(rate_mbit=rate, wall_s=time.monotonic() - start, loadavg=os.getloadavg()[0])
+                    runs.append(summary)
+                    sent = sum(b["tx_bytes"] for b in summary["link_bytes"]) / 1e6
+                    print(
+                        f"  {run.label}: {summary['samples_per_s']:.2f} samples/s, exposed comm "
+                        f"{summary['exposed_comm_s']:.3f} s/step, {sent:.0f} MB over the links",
+                        flush=True,
+                    )
+    return runs
+
+
+def add_times_to_target(runs: list[dict]) -> dict:
+    """Per setting (K, rate): the common target and each run's time to it (``time_to_target_s``)."""
+    targets = {}
+    for key in dict.fromkeys((r["nproc"], r["rate_mbit"]) for r in runs):
+        mine = [r for r in runs if (r["nproc"], r["rate_mbit"]) == key and r["evals"]]
+        if not mine:
+            continue
+        metric, target = common_target(mine)
+        targets[key] = (metric, target)
+        for r in mine:
+            r["target_metric"], r["target"] = metric, target
+            r["time_to_target_s"] = time_to_target(r["evals"], target, metric, 1.0 if metric == "dev_wer" else None)
+    return targets
+
+
+def transfer_s(param_bytes: int, rate_mbit: float) -> float:
+    """Seconds to move the model's bytes once over a link of ``rate_mbit``."""
+    return param_bytes * 8 / (rate_mbit * 1e6)
+
+
+def add_predictions(runs: list[dict], single: dict, param_bytes: int, cores: int, speedup: dict) -> float | None:
+    """The simulator's samples/s for every run (``simulated_samples_per_s``, ``rel_err``); the largest error."""
+    pass_s = calibrate.pass_seconds(param_bytes)
+    work = simnet.reference_workload(single, param_bytes, pass_s, GOSSIP_PERIOD_S, GROUP_SIZE, LOCALSGD_PERIOD)
+    errors = []
+    for r in runs:
+        sim = simnet.predict(r["strategy"], r["nproc"], r["rate_mbit"], work, cores, speedup)
+        r["simulated_samples_per_s"] = sim.samples_per_s
+        r["simulated_step_s"] = sim.step_s
+        r["rel_err"] = abs(sim.samples_per_s - r["samples_per_s"]) / r["samples_per_s"]
+        errors.append(r["rel_err"])
+    return max(errors, default=None)
+
+
+def ratio(runs: list[dict], key: tuple[int, int], field: str, numerator: str, denominator: str) -> float | None:
+    """``field`` of ``numerator`` ÷ that of ``denominator`` at setting ``key`` (None where either is missing)."""
+    at = {r["strategy"]: r.get(field) for r in runs if (r["nproc"], r["rate_mbit"]) == key}
+    a, b = at.get(numerator), at.get(denominator)
+    return a / b if a and b else None
+
+
+def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
+    """Run the network benchmark; write ``network.md/.json/.png`` and, for the full run, the summary's figures."""
+    report = Report("network", "Every strategy over rate-limited links (network namespaces)", command, machine_info())
+    cores = report.machine["cores"]
+    train_s, eval_s = SIZES[quick]
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="dasr-bench-net-") as tmp:
+        if data_dir is None:
+            from dasr.bench.workload import synthesize
+
+            data_dir = str(Path(tmp) / "corpus")
+            synthesize(data_dir, quick)
+        single = reference(data_dir, Path(tmp), train_s, eval_s)
+        setup = {"utts_per_step": single["utts_per_step"], "batch_frames": BATCH_FRAMES}
+        speedup = calibrate.measure_contention(*calibrate.batch_shape(setup), window_s=2.0 if quick else 3.0)
+        failed: list[dict] = []
+        runs = measure(data_dir, Path(tmp), quick, failed)
+    load_after = os.getloadavg()
+    from dasr.bench.strategies import num_parameters_of_demo
+
+    param_bytes = 4 * num_parameters_of_demo()
+    targets = add_times_to_target(runs)
+    max_err = add_predictions(runs, single, param_bytes, cores, speedup)
+    for r in runs:
+        r["transfer_s"] = transfer_s(param_bytes, r["rate_mbit"])
+        r["compute_over_comm"] = r["compute_s"] / r["transfer_s"]
+    headline = {
+        "network_50mbit_k4_throughput_ratio_adpsgd_vs_sync": ratio(runs, HEADLINE, "samples_per_s", "adpsgd", "sync"),
+        "network_50mbit_k4_time_to_target_ratio_sync_over_adpsgd": ratio(
+            runs, HEADLINE, "time_to_target_s", "sync", "adpsgd"
+        ),
+        "sim_vs_network_measured_max_rel_err": max_err,
+    }
+    node_counts, rates, wanted = SETTINGS[quick]
+    missing = [s for s in wanted if s not in AVAILABLE]
+    results = {
+        "setup": {
+            "preset": "demo",
+            "param_bytes": param_bytes,
+            "batch_frames": BATCH_FRAMES,
+            "train_seconds": train_s,
+            "eval_every_s": eval_s,
+            "gossip_period_s": GOSSIP_PERIOD_S,
+            "hybrid_group_size": GROUP_SIZE,
+            "nodes": list(node_counts),
+            "rates_mbit": list(rates),
+            "cores": cores,
+            "threads_per_worker": 1,
+            "workers_per_node": 1,
+            "loadavg_before": list(load_before),
+            "loadavg_after": list(load_after),
+            "missing_strategies": missing,
+        },
+        "reference_single": single,
+        "contention_speedup": speedup,
+        "targets": {f"K={k} {rate} Mbit/s": {"metric": m, "target": t} for (k, rate), (m, t) in targets.items()},
+        "runs": runs,
+        "failed": failed,
+        **headline,
+    }
+    write_report(report, results, out_dir)
+    if not quick:
+        update_summary(out_dir, headline, report)
+    return results
+
+
+def _fmt(x: float | None, spec: str = ".2f", none: str = "–") -> str:
+    return none if x is None else format(x, spec)
+
+
+def write_report(report: Report, results: dict, out_dir: str) -> None:
+    """network.md/.json/.png from ``results`` (see :func:`run`)."""
+    setup, runs, cores = results["setup"], results["runs"], results["setup"]["cores"]
+    mb = setup["param_bytes"] / 1e6
+    kmax = max(setup["nodes"])
+    report.add(
+        "Setup",
+        (
+            f"K nodes = K Linux network namespaces, each with one veth to a bridge in a switch namespace, addresses "
+            f"198.18.0.0/24 (RFC 2544 benchmarking range, existing only inside the namespaces). Every link is shaped "
+            f"with `tc qdisc ... tbf` in both directions (node egress and the switch port's egress), bucket 10 ms of "
+            f"traffic, queue 50 ms. **No delay is emulated**: `netem` does not work on this kernel, so a link has a rate "
+            f"but no latency beyond the veth's. One worker per node with one torch thread; at K = {kmax} the "
+            f"{sharing(kmax, cores)} (all on this one machine). Each node runs `dasr train "
+            f"--nnodes K --node-rank r --rdzv-endpoint 198.18.0.1:{RDZV_PORT}` inside its namespace with "
+            f"`GLOO_SOCKET_IFNAME=eth0`; the rendezvous and rank 0's store bind to node 0's address.\n\n"
+            f"`demo` model ({mb:.1f} MB of float32 parameters), SGD lr 0.05, {BATCH_FRAMES} padded frames per worker "
+            f"step; every run trains {setup['train_seconds']} s of training time (time mode), evaluating every "
+            f"{setup['eval_every_s']} s; the first {SKIP_STEPS} steps are not counted in samples/s. adpsgd gossips "
+            f"every {setup['gossip_period_s']} s; hybrid: a group is {GROUP_SIZE} nodes with one worker each "
+            f"(sync over the links inside a group, gossip between groups), so it runs at K = 4 only (at K = 2 it "
+            f"would be sync). Load average (1/5/15 min) before: "
+            f"{'/'.join(f'{x:.2f}' for x in setup['loadavg_before'])}, after: "
+            f"{'/'.join(f'{x:.2f}' for x in setup['loadavg_after'])}; the machine is shared with other jobs."
+            + (
+                f"\n\nNot measured: {', '.join(setup['missing_strategies'])} (not among this tree's strategies)."
+                if setup["missing_strategies"]
+                else ""
+            )
+        ),
+    )
+    table = (
+        "| K | link | strategy | samples/s | simulated | error | step, s | compute, s | exposed comm, s/step | "
+        "compute ÷ model transfer | time to target, s | MB sent over links |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    for r in runs:
+        sent = sum(b["tx_bytes"] for b in r["link_bytes"]) / 1e6
+        table += (
+            f"| {r['nproc']} | {r['rate_mbit']} Mbit/s | {r['strategy']} | {r['samples_per_s']:.2f} | "
+            f"{r['simulated_samples_per_s']:.2f} | {r['rel_err']:.0%} | {r['step_s']:.2f} | {r['compute_s']:.2f} | "
+            f"{r['exposed_comm_s']:.2f} | {r['compute_over_comm']:.2f} | {_fmt(r.get('time_to_target_s'), '.0f', 'not reached')} | "
+            f"{sent:.0f} |\n"
+        )
+    targets = "; ".join(
+        f"{k}: {t['metric'].replace('_', ' ')} {t['target']:.3g}" for k, t in results["targets"].items()
+    )
+    report.add(
+        "Results",
+        table
+        + (
+            f"\n*compute ÷ model transfer*: the worker's compute per step over the time one copy of the model "
+            f"({mb:.1f} MB) takes on the link (the compute/communication ratio; below 1 the link, not the CPU, "
+            f"bounds a step that moves the whole model). *Simulated*: `dasr.sim.network` with the link rate as input, "
+            f"calibrated on a one-worker run of the same options outside the test bed "
+            f"({results['reference_single']['compute_s']:.3f} s compute per step) and the measured CPU contention "
+            f"(aggregate speed of k processes: "
+            f"{', '.join(f'k={k}: {s:.2f}' for k, s in results['contention_speedup'].items())}). Common targets "
+            f"(the lowest value every strategy of the setting reached): {targets}."
+        ),
+    )
+    tp, tt = (
+        results["network_50mbit_k4_throughput_ratio_adpsgd_vs_sync"],
+        results["network_50mbit_k4_time_to_target_ratio_sync_over_adpsgd"],
+    )
+    err = results["sim_vs_network_measured_max_rel_err"]
+    lines = []
+    if tp is not None:
+        lines.append(
+            f"- adpsgd ÷ sync samples/s at 50 Mbit/s, K = 4: **{tp:.2f}** (goal ≥ 2: {'met' if tp >= 2 else '**not met**'})."
+        )
+    if tt is not None:
+        lines.append(
+            f"- sync ÷ adpsgd time to target at 50 Mbit/s, K = 4: **{tt:.2f}** (goal ≥ 1.5: {'met' if tt >= 1.5 else '**not met**'})."
+        )
+    if err is not None:
+        lines.append(
+            f"- simulator vs measured samples/s, largest error over all rows: **{err:.0%}** (goal ≤ 15 %: "
+            f"{'met' if err <= 0.15 else '**not met**'})."
+        )
+    if results["failed"]:
+        lines.append("- failed runs: " + "; ".join(f"{f['label']}: {f['error'][-300:]}" for f in results["failed"]))
+    report.add("Headline", "\n".join(lines) or "No K = 4 rows (quick run).")
+
+    fig, (ax1, ax2) = new_figure(2, width_per_panel=5.5)
+    for strategy in dict.fromkeys(r["strategy"] for r in runs):
+        for k, style in zip(setup["nodes"], ("--", "-")):
+            mine = sorted(
+                (r for r in runs if r["strategy"] == strategy and r["nproc"] == k), key=lambda r: r["rate_mbit"]
+            )
+            if mine:
+                ax1.plot(
+                    [r["rate_mbit"] for r in mine],
+                    [r["samples_per_s"] for r in mine],
+                    style,
+                    marker="o",
+                    label=f"{strategy} K={k}",
+                )
+    ax1.set_xscale("log")
+    ax1.set_xlabel("link rate, Mbit/s")
+    ax1.set_ylabel("samples/s, all workers")
+    ax1.set_title(f"throughput ({cores} cores shared)", fontsize=10)
+    ax1.legend(fontsize=6)
+    slowest = (kmax, min(setup["rates_mbit"]))
+    for r in runs:
+        if (r["nproc"], r["rate_mbit"]) == slowest and r["evals"]:
+            metric = r.get("target_metric", "dev_loss")
+            ax2.plot(
+                [e["train_s"] for e in r["evals"]], [e[metric] for e in r["evals"]], marker="o", label=r["strategy"]
+            )
+    ax2.set_xlabel("training time, s")
+    ax2.set_ylabel("dev loss / WER (the target's metric)")
+    ax2.set_title(f"K = {slowest[0]}, {slowest[1]} Mbit/s", fontsize=10)
+    ax2.legend(fontsize=7)
+    report.write(out_dir, results, fig)
+
+
+def run_cli(args, command: str) -> dict:
+    """`dasr bench network`: :func:`run` with the command line's options."""
+    return run(args.data, args.quick, args.out, command)

@@ -1,0 +1,127 @@
+"""The network test bed: namespaces joined by tbf-shaped links, real training across them, cleanup; the simulator's links.
+
+The test-bed tests need root and `ip netns`; they skip with the reason where namespaces cannot be made.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from ipaddress import ip_address
+
+import pytest
+
+from dasr.bench import netns
+from dasr.bench.network import train_on_testbed
+from dasr.bench.runs import TrainRun
+from dasr.data.tokenizer import CharTokenizer
+from dasr.model.blstm import BlstmCtc, num_parameters, preset_config
+from dasr.sim import network as simnet
+
+SLOW_MBIT = 20
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def testbed_ok():
+    reason = netns.available()
+    if reason:
+        pytest.skip(f"no network test bed here: {reason}")
+
+
+def _our_namespaces(prefix: str) -> list[str]:
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return [line.split()[0] for line in listed.splitlines() if line.startswith(prefix)]
+
+
+def test_sync_and_adpsgd_traffic_crosses_the_slow_link(testbed_ok, speech_data_dir, tmp_path):
+    """Two nodes, node 1 behind a 20 Mbit/s link: the model's bytes go over the veths, at the shaped rate."""
+    param_bytes = 4 * num_parameters(BlstmCtc(preset_config("tiny", CharTokenizer().vocab_size)))
+    options = ["--model", "tiny", "--max-steps", str(STEPS), "--batch-frames", "1200", "--log-every", "1"]
+    options += ["--checkpoint-every", "0", "--gossip-period-s", "0.2"]
+    with netns.Testbed(2, [1000, SLOW_MBIT]) as bed:
+        prefix = bed.prefix
+        assert "rate 20Mbit" in bed.qdisc(1)
+        assert all(ip_address(bed.address(i)) in netns.BENCHMARK_RANGE for i in range(2))
+        runs = {}
+        for strategy in ("sync", "adpsgd"):
+            run = TrainRun(strategy, strategy, 1, options)
+            runs[strategy] = train_on_testbed(bed, run, str(speech_data_dir), tmp_path / strategy, timeout_s=80)
+    assert _our_namespaces(prefix) == []  # everything deleted on leaving the block
+
+    sync, adpsgd = runs["sync"], runs["adpsgd"]
+    for summary in (sync, adpsgd):
+        sent, received = summary["link_bytes"][1]["tx_bytes"], summary["link_bytes"][0]["rx_bytes"]
+        assert abs(sent - received) <= 0.05 * sent  # node 1's bytes arrived at node 0 through the bridge
+    # sync: the initial broadcast and an all-reduce of every gradient (2 ranks: each sends the whole vector once)
+    assert sync["link_bytes"][1]["tx_bytes"] >= STEPS * param_bytes
+    # adpsgd: at least the initial agreement and the final consensus, each the whole vector
+    assert adpsgd["link_bytes"][1]["tx_bytes"] >= 2 * param_bytes
+    # the all-reduce waited on the 20 Mbit/s link: one vector takes 0.43 s there, ~1 ms over loopback
+    assert sync["comm_s"] >= 0.7 * param_bytes / simnet.link(SLOW_MBIT).bandwidth_Bps
+
+
+def test_namespaces_are_deleted_on_error_and_on_sigterm(testbed_ok, tmp_path):
+    with pytest.raises(RuntimeError, match="boom"):
+        with netns.Testbed(2, 50) as bed:
+            prefix = bed.prefix
+            assert len(_our_namespaces(prefix)) == 3  # switch + 2 nodes
+            raise RuntimeError("boom")
+    assert _our_namespaces(prefix) == []
+
+    ready = tmp_path / "prefix"
+    script = (
+        "import sys, time\nfrom dasr.bench.netns import Testbed\n"
+        f"with Testbed(2, 50) as bed:\n    open({str(ready)!r}, 'w').write(bed.prefix)\n    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        prefix = ready.read_text()
+        assert len(_our_namespaces(prefix)) == 3
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert _our_namespaces(prefix) == []
+
+
+def test_stale_namespaces_of_a_dead_run_are_cleaned(testbed_ok):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = f"{netns.NAME_ROOT}{dead.pid}x1-n0"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        assert stale in netns.clean_stale()
+        assert _our_namespaces(stale) == []
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True)
+
+
+def test_simulated_links_bound_sync_and_spare_adpsgd():
+    """At 50 Mbit/s a 10 MB model's all-reduce dominates sync's step; adpsgd's gossip runs beside compute."""
+    work = simnet.reference_workload({"compute_s": 0.4, "step_s": 0.45, "utts_per_step": 10}, 10_000_000, 0.002, 0.5, 2)
+    speedup = {1: 1.0, 2: 2.0, 4: 2.0}
+    sync = simnet.predict("sync", 4, 50, work, 2, speedup)
+    wire = 2 * 3 / 4 * 10e6 * 8 / 50e6  # ring all-reduce over 4 nodes at 50 Mbit/s: 2.4 s
+    assert sync.step_s == pytest.approx(0.45 * 2 + wire, rel=0.1)  # 4 workers on 2 cores: compute x2
+    fast = simnet.predict("sync", 4, 1000, work, 2, speedup)
+    assert fast.samples_per_s > 2 * sync.samples_per_s
+    adpsgd = simnet.predict("adpsgd", 4, 50, work, 2, speedup)
+    assert adpsgd.samples_per_s > 2.5 * sync.samples_per_s
+    # localsgd: one all-reduce of the parameters per 8 steps, so between the two
+    localsgd = simnet.predict("localsgd", 4, 50, work, 2, speedup)
+    assert sync.samples_per_s * 2 < localsgd.samples_per_s < adpsgd.samples_per_s
+    with pytest.raises(ValueError, match="link rate"):
+        simnet.link(0)
+
+
+def test_testbed_rejects_bad_rates():
+    with pytest.raises(ValueError, match="one link rate"):
+        netns.Testbed(2, [50])
+    with pytest.raises(ValueError, match="one link rate"):
+        netns.Testbed(2, -1)
