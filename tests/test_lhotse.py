@@ -29,6 +29,7 @@ from lhotse import (
 from dasr.data import audio
 from dasr.data.lhotse_io import export_lhotse, import_lhotse
 from dasr.data.manifest import Utterance, read_manifest, write_manifest
+from dasr.errors import DataError
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 SEGMENTS = [("seg-1", "train-000002", 0.25, 0.5), ("seg-2", "train-000002", 0.8, 0.45)]  # id, recording, start, dur
@@ -275,3 +276,12 @@ def test_round_trip_dasr_lhotse_dasr(dasr_manifest, tmp_path):
     via_cuts, rejections = import_lhotse(tmp_path / "cuts.jsonl.gz")
     assert not rejections
     assert sorted(via_cuts, key=lambda u: u.id) == sorted(utts, key=lambda u: u.id)
+
+
+def test_export_refuses_missing_audio_and_segments_past_the_file(tmp_path):
+    speech = str(SPEECH / "train-000000.flac")
+    with pytest.raises(DataError, match=r"cannot export utterance a: missing audio file"):
+        export_lhotse([Utterance("a", str(tmp_path / "gone.flac"), 1.0, "call mom")], tmp_path / "out")
+    with pytest.raises(DataError, match=r"lhotse refuses the export: Supervision late: exceeded the bounds"):
+        export_lhotse([Utterance("late", speech, 1.0, "call mom", start=1.5, end=2.5)], tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -71,14 +71,14 @@ def import_lhotse(
         cuts = _load(manifest, (CutSet, RecordingSet))
         if isinstance(cuts, RecordingSet):
             raise DataError(f"{manifest} holds recordings only: give the supervisions manifest too")
-        return _import_pairs(_cut_pairs(cuts, manifest), manifest, allow_pipes)
+        return _import_pairs(_cut_pairs(cuts), manifest, allow_pipes)
     recordings = _load(manifest, (RecordingSet,))
     sups = _load(supervisions, (SupervisionSet,))
     by_id = {r.id: r for r in recordings}
     return _import_pairs(((by_id.get(s.recording_id), s) for s in sups), supervisions, allow_pipes)
 
 
-def _cut_pairs(cuts: CutSet, path: str | os.PathLike) -> Iterator[tuple[Recording | None, SupervisionSegment | str]]:
+def _cut_pairs(cuts: CutSet) -> Iterator[tuple[Recording | None, SupervisionSegment | str]]:
     """(recording, supervision in recording time) per supervision of each cut; a reason for cuts dasr cannot use."""
     for cut in cuts:
         if not isinstance(cut, DataCut):
@@ -187,7 +187,10 @@ def export_lhotse(
     sups = [_supervision(u, recordings[u.audio]) for u in utts]
     recording_set = RecordingSet.from_recordings(recordings.values())
     supervision_set = SupervisionSet.from_segments(sups)
-    validate_recordings_and_supervisions(recording_set, supervision_set)
+    try:
+        validate_recordings_and_supervisions(recording_set, supervision_set)
+    except (AssertionError, ValueError) as e:  # lhotse validates with assert
+        raise DataError(f"lhotse refuses the export: {e}") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     recording_set.to_file(out / RECORDINGS_FILE)
