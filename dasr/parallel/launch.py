@@ -144,10 +144,10 @@ def launch(
         rendezvous_server = serve_store(port)
         rdzv_endpoint = f"{local_addr}:{port}"
     else:  # several nodes: this node's address is the one its route to the rendezvous host leaves from
-        host, port = rdzv_endpoint.rsplit(":", 1)
+        host, port_s = rdzv_endpoint.rsplit(":", 1)
         local_addr = source_address(host)
         if local_addr == host and node_rank == 0:
-            rendezvous_server = serve_store(int(port), host)
+            rendezvous_server = serve_store(int(port_s), host)
     config = LaunchConfig(
         min_nodes=nnodes,
         max_nodes=nnodes,
