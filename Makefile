@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-all lint typecheck bench soak sysdeps venv clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml dasr/__init__.py  # the version is read from dasr/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
