@@ -177,6 +177,13 @@ def cmd_simulate(args) -> None:
 
     from dasr.sim.run import run
 
+    if args.link_mbit:  # the network test bed's settings, calibrated on `dasr bench network`'s reference run
+        from dasr.parallel import STRATEGIES
+        from dasr.sim.network import run_cli
+
+        rates = [float(r) for r in args.link_mbit.split(",")]
+        run_cli(args.network, rates, [int(k) for k in args.nodes.split(",")], [s for s in STRATEGIES if s != "single"])
+        return
     learners = [int(n) for n in args.learners.split(",")]
     run(args.calibration, args.out, learners, args.quick, shlex.join(["dasr", *sys.argv[1:]]))
     print(f"wrote {args.out}/simulate.md, .json and .png")
@@ -342,6 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--learners", default="8,16,32,64,128", help="learner counts to predict (default 8,16,32,64,128)")
     p.add_argument("--quick", action="store_true", help="fewer simulated steps and link repetitions")
+    p.add_argument(
+        "--link-mbit",
+        help="predict the network test bed at these link rates, e.g. 1000,200,50 (prints, writes nothing)",
+    )
+    p.add_argument("--nodes", default="2,4", help="with --link-mbit: node counts (default 2,4)")
+    p.add_argument(
+        "--network",
+        default="docs/results/network.json",
+        help="with --link-mbit: `dasr bench network` output to calibrate on (default docs/results/network.json)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("bench", help="benchmarks behind docs/results (Markdown + JSON + PNG)")

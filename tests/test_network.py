@@ -125,3 +125,29 @@ def test_testbed_rejects_bad_rates():
         netns.Testbed(2, [50])
     with pytest.raises(ValueError, match="one link rate"):
         netns.Testbed(2, -1)
+
+
+def test_simulate_link_mbit_reads_a_network_benchmark(tmp_path, capsys):
+    """`dasr simulate --link-mbit` calibrates on network.json's reference run and sets predicted beside measured."""
+    import json
+
+    from dasr.cli import main
+
+    setup = {"param_bytes": 10_000_000, "gossip_period_s": 0.5, "hybrid_group_size": 2, "cores": 2}
+    run = {"strategy": "sync", "nproc": 4, "rate_mbit": 50, "samples_per_s": 9.0}
+    results = {
+        "setup": setup,
+        "reference_single": {"compute_s": 0.4, "step_s": 0.45, "utts_per_step": 10},
+        "contention_speedup": {"1": 1.0, "2": 2.0, "4": 2.0},
+        "runs": [run],
+    }
+    path = tmp_path / "network.json"
+    path.write_text(json.dumps({"results": results}))
+    rows = simnet.compare(simnet.load_bench(path), [("sync", 4, 50), ("adpsgd", 4, 50)])
+    assert rows[0]["rel_err"] == pytest.approx(abs(rows[0]["simulated_samples_per_s"] - 9.0) / 9.0)
+    assert "rel_err" not in rows[1]  # nothing measured there
+    assert main(["simulate", "--link-mbit", "50", "--nodes", "2,4", "--network", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:3] == ["4", "50", "sync"] and line.split()[4] == "9.00" for line in lines)
+    assert not any(line.split()[:3] == ["2", "50", "hybrid"] for line in lines)  # K = 2 is one hybrid group
+    assert main(["simulate", "--link-mbit", "50", "--network", str(tmp_path / "none.json")]) == 1

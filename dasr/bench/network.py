@@ -179,18 +179,14 @@ def transfer_s(param_bytes: int, rate_mbit: float) -> float:
     return param_bytes * 8 / (rate_mbit * 1e6)
 
 
-def add_predictions(runs: list[dict], single: dict, param_bytes: int, cores: int, speedup: dict) -> float | None:
+def add_predictions(results: dict) -> float | None:
     """The simulator's samples/s for every run (``simulated_samples_per_s``, ``rel_err``); the largest error."""
-    pass_s = calibrate.pass_seconds(param_bytes)
-    work = simnet.reference_workload(single, param_bytes, pass_s, GOSSIP_PERIOD_S, GROUP_SIZE, LOCALSGD_PERIOD)
-    errors = []
-    for r in runs:
-        sim = simnet.predict(r["strategy"], r["nproc"], r["rate_mbit"], work, cores, speedup)
-        r["simulated_samples_per_s"] = sim.samples_per_s
-        r["simulated_step_s"] = sim.step_s
-        r["rel_err"] = abs(sim.samples_per_s - r["samples_per_s"]) / r["samples_per_s"]
-        errors.append(r["rel_err"])
-    return max(errors, default=None)
+    runs = results["runs"]
+    rows = simnet.compare(results, [(r["strategy"], r["nproc"], r["rate_mbit"]) for r in runs])
+    for r, row in zip(runs, rows):
+        r.update(simulated_samples_per_s=row["simulated_samples_per_s"], simulated_step_s=row["simulated_step_s"])
+        r["rel_err"] = row["rel_err"]
+    return max((r["rel_err"] for r in runs), default=None)
 
 
 def ratio(runs: list[dict], key: tuple[int, int], field: str, numerator: str, denominator: str) -> float | None:
@@ -220,9 +216,44 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     load_after = os.getloadavg()
     from dasr.bench.strategies import num_parameters_of_demo
 
-    param_bytes = 4 * num_parameters_of_demo()
+    node_counts, rates, wanted = SETTINGS[quick]
+    results = {
+        "setup": {
+            "preset": "demo",
+            "param_bytes": 4 * num_parameters_of_demo(),
+            "batch_frames": BATCH_FRAMES,
+            "train_seconds": train_s,
+            "eval_every_s": eval_s,
+            "gossip_period_s": GOSSIP_PERIOD_S,
+            "hybrid_group_size": GROUP_SIZE,
+            "localsgd_period": LOCALSGD_PERIOD,
+            "nodes": list(node_counts),
+            "rates_mbit": list(rates),
+            "cores": cores,
+            "threads_per_worker": 1,
+            "workers_per_node": 1,
+            "loadavg_before": list(load_before),
+            "loadavg_after": list(load_after),
+            "missing_strategies": [s for s in wanted if s not in AVAILABLE],
+        },
+        "reference_single": single,
+        "contention_speedup": speedup,
+        "runs": runs,
+        "failed": failed,
+    }
+    headline = analyse(results)
+    write_report(report, results, out_dir)
+    if not quick:
+        update_summary(out_dir, headline, report)
+    return results
+
+
+def analyse(results: dict) -> dict:
+    """Add times to target, predictions and compute/communication ratios to ``results``; return the headline figures."""
+    runs, param_bytes = results["runs"], results["setup"]["param_bytes"]
     targets = add_times_to_target(runs)
-    max_err = add_predictions(runs, single, param_bytes, cores, speedup)
+    results["targets"] = {f"K={k} {rate} Mbit/s": {"metric": m, "target": t} for (k, rate), (m, t) in targets.items()}
+    max_err = add_predictions(results)
     for r in runs:
         r["transfer_s"] = transfer_s(param_bytes, r["rate_mbit"])
         r["compute_over_comm"] = r["compute_s"] / r["transfer_s"]
@@ -233,37 +264,8 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         ),
         "sim_vs_network_measured_max_rel_err": max_err,
     }
-    node_counts, rates, wanted = SETTINGS[quick]
-    missing = [s for s in wanted if s not in AVAILABLE]
-    results = {
-        "setup": {
-            "preset": "demo",
-            "param_bytes": param_bytes,
-            "batch_frames": BATCH_FRAMES,
-            "train_seconds": train_s,
-            "eval_every_s": eval_s,
-            "gossip_period_s": GOSSIP_PERIOD_S,
-            "hybrid_group_size": GROUP_SIZE,
-            "nodes": list(node_counts),
-            "rates_mbit": list(rates),
-            "cores": cores,
-            "threads_per_worker": 1,
-            "workers_per_node": 1,
-            "loadavg_before": list(load_before),
-            "loadavg_after": list(load_after),
-            "missing_strategies": missing,
-        },
-        "reference_single": single,
-        "contention_speedup": speedup,
-        "targets": {f"K={k} {rate} Mbit/s": {"metric": m, "target": t} for (k, rate), (m, t) in targets.items()},
-        "runs": runs,
-        "failed": failed,
-        **headline,
-    }
-    write_report(report, results, out_dir)
-    if not quick:
-        update_summary(out_dir, headline, report)
-    return results
+    results.update(headline)
+    return headline
 
 
 def _fmt(x: float | None, spec: str = ".2f", none: str = "–") -> str:

@@ -8,10 +8,20 @@ workers' compute shares the machine's cores at the measured contention::
 
     work = reference_workload(single_run, param_bytes, pass_s, gossip_period_s=0.5, group_size=2)
     predict("adpsgd", nodes=4, rate_mbit=50, work=work, cores=2, speedup={1: 1.0, 2: 1.9, 4: 1.9})
+
+or, calibrated on a `dasr bench network` run (``dasr simulate --link-mbit 1000,200,50``)::
+
+    compare(load_bench("docs/results/network.json"), [("sync", 4, 50), ("adpsgd", 4, 50)])
 """
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+from dasr.errors import DasrError
+from dasr.sim import calibrate
 from dasr.sim.cluster import Cluster, Result, Workload, simulate
 from dasr.sim.model import Link
 
@@ -57,3 +67,67 @@ def predict(
     """Simulated run of ``strategy`` on ``nodes`` single-worker nodes whose links run at ``rate_mbit``."""
     cluster = Cluster(cores=cores, link=link(rate_mbit), comm_on_cpu=False, speedup=speedup)
     return simulate(strategy, nodes, work, cluster, steps=steps, warmup_steps=3)
+
+
+def load_bench(path: str | os.PathLike) -> dict:
+    """The ``results`` of a ``network.json`` written by `dasr bench network` (its calibration and runs)."""
+    path = Path(path)
+    if not path.exists():
+        raise DasrError(f"no network benchmark results {path}; run `dasr bench network` first (it writes them)")
+    results = json.loads(path.read_text()).get("results", {})
+    if not {"setup", "reference_single", "contention_speedup", "runs"} <= results.keys():
+        raise DasrError(
+            f"{path} lacks setup, reference_single, contention_speedup or runs; is it from `dasr bench network`?"
+        )
+    return results
+
+
+def calibrated(results: dict) -> tuple[Workload, int, dict[int, float]]:
+    """(workload, cores, contention) from a network benchmark's one-worker reference run, setup and contention."""
+    setup = results["setup"]
+    work = reference_workload(
+        results["reference_single"],
+        setup["param_bytes"],
+        calibrate.pass_seconds(setup["param_bytes"]),
+        setup["gossip_period_s"],
+        setup["hybrid_group_size"],
+        setup.get("localsgd_period", 8),
+    )
+    return work, setup["cores"], {int(k): float(v) for k, v in results["contention_speedup"].items()}
+
+
+def compare(results: dict, settings: list[tuple[str, int, float]], steps: int = 60) -> list[dict]:
+    """Predicted samples/s of every (strategy, nodes, rate) in ``settings``, beside the measured run where there is one."""
+    work, cores, speedup = calibrated(results)
+    measured = {(r["strategy"], r["nproc"], float(r["rate_mbit"])): r for r in results["runs"]}
+    rows = []
+    for strategy, nodes, rate in settings:
+        sim = predict(strategy, nodes, rate, work, cores, speedup, steps)
+        row = {"strategy": strategy, "nodes": nodes, "rate_mbit": rate, "simulated_samples_per_s": sim.samples_per_s}
+        row["simulated_step_s"] = sim.step_s
+        run = measured.get((strategy, nodes, float(rate)))
+        if run is not None:
+            row["measured_samples_per_s"] = run["samples_per_s"]
+            row["rel_err"] = abs(sim.samples_per_s - run["samples_per_s"]) / run["samples_per_s"]
+        rows.append(row)
+    return rows
+
+
+def run_cli(path: str, rates: list[float], nodes: list[int], strategies: list[str]) -> list[dict]:
+    """`dasr simulate --link-mbit ...`: print the predicted samples/s per setting (and the measured, if any)."""
+    results = load_bench(path)
+    g = results["setup"]["hybrid_group_size"]
+    settings = [
+        (s, k, r) for k in nodes for r in rates for s in strategies if not (s == "hybrid" and (k % g or k <= g))
+    ]
+    rows = compare(results, settings)
+    print(f"calibration: {path} (one-worker reference run, CPU contention); links without delay")
+    print(f"{'K':>3} {'Mbit/s':>7} {'strategy':<9} {'predicted':>10} {'measured':>9} {'error':>6}")
+    for row in rows:
+        measured = f"{row['measured_samples_per_s']:9.2f}" if "rel_err" in row else f"{'-':>9}"
+        error = f"{row['rel_err']:6.0%}" if "rel_err" in row else f"{'-':>6}"
+        print(
+            f"{row['nodes']:>3} {row['rate_mbit']:>7g} {row['strategy']:<9} "
+            f"{row['simulated_samples_per_s']:10.2f} {measured} {error}"
+        )
+    return rows
