@@ -160,7 +160,7 @@ class Testbed:
             _ip("netns", "add", ns)
         except DasrError as e:
             raise DasrError(
-                f"network namespaces cannot be made here ({e}): dasr bench network needs root and `ip netns`"
+                f"network namespaces cannot be made here, so the test bed needs root and `ip netns` ({e})"
             ) from None
         self._created.append(ns)
         _ip("-n", ns, "link", "set", "lo", "up")
@@ -251,10 +251,12 @@ class Testbed:
 def available() -> str | None:
     """None when a test bed can be made here, else one sentence saying why not."""
     if os.geteuid() != 0:
-        return "network namespaces need root (this process is not root)"
+        return "network namespaces cannot be made here, so the test bed needs root (this process is not root)"
     try:
         with Testbed(nodes=1, rate_mbit=10):
             pass
-    except (DasrError, FileNotFoundError) as e:
+    except FileNotFoundError as e:
+        return f"`{e.filename}` is not installed (iproute2 provides ip and tc)"
+    except DasrError as e:
         return str(e)
     return None

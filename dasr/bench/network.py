@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from dasr.bench import netns
 from dasr.bench.netns import Testbed
 from dasr.bench.report import Report, machine_info, new_figure, sharing
 from dasr.bench.runs import TrainRun, summarise, time_to_target, train
@@ -198,6 +199,9 @@ def ratio(runs: list[dict], key: tuple[int, int], field: str, numerator: str, de
 
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """Run the network benchmark; write ``network.md/.json/.png`` and, for the full run, the summary's figures."""
+    reason = netns.available()
+    if reason:
+        raise DasrError(f"dasr bench network: {reason}")
     report = Report("network", "Every strategy over rate-limited links (network namespaces)", command, machine_info())
     cores = report.machine["cores"]
     train_s, eval_s = SIZES[quick]
