@@ -11,7 +11,7 @@ from dasr.parallel.straggler import Straggler
 def test_matchings_are_involutions_within_pairs(graph, n):
     allowed = set(topology.pairs(graph, n, seed=3))
     used = set()
-    for k in range(200):
+    for k in range(600 if graph == "random-matching" else 200):
         p = topology.matching(graph, n, 3, k)
         assert sorted(p) == list(range(n))
         assert all(p[p[i]] == i for i in range(n))
@@ -25,8 +25,10 @@ def test_matchings_are_involutions_within_pairs(graph, n):
     assert used <= allowed
     assert used == allowed  # every pair is eventually used
     assert topology.pairs(graph, n, 3) == sorted(allowed)
-    if n > 1:
+    if n > 1 and graph != "random-matching":
         assert len(allowed) <= n * max(1, (n - 1).bit_length())
+    if graph == "random-matching":
+        assert len(allowed) == n * (n - 1) // 2  # any pair can meet
 
 
 @pytest.mark.parametrize("graph", topology.GRAPHS)
@@ -46,6 +48,12 @@ def test_exponential_cycle_averages_exactly():
         p = topology.matching("exponential", 8, 1, k)
         x = (x + x[p]) / 2
     assert np.allclose(x, mean)
+
+
+def test_random_matching_draws_fresh_matchings():
+    seen = {tuple(topology.matching("random-matching", 8, 0, k)) for k in range(50)}
+    assert len(seen) > 30  # uniform over 105 perfect matchings: ~40 distinct in 50 draws; a ring has 2
+    assert topology.matching("random-matching", 8, 0, 3) != topology.matching("random-matching", 8, 1, 3)
 
 
 def test_bad_arguments():

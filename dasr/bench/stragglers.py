@@ -25,7 +25,7 @@ from dasr.bench.summary import update_summary
 NPROC = 4
 SLOW_RANK = 3
 #: the strategies this benchmark compares (a subset of dasr.parallel.STRATEGIES)
-COMPARED = ("sync", "adpsgd", "hybrid")
+COMPARED = ("sync", "adpsgd", "hybrid", "localsgd")
 FACTORS = (1, 2, 4)
 #: (training seconds per run, seconds between evaluations): quick smoke run, full benchmark
 SIZES = {True: (20, 10), False: (240, 30)}

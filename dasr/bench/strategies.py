@@ -36,13 +36,13 @@ SIZES = {True: (10, 5, 1), False: (30, 10, 2)}
 
 
 def configurations() -> list[TrainRun]:
-    """single at N=1; sync, adpsgd, ps at N=2 and 4; hybrid (groups of 2) at N=4.
+    """single at N=1; sync, adpsgd, ps, localsgd at N=2 and 4; hybrid (groups of 2) at N=4.
 
     hybrid at N=2 would be one sync group (or, with groups of 1, adpsgd), so it runs at N=4 only.
     """
     runs = [TrainRun("single x1", "single", 1)]
     for n in (2, 4):
-        runs += [TrainRun(f"{s} x{n}", s, n) for s in ("sync", "adpsgd", "ps")]
+        runs += [TrainRun(f"{s} x{n}", s, n) for s in ("sync", "adpsgd", "ps", "localsgd")]
     runs.append(TrainRun(f"hybrid x4 (g={GROUP_SIZE})", "hybrid", 4, ["--group-size", str(GROUP_SIZE)]))
     return runs
 

@@ -1,7 +1,14 @@
 """``ps``: asynchronous parameter server (the baseline the paper argues against).
 
-One server holds the master parameters and applies every gradient as it arrives; workers
-never wait for each other. ``step(optimizer)`` on a worker:
+    from dasr.parallel import ParameterServer
+    ps = ParameterServer(model, sgd_optimizer)      # after init_process_group (or alone)
+    for batch in loader:
+        loss_fn(model, batch).backward(); sgd_optimizer.step(); sgd_optimizer.zero_grad()
+    ps.average(); ps.close()
+
+"rank 0" below is the process group's first rank. One server holds the master parameters
+and applies every gradient as it arrives; workers never wait for each other.
+``optimizer.step()`` on a worker (a step pre hook does it all):
 
 1. pushes its flat gradient, the learning rate of ``optimizer.param_groups[0]`` and the
    parameter *version* the gradient was computed at;
@@ -9,7 +16,8 @@ never wait for each other. ``step(optimizer)`` on a worker:
    decay taken from the worker optimizer's param group at :meth:`wrap`; one momentum
    buffer, on the server) and bumps the version;
 3. pulls the new master parameters and version and copies them into the local model in
-   place. ``optimizer.step()`` is never called; the optimizer only carries the hyperparameters.
+   place, and sets every ``.grad`` to ``None``, so the optimizer's own update does nothing;
+   it only carries the hyperparameters.
 
 Staleness of a gradient = server version when it is applied - version it was computed
 at (0 for one worker; about N-1 for N equally fast workers).
@@ -51,12 +59,14 @@ import sys
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from dasr.parallel.adpsgd import flatten_parameters
+from dasr.parallel.adpsgd import group_members
+from dasr.parallel.flat import FlatParameters
 from dasr.parallel.strategy import Strategy
 
 _PUSH, _PAUSE, _DONE = 0, 1, 2
@@ -96,7 +106,7 @@ class Message:
         self.body = self.buf[_HEADER:]
 
 
-class ParameterServer:
+class Server:
     """Master parameters, their version and momentum buffer; SGD for each gradient applied.
 
     On rank 0 of a multi-worker run it also owns the thread serving the other workers
@@ -106,10 +116,18 @@ class ParameterServer:
         master: the master parameters (CPU, owned by the server).
         hyper: :func:`sgd_hyperparameters`.
         group: gloo group of all ranks for the thread (``None``: one worker, no thread).
+        workers: global ranks of the other workers the thread serves.
     """
 
-    def __init__(self, master: torch.Tensor, hyper: dict, group=None):
+    def __init__(
+        self,
+        master: torch.Tensor,
+        hyper: dict,
+        group: dist.ProcessGroup | None = None,
+        workers: list[int] | None = None,
+    ):
         self.master, self.hyper, self.group = master, hyper, group
+        self.workers = workers or []
         self.lock = threading.Lock()
         self.version = 0
         self.momentum_buffer: torch.Tensor | None = None
@@ -192,7 +210,7 @@ class ParameterServer:
         dist.send(self._answer.buf, dst=src, group=self.group, tag=_TAG_ANSWER)
 
     def _run(self) -> None:
-        active = set(range(1, dist.get_world_size()))
+        active = set(self.workers)
         paused: set[int] = set()
         try:
             while active:
@@ -219,63 +237,81 @@ class ParameterServer:
                 self._cv.notify_all()
 
 
-class ParameterServerStrategy(Strategy):
-    """Asynchronous parameter server on rank 0; every rank (rank 0 included) is a worker.
+class ParameterServer:
+    """Asynchronous parameter server on the group's first rank; every rank (that one included) is a worker.
 
+    Construct it on every rank of ``process_group`` after ``model.to(device)``; then train with
+    the plain ``optimizer.step()``: a step pre hook pushes the gradients and pulls the new
+    parameters, and hands the optimizer no gradient (every ``.grad`` is ``None`` afterwards), so
+    its own update is a no-op. The optimizer must be SGD; it only carries the hyperparameters.
     Works without ``torch.distributed`` too (one worker: plain SGD through the server).
 
     Args:
+        model, optimizer: the model (float32 trainable parameters; frozen ones are skipped) and its SGD.
         timeout_s: gloo timeout of the server's group: the longest the serving server may
             hear from no worker, and the longest a worker waits for its answer (e.g. while
-            rank 0 evaluates after :meth:`consensus` and the others already push).
+            the server rank evaluates after :meth:`average` and the others already push).
+        process_group: the ranks taking part (default: all). Its gloo twin is made with
+            ``new_group``, which every rank of the default group must call.
+
+    Buffers (batch-norm statistics) stay local, except that :meth:`average` copies the server
+    rank's floating-point buffers to everyone along with the master parameters.
     """
 
     name = "ps"
 
-    def __init__(self, timeout_s: float = 60.0):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        *,
+        timeout_s: float = 60.0,
+        process_group: dist.ProcessGroup | None = None,
+    ):
         if timeout_s <= 0:
             raise ValueError(f"need timeout_s > 0, got {timeout_s}")
-        self.timeout_s = timeout_s
-        self.distributed = dist.is_available() and dist.is_initialized()
-        self.rank = dist.get_rank() if self.distributed else 0
-        self.world = dist.get_world_size() if self.distributed else 1
-        self.flat: torch.Tensor  # the parameters as one buffer, set by wrap()
-        self.server: ParameterServer | None = None  # rank 0 only
+        hyper = sgd_hyperparameters(optimizer)
+        self.model, self.timeout_s, self.process_group = model, timeout_s, process_group
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if distributed else 0
+        self.members = group_members(process_group) if distributed else [0]
+        self.world = len(self.members)
+        self.server_rank = self.members[0]
+        self.params = FlatParameters(model)
+        if len(self.params.buffers) != 1 or self.params.buffers[0].dtype != torch.float32:
+            raise ValueError(
+                f"the ps strategy needs float32 parameters on one device, got {[str(b.dtype) for b in self.params.buffers]}"
+            )
+        self.flat = self.params.buffers[0]
+        self.server: Server | None = None  # the server rank only
         self.group = None
         self.version = 0  # of the parameters this worker holds
         self._closed = False
-        self._switch_interval_s = sys.getswitchinterval()  # rank 0's, restored by close()
+        self._switch_interval_s: float | None = None  # the server rank's, restored by close()
         self._stats = {"pushes": 0, "staleness_sum": 0, "staleness_max": 0, "comm_s": 0.0, "consensus_s": 0.0}
-
-    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
-        hyper = sgd_hyperparameters(optimizer)
-        self.flat = flatten_parameters(model)
-        self._params = list(model.parameters())
         if self.world > 1:
-            dist.broadcast(self.flat, src=0)  # all replicas start at the master
-            self.group = dist.new_group(
-                list(range(self.world)), backend="gloo", timeout=timedelta(seconds=self.timeout_s)
-            )
-        if self.flat.dtype != torch.float32:
-            raise ValueError(f"the ps strategy needs float32 parameters, got {self.flat.dtype}")
+            dist.broadcast(self.flat, src=self.server_rank, group=process_group)  # all replicas start at the master
+            self.group = dist.new_group(self.members, backend="gloo", timeout=timedelta(seconds=self.timeout_s))
         self._request = Message(self.flat.numel(), pin_memory=self.flat.is_cuda)
         self._grad = self._request.body
-        if self.rank == 0:
+        if self.rank == self.server_rank:
             master = self.flat.detach().to("cpu", copy=True)
-            self.server = ParameterServer(master, hyper, self.group if self.world > 1 else None)
+            self.server = (
+                Server(master, hyper, self.group, self.members[1:]) if self.world > 1 else Server(master, hyper)
+            )
             if self.world > 1:
                 self._switch_interval_s = sys.getswitchinterval()
                 sys.setswitchinterval(min(self._switch_interval_s, _SWITCH_INTERVAL_S))
         else:
             self._answer = Message(self.flat.numel(), pin_memory=self.flat.is_cuda)
-        return model
+        self._hook = optimizer.register_step_pre_hook(self._pre_step)
 
     # ---- worker side
     def _read_grad(self) -> None:
         g = torch.cat(
             [
                 p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
-                for p in self._params
+                for p in self.params.params
             ]
         )
         self._grad.copy_(g)
@@ -284,18 +320,19 @@ class ParameterServerStrategy(Strategy):
         """Send ``kind`` (for a push with the gradient) to the server; for a push, receive the answer."""
         self._request.header.copy_(torch.tensor([kind, self.version, lr], dtype=torch.float64))
         try:
-            dist.send(self._request.buf, dst=0, group=self.group, tag=_TAG_REQUEST)
+            dist.send(self._request.buf, dst=self.server_rank, group=self.group, tag=_TAG_REQUEST)
             if kind == _PUSH:
-                dist.recv(self._answer.buf, src=0, group=self.group, tag=_TAG_ANSWER)
+                dist.recv(self._answer.buf, src=self.server_rank, group=self.group, tag=_TAG_ANSWER)
         except RuntimeError as e:
             raise ParameterServerError(
-                f"rank {self.rank}: lost the parameter server on rank 0 (rank 0 failed, "
+                f"rank {self.rank}: lost the parameter server on rank {self.server_rank} (it failed, "
                 f"or did not serve within timeout_s={self.timeout_s}): {e}"
             ) from e
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
+    def _pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Push the gradients, pull the new parameters, leave the optimizer nothing to do."""
         if self._closed:
-            raise RuntimeError(f"{self.name} strategy is closed")
+            raise RuntimeError(f"{self.name} is closed")
         lr = float(optimizer.param_groups[0]["lr"])
         self._read_grad()
         t = time.perf_counter()
@@ -314,20 +351,22 @@ class ParameterServerStrategy(Strategy):
             self.version = new_version
             with torch.no_grad():
                 self.flat.copy_(self._answer.body)
+        for p in self.params.params:
+            p.grad = None
         s = self._stats
         s["comm_s"] += time.perf_counter() - t
         s["pushes"] += 1
         s["staleness_sum"] += staleness
         s["staleness_max"] = max(s["staleness_max"], staleness)
 
-    def consensus(self, model: nn.Module | None = None) -> None:
-        """Make every replica the server's master parameters (collective: every worker calls it)."""
+    def average(self) -> None:
+        """Make every replica the server's master parameters (collective over the group)."""
         if self._closed:
-            raise RuntimeError(f"{self.name} strategy is closed")
+            raise RuntimeError(f"{self.name} is closed")
         if self.world == 1:
             return
         t = time.perf_counter()
-        version = torch.zeros(1, dtype=torch.int64)
+        version = torch.zeros(1, dtype=torch.int64, device=self.flat.device)
         if self.server is not None:
             self.server.wait_parked()
             with torch.no_grad():
@@ -335,14 +374,14 @@ class ParameterServerStrategy(Strategy):
             version[0] = self.server.version
         else:
             self._exchange(_PAUSE)
-        dist.broadcast(self.flat, src=0)
-        dist.broadcast(version, src=0)
-        self.version = int(version)
+        for b in [self.flat, version, *(b for b in self.model.buffers() if b.is_floating_point())]:
+            dist.broadcast(b, src=self.server_rank, group=self.process_group)
+        self.version = int(version.item())
         self._stats["consensus_s"] += time.perf_counter() - t
 
     def state_dict(self) -> dict:
-        """The version (and on rank 0 the server's momentum buffer); take it after :meth:`consensus`."""
-        out: dict = {"version": self.version}
+        """The version (and on the server rank the momentum buffer); take it after :meth:`average`."""
+        out: dict[str, Any] = {"version": self.version}
         if self.server is not None:
             with self.server.lock:
                 out["version"] = self.server.version
@@ -351,7 +390,7 @@ class ParameterServerStrategy(Strategy):
         return out
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; call after loading the model (rank 0 takes it as the master)."""
+        """Restore :meth:`state_dict`; call after loading the model (the server rank takes it as the master)."""
         self.version = int(state.get("version", 0))
         if self.server is not None:
             buf = state.get("momentum_buffer")
@@ -361,7 +400,8 @@ class ParameterServerStrategy(Strategy):
                 self.server.momentum_buffer = None if buf is None else buf.to(self.server.master).clone()
 
     def stats(self) -> dict:
-        s = dict(self._stats)
+        """Pushes, staleness (mean, max), communication time; on the server rank the server's counters."""
+        s: dict[str, Any] = dict(self._stats)
         s["staleness_mean"] = s.pop("staleness_sum") / s["pushes"] if s["pushes"] else 0.0
         s["exposed_comm_s"] = s["comm_s"]  # a worker waits for its push and pull
         s["version"] = self.version
@@ -370,11 +410,12 @@ class ParameterServerStrategy(Strategy):
         return s
 
     def close(self) -> None:
-        """Collective: the other workers send *done*; rank 0 joins its server thread and re-raises its error. Idempotent."""
+        """Collective: the workers send *done*; the server rank joins its thread and re-raises its error. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if self.world == 1 or self.group is None:  # not wrapped
+        self._hook.remove()
+        if self.world == 1:
             return
         if self.server is None:
             self._exchange(_DONE)
@@ -382,4 +423,56 @@ class ParameterServerStrategy(Strategy):
         try:
             self.server.join()
         finally:
-            sys.setswitchinterval(self._switch_interval_s)
+            if self._switch_interval_s is not None:
+                sys.setswitchinterval(self._switch_interval_s)
+
+
+class ParameterServerStrategy(Strategy):
+    """The trainer's Strategy interface over :class:`ParameterServer` (option: ``timeout_s``)."""
+
+    name = "ps"
+    independent_steps = True
+
+    def __init__(self, timeout_s: float = 60.0):
+        if timeout_s <= 0:
+            raise ValueError(f"need timeout_s > 0, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.impl: ParameterServer | None = None
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
+        self.impl = ParameterServer(model, optimizer, timeout_s=self.timeout_s)
+        return model
+
+    @property
+    def flat(self) -> torch.Tensor:
+        """The flat parameter buffer."""
+        return self._impl().flat
+
+    @property
+    def server(self) -> Server | None:
+        """The server state (on the server rank)."""
+        return self._impl().server
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+
+    def consensus(self, model: nn.Module | None = None) -> None:
+        self._impl().average()
+
+    def state_dict(self) -> dict:
+        return self._impl().state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._impl().load_state_dict(state)
+
+    def stats(self) -> dict:
+        return self._impl().stats() if self.impl is not None else {}
+
+    def close(self) -> None:
+        if self.impl is not None:
+            self.impl.close()
+
+    def _impl(self) -> ParameterServer:
+        if self.impl is None:
+            raise RuntimeError("ps strategy used before wrap()")
+        return self.impl

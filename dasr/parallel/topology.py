@@ -15,9 +15,13 @@ Graphs:
                      (odd N: the idle rank moves round by round).
     ``random-ring``  a ring over a seeded permutation of the ranks; each round picks one of
                      its matchings (and, for odd N, the idle rank) at random from (seed, k).
+    ``random-matching``  a fresh uniformly random perfect matching every round, drawn
+                     from (seed, k) (odd N: one random rank idles). Any pair can meet, so it
+                     needs a process group per pair: N(N-1)/2 groups, fine up to N = 16 or so.
     ``exponential``  partners ``i XOR 2**j`` (a hypercube); every ``ceil(log2 N)`` rounds
                      run through all dimensions in a seeded random order. Without updates,
                      one such cycle averages all replicas exactly when N is a power of two.
+                     The default: the fastest consensus per round (docs/results/consensus.md).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import math
 import random
 
-GRAPHS = ("ring", "random-ring", "exponential")
+GRAPHS = ("ring", "random-ring", "random-matching", "exponential")
 
 
 def _check(graph: str, world_size: int) -> None:
@@ -86,6 +90,10 @@ def matching(graph: str, world_size: int, seed: int, round_k: int) -> list[int]:
             rng = random.Random(f"dasr-rr-{seed}-{round_k}")
             start = rng.randrange(2) if n % 2 == 0 else rng.randrange(n)
         return _ring_matching(order, start)
+    if graph == "random-matching":
+        order = list(range(n))
+        random.Random(f"dasr-rm-{seed}-{round_k}").shuffle(order)
+        return _ring_matching(order, 0)
     # exponential: one hypercube dimension per round
     d = _dims(n)
     cycle, pos = divmod(round_k, d)
@@ -98,7 +106,8 @@ def matching(graph: str, world_size: int, seed: int, round_k: int) -> list[int]:
 def pairs(graph: str, world_size: int, seed: int = 0) -> list[tuple[int, int]]:
     """Every pair ``(a, b)``, ``a < b``, that :func:`matching` can produce, sorted.
 
-    Ring graphs give N pairs, ``exponential`` at most ``N * ceil(log2 N) / 2``.
+    Ring graphs give N pairs, ``exponential`` at most ``N * ceil(log2 N) / 2``,
+    ``random-matching`` all ``N(N-1)/2``.
     """
     _check(graph, world_size)
     n = world_size
@@ -111,6 +120,8 @@ def pairs(graph: str, world_size: int, seed: int = 0) -> list[tuple[int, int]]:
             a, b = order[j], order[(j + 1) % n]
             if a != b:
                 out.add((min(a, b), max(a, b)))
+    elif graph == "random-matching":
+        out = {(a, b) for a in range(n) for b in range(a + 1, n)}
     else:
         for i in range(n):
             for j in range(_dims(n)):

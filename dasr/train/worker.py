@@ -33,6 +33,7 @@ def strategy_from_config(config: TrainConfig) -> Strategy:
         "adpsgd": gossip,
         "hybrid": {**gossip, "group_size": config.group_size},
         "ps": {},
+        "localsgd": {"period": config.localsgd_period},
     }
     if config.strategy not in options:
         raise DasrError(f"unknown strategy {config.strategy!r}")
