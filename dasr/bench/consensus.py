@@ -86,20 +86,20 @@ def run(out_dir: str | os.PathLike, command: str, seeds: int = 20) -> dict:
             "where it started, for every starting point (spectral norm of the product of the rounds' averaging "
             "matrices minus the averaging projector). Exact linear algebra on the schedule "
             f"(`dasr.parallel.topology.matching`), mean [min, max] over seeds 0..{seeds - 1}; no timing, so "
-            "the machine does not matter. Spectral gap: 1 - |second eigenvalue| of the expected averaging "
+            "the machine does not matter (no worker processes run). Spectral gap: 1 - |second eigenvalue| of the expected averaging "
             "matrix (mean of the rounds' matrices over 64 rounds of one seed, averaged over seeds); larger is faster. Pair groups: the gloo groups each "
             "run creates (all N(N-1)/2 for random-matching)."
         ),
     )
-    rows = ["| graph | " + " | ".join(f"N = {n}: rounds to 10x | gap" for n in SIZES) + " |"]
-    rows.append("|---|" + "---:|---:|" * len(SIZES))
+    rows = ["| graph | " + " | ".join(f"N = {n}: rounds to 10x | gap" for n in SIZES) + " | pair groups at N = 16 |"]
+    rows.append("|---|" + "---:|---:|" * len(SIZES) + "---:|")
     for graph, by_n in results.items():
         cells = []
         for n in SIZES:
             r = by_n[str(n)]
             spanned = f" [{r['rounds_min']}, {r['rounds_max']}]" if r["rounds_min"] != r["rounds_max"] else ""
             cells.append(f"{r['rounds_mean']:.1f}{spanned} | {r['spectral_gap']:.3f}")
-        rows.append(f"| {graph} | " + " | ".join(cells) + " |")
+        rows.append(f"| {graph} | " + " | ".join(cells) + f" | {by_n['16']['pair_groups']} |")
     report.add("Results", "\n".join(rows))
     best = {g: results[g]["16"]["rounds_mean"] for g in results}
     report.add(
@@ -107,7 +107,11 @@ def run(out_dir: str | os.PathLike, command: str, seeds: int = 20) -> dict:
         (
             f"At N = 16 exponential needs {best['exponential']:.1f} rounds and random-matching "
             f"{best['random-matching']:.1f}, against {best['ring']:.1f} for the ring: rings mix in O(N^2) "
-            "rounds, hypercube and random matchings in O(log N). exponential is the default graph. A round "
+            "rounds, hypercube and random matchings in O(log N); for N a power of two one exponential cycle "
+            "(log2 N rounds) averages exactly. random-ring needs about twice the ring's rounds with the same gap: "
+            "each round it draws one of its ring's two matchings at random, so half the rounds repeat the last "
+            "matching and average nothing new (the gap of the expected matrix does not see the order). "
+            "exponential is the default graph. A round "
             "costs every rank one pair exchange of the model in all graphs, so fewer rounds is less time and "
             "traffic for the same agreement; random-matching pays with N(N-1)/2 process groups at start-up "
             "(fine up to N = 16 or so)."
