@@ -12,9 +12,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from dasr.bench.report import Report, machine_info, new_figure, sharing
+from dasr.bench.report import Report, new_figure, publish, sharing
 from dasr.bench.runs import TrainRun, require_data, train
 
+TITLE = "Accuracy of every strategy at equal epochs"
 BEAM = 50
 #: epochs per run: quick smoke run, full benchmark
 EPOCHS = {True: 1, False: 5}
@@ -60,7 +61,6 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """Run the accuracy benchmark; write ``accuracy.md/.json/.png``."""
     require_data(data_dir, "accuracy")
     epochs = EPOCHS[quick]
-    report = Report("accuracy", "Accuracy of every strategy at equal epochs", command, machine_info())
     runs = []
     with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
         for config in configurations(epochs):
@@ -73,20 +73,22 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
                 f"{100 * summary['test_wer_greedy']:.2f} % greedy",
                 flush=True,
             )
-    return write_report(runs, epochs, report, out_dir)
-
-
-def write_report(runs: list[dict], epochs: int, report: Report, out_dir: str) -> dict:
-    """The table and figure of the measured ``runs``."""
-    cores = report.machine["cores"]
     results = {"epochs": epochs, "beam": BEAM, "runs": runs}
+    publish("accuracy", TITLE, command, results, render, out_dir)
+    return results
+
+
+def render(results: dict, report: Report):
+    """The setup, the table and the figure of the measured runs."""
+    cores = report.machine["cores"]
+    epochs, beam, runs = results["epochs"], results["beam"], results["runs"]
     report.add(
         "Setup",
         (
             f"`demo` model, {epochs} epochs each, 4000 padded frames per worker step, LR given for 8000 frames and scaled "
-            f"linearly with the effective batch, SpecAugment and speed perturbation (`conf/demo.yaml`); one torch thread "
+            f"linearly with the effective batch, SpecAugment and speed perturbation (`dasr/recipes/demo.yaml`); one torch thread "
             f"per worker ({sharing(4, cores)} at N = 4). Test = unseen voices and sentences ({runs[0]['test_words']} "
-            f"words); LM decoding with the 5-gram `lm.arpa`, beam {BEAM}, LM weight and word score tuned on dev."
+            f"words); LM decoding with the 5-gram `lm.arpa`, beam {beam}, LM weight and word score tuned on dev."
         ),
     )
     rows = (
@@ -123,8 +125,7 @@ def write_report(runs: list[dict], epochs: int, report: Report, out_dir: str) ->
     ax2.set_ylabel("test WER with LM, %")
     ax2.set_title(f"after {epochs} epochs", fontsize=10)
     ax2.tick_params(axis="x", labelsize=7, rotation=20)
-    report.write(out_dir, results, fig)
-    return results
+    return fig
 
 
 def run_cli(args, command: str) -> dict:

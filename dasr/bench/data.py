@@ -20,7 +20,7 @@ import kaldi_native_fbank as knf
 import numpy as np
 import torch
 
-from dasr.bench.report import Report, bar, machine_info, new_figure, sharing
+from dasr.bench.report import Report, bar, new_figure, publish, sharing
 from dasr.bench.timing import interleave, paired_ratio, stats, stats_text
 from dasr.bench.workload import bare_step, demo_settings, synthesize
 from dasr.data import audio
@@ -30,6 +30,7 @@ from dasr.data.manifest import read_manifest
 from dasr.data.tokenizer import CharTokenizer
 from dasr.model.blstm import BlstmCtc, preset_config
 
+TITLE = "Data pipeline speed"
 FEATURE_GOAL_X_RT = 1000.0
 #: (utterances for fbank, passes over them, loader/step rounds): quick smoke run, full benchmark
 SIZES = {True: (40, 3, 4), False: (300, 7, 20)}
@@ -132,8 +133,6 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """
     torch.set_num_threads(1)
     utterances, passes, rounds = SIZES[quick]
-    report = Report("data", "Data pipeline speed", command, machine_info())
-    cores = report.machine["cores"]
     with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
         corpus = Path(tmp) / "corpus"
         synth = synthesize(corpus, quick)
@@ -147,7 +146,15 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         "features": features,
         "loader": loading,
     }
+    publish("data", TITLE, command, results, render, out_dir)
+    return results
 
+
+def render(results: dict, report: Report):
+    """The sections and figure of the measured ``results``."""
+    _, passes, rounds = SIZES[results["quick"]]
+    cores = report.machine["cores"]
+    synth, features, loading = results["synthesis"], results["features"], results["loader"]
     report.add(
         "Synthesis",
         (
@@ -217,8 +224,7 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         "batches/s",
     )
     ax3.set_yscale("log")
-    report.write(out_dir, results, fig)
-    return results
+    return fig
 
 
 def run_cli(args, command: str) -> dict:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dasr.bench import faults, fuzz, soak
-from dasr.bench.report import Report, machine_info, sharing
+from dasr.bench.report import Report, publish, sharing
 from dasr.bench.workload import synthesize
 
 #: the sizes of a quick smoke run and of the full soak
@@ -47,6 +47,7 @@ SIZES = {
         soak_rss_from=100,
     ),
 }
+TITLE = "Reliability: killed workers, torn checkpoints, hostile inputs, soak"
 #: the strategies whose workers are killed (a subset of dasr.parallel.STRATEGIES)
 KILLED = ("sync", "adpsgd")
 
@@ -106,11 +107,12 @@ def _yes(flag) -> str:
     return {True: "yes", False: "**no**", None: "–"}[flag]
 
 
-def write_report(
-    report: Report, size: dict, kills: dict, vanished: list[dict], ckpt: dict, fuzzed: dict, soaked: dict, head: dict
-) -> None:
-    """The Markdown sections of reliability.md."""
+def render(results: dict, report: Report) -> None:
+    """The Markdown sections of reliability.md (no figure)."""
     cores = report.machine["cores"]
+    size, kills, vanished = SIZES[results["quick"]], results["killed_workers"], results["vanished_partner"]
+    ckpt, fuzzed, soaked = results["checkpoints"], results["fuzz"], results["soak"]
+    head = summary(kills, vanished, ckpt, fuzzed, soaked)
     rows = "\n".join(
         f"| {r['strategy']} | {r['killed_at_step']} | {r['resumed_from']} | {r['lost_steps']} (≤ {r['checkpoint_every']}) "
         f"| {_yes(r['recovered'])} | {r['final_dev_loss'] if r['final_dev_loss'] is None else round(r['final_dev_loss'], 3)} "
@@ -219,9 +221,6 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         The raw results written to ``reliability.json`` (the headline counts also at its top level).
     """
     size = SIZES[quick]
-    report = Report(
-        "reliability", "Reliability: killed workers, torn checkpoints, hostile inputs, soak", command, machine_info()
-    )
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dasr-reliability-") as tmp:
         work = Path(tmp)
@@ -249,8 +248,7 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         "fuzz": fuzzed,
         "soak": soaked,
     }
-    write_report(report, size, kills, vanished, ckpt, fuzzed, soaked, head)
-    report.write(out_dir, results, top_level=head)
+    publish("reliability", TITLE, command, results, render, out_dir, top_level=head)
     return results
 
 

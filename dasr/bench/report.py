@@ -1,10 +1,15 @@
 """What every benchmark output shares: the machine it ran on, and writing its Markdown, JSON and PNG.
 
-Each file under ``docs/results/`` states the command that made it, the machine and the date::
+Each file under ``docs/results/`` states the command that made it, the machine and the date. A
+benchmark measures first, into a JSON-able ``results`` dict, then renders only from it::
 
-    report = Report("data", "Data pipeline speed", command, machine_info())
-    report.add("## Features", table)
-    report.write(out_dir, results, figure)   # data.md, data.json, data.png
+    def render(results: dict, report: Report) -> Figure | None:   # adds sections, returns the figure
+        report.add("Features", table_of(results))
+        ...
+
+    publish("data", "Data pipeline speed", command, measure(...), render, out_dir)  # data.md/.json/.png
+
+so that :func:`rerender` can rebuild a report from its stored JSON without measuring again.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import datetime
 import json
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -120,6 +127,42 @@ class Report:
             + "\n"
         )
         return [md, js, *written]
+
+
+#: a benchmark's renderer: adds its sections to the report from the results, returns a figure or None
+Render = Callable[[dict, Report], Any]
+
+
+def publish(
+    name: str,
+    title: str,
+    command: str,
+    results: dict,
+    render: Render,
+    out_dir: str | os.PathLike,
+    top_level: dict | None = None,
+    machine: dict | None = None,
+) -> list[Path]:
+    """Render measured ``results`` and write ``NAME.md``, ``NAME.json`` (and ``NAME.png``) into ``out_dir``.
+
+    ``machine`` defaults to this machine as :func:`machine_info` sees it now; ``top_level`` as in
+    :meth:`Report.write`. Returns the paths written.
+    """
+    report = Report(name, title, command, machine or machine_info())
+    return report.write(out_dir, results, render(results, report), top_level)
+
+
+def rerender(stored: str | os.PathLike, title: str, render: Render, out_dir: str | os.PathLike) -> list[Path]:
+    """Write the report of a stored ``NAME.json`` again into ``out_dir`` from its results alone (nothing is measured).
+
+    Command, machine and date are the stored ones, so an unchanged renderer reproduces the stored
+    Markdown exactly.
+    """
+    stored = Path(stored)
+    data = json.loads(stored.read_text())
+    top_level = {k: v for k, v in data.items() if k not in ("command", "machine", "date", "results")}
+    report = Report(stored.stem, title, data["command"], data["machine"], date=data["date"])
+    return report.write(out_dir, data["results"], render(data["results"], report), top_level or None)
 
 
 def new_figure(panels: int, width_per_panel: float = 4.5, height: float = 3.8):

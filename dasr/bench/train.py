@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dasr.bench.report import Report, bar, machine_info, new_figure, sharing
+from dasr.bench.report import Report, bar, new_figure, publish, sharing
 from dasr.bench.timing import interleave, paired_ratio, stats, stats_text
 from dasr.bench.workload import bare_step, demo_settings, ensure_lm, random_batch, synthesize
 from dasr.config import TrainConfig
@@ -39,6 +39,7 @@ from dasr.train.experiment import prepare_experiment
 from dasr.train.plots import read_metrics
 from dasr.train.trainer import Trainer, build_optimizer
 
+TITLE = "Training and decoding speed"
 OVERHEAD_GOAL = 0.05
 DATA_SHARE_GOAL = 0.02
 DECODE_GOAL_X_RT = 100.0
@@ -189,6 +190,7 @@ def paper_step(vocab_size: int, batch_shape: tuple[int, float], repeats: int, th
         torch.set_num_threads(1)
     return {
         "parameters": num_parameters(model),
+        "output_units": vocab_size,
         "utterances": batch_shape[0],
         "seconds_each": batch_shape[1],
         "step_s": {n: stats(t).as_dict() for n, t in times.items()},
@@ -213,8 +215,6 @@ def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, comman
     """
     torch.set_num_threads(1)
     sizes = SIZES[quick]
-    report = Report("train", "Training and decoding speed", command, machine_info())
-    cores = report.machine["cores"]
     with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
         if data_dir is None:
             data_dir = str(Path(tmp) / "corpus")
@@ -245,7 +245,14 @@ def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, comman
         "paper": paper,
         "peak_rss_mib": peak_rss_mib(),
     }
+    publish("train", TITLE, command, results, render, out_dir)
+    return results
 
+
+def render(results: dict, report: Report):
+    """The sections and figure of the measured ``results``."""
+    sizes, cores = SIZES[results["quick"]], report.machine["cores"]
+    steps, decoding, paper, source = results["trainer"], results["decode"], results["paper"], results["emissions_from"]
     overhead = steps["trainer_over_bare"]["median"] - 1
     share = steps["data_share_bare"]["median"]
     trainer_share = steps["data_share_trainer_metrics"]
@@ -293,7 +300,7 @@ def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, comman
     report.add(
         "(c) The `paper` preset",
         (
-            f"{paper['parameters'] / 1e6:.1f} M parameters ({tokenizer.vocab_size} output units). One training step "
+            f"{paper['parameters'] / 1e6:.1f} M parameters ({paper['output_units']} output units). One training step "
             f"(forward + backward + AdamW) on a random batch of {paper['utterances']} utterances x "
             f"{paper['seconds_each']:g} s, {sizes.paper_repeats} steps per thread count, interleaved.\n\n"
             "| measure | median (IQR, n) |\n|---|---|\n"
@@ -334,15 +341,14 @@ def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, comman
     p = list(paper["step_s"].values())
     bar(
         ax3,
-        [f"{n} thread{'s' if n > 1 else ''}" for n in paper["step_s"]],
+        [f"{n} thread{'s' if int(n) > 1 else ''}" for n in paper["step_s"]],
         [d["median"] for d in p],
         [d["q1"] for d in p],
         [d["q3"] for d in p],
         f"paper preset step, {paper['utterances']} x {paper['seconds_each']:g} s",
         "seconds per step",
     )
-    report.write(out_dir, results, fig)
-    return results
+    return fig
 
 
 def run_cli(args, command: str) -> dict:

@@ -1,0 +1,41 @@
+"""One report writer: benchmarks measure into results, render only from them, and publish NAME.md/.json/.png."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from dasr.bench import accuracy, data, reliability
+from dasr.bench.report import Report, new_figure, publish, rerender
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+
+
+@pytest.mark.parametrize("module", [accuracy, data, reliability], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_stored_reports_render_again_from_their_json_alone(module, tmp_path):
+    """The Markdown under docs/results is exactly what the renderer makes of the stored results (nothing re-measured)."""
+    name = Path(module.__file__).stem
+    stored = RESULTS / f"{name}.json"
+    written = rerender(stored, module.TITLE, module.render, tmp_path)
+    assert (tmp_path / f"{name}.md").read_text() == (RESULTS / f"{name}.md").read_text()
+    assert json.loads((tmp_path / f"{name}.json").read_text()) == json.loads(stored.read_text())
+    assert (tmp_path / f"{name}.png" in written) == (RESULTS / f"{name}.png").exists()
+
+
+def test_publish_writes_what_the_renderer_made_of_the_results(tmp_path):
+    seen = []
+
+    def render(results: dict, report: Report):
+        seen.append(results)
+        report.add("Speed", f"| x real time |\n|---|\n| {results['x']:.1f} |")
+        fig, (ax,) = new_figure(1)
+        ax.plot([1, 2], [results["x"], results["x"]])
+        return fig
+
+    paths = publish("toy", "A toy", "dasr bench toy", {"x": 12.5}, render, tmp_path, top_level={"headline": 1})
+    assert sorted(p.name for p in paths) == ["toy.json", "toy.md", "toy.png"] and seen == [{"x": 12.5}]
+    md = (tmp_path / "toy.md").read_text()
+    assert md.startswith("# A toy\n\nCommand: `dasr bench toy`") and "## Speed" in md and "| 12.5 |" in md
+    stored = json.loads((tmp_path / "toy.json").read_text())
+    assert stored["results"] == {"x": 12.5} and stored["headline"] == 1 and stored["machine"]["cores"] >= 1
+    assert (tmp_path / "toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
