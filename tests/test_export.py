@@ -124,3 +124,17 @@ def test_transcribe_finds_the_model_in_demo_output(demo_layout, tmp_path, capsys
     assert status == 1 and "model.onnx is missing" in err
     status, _, err = _dasr(capsys, "export", empty, "--out", tmp_path / "x")
     assert status == 1 and "no trained model" in err
+
+
+def test_bench_export_reports_agreement(demo_layout, tmp_path):
+    from dasr.bench.export import run
+
+    out, data, _ = demo_layout
+    results = run(str(out), str(data), quick=True, out_dir=str(tmp_path / "results"), command="dasr bench export")
+    engines = results["engines"]
+    assert results["utterances"] == 8 and results["max_abs_log_prob_diff"] < 1e-3
+    assert engines["onnxruntime"]["same_as_pytorch"] == engines["sherpa-onnx"]["same_as_pytorch"] == 8
+    assert engines["sherpa-onnx"]["wer"] == engines["pytorch"]["wer"] > 0
+    assert engines["sherpa-onnx defaults"]["same_as_pytorch"] < 8  # the fbank settings matter
+    report = (tmp_path / "results" / "export.md").read_text()
+    assert "| sherpa-onnx | " in report and "8 / 8" in report

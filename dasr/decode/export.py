@@ -82,8 +82,11 @@ def sherpa_feature_config() -> dict:
     )
 
 
-def sherpa_recognizer(export_dir: str | os.PathLike, threads: int = 1):
-    """sherpa-onnx's offline CTC recognizer (greedy) for an export dir, with :func:`sherpa_feature_config`.
+def sherpa_recognizer(export_dir: str | os.PathLike, threads: int = 1, features: dict | None = None):
+    """sherpa-onnx's offline CTC recognizer (greedy) for an export dir.
+
+    ``features``: ``FeatureExtractorConfig`` arguments, by default :func:`sherpa_feature_config`
+    (dasr's fbank); ``{}`` gives sherpa-onnx's own defaults.
 
     Use it as any sherpa-onnx recognizer: ``s = rec.create_stream(); s.accept_waveform(16000, samples);
     rec.decode_stream(s); s.result.text``.
@@ -101,7 +104,7 @@ def sherpa_recognizer(export_dir: str | os.PathLike, threads: int = 1):
         num_threads=threads,
     )
     config = sherpa_onnx.OfflineRecognizerConfig(
-        feat_config=sherpa_onnx.FeatureExtractorConfig(**sherpa_feature_config()),
+        feat_config=sherpa_onnx.FeatureExtractorConfig(**(sherpa_feature_config() if features is None else features)),
         model_config=model,
         decoding_method="greedy_search",
     )
