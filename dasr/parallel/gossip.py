@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -41,13 +42,15 @@ from dasr.parallel import topology
 PAUSE, STOP, ABORT = 1, 2, 3
 _KIND_NAME = {PAUSE: "average()", STOP: "close()"}
 _MAX = dist.ReduceOp.MAX
+PairGroup = dist.ProcessGroupGloo
 
 
 class GossipError(RuntimeError):
     """The gossip failed (a partner failed, disagreed or timed out); raised in the main thread."""
 
 
-def _allreduce(group: dist.ProcessGroup, tensor: torch.Tensor, op: dist.ReduceOp = dist.ReduceOp.SUM) -> None:
+def _allreduce(group: Any, tensor: torch.Tensor, op: Any = dist.ReduceOp.SUM) -> None:
+    """All-reduce ``tensor`` in place on a bare gloo pair group (its methods are untyped in torch's stubs)."""
     opts = dist.AllreduceOptions()
     opts.reduceOp = op
     group.allreduce([tensor], opts).wait()
@@ -55,7 +58,7 @@ def _allreduce(group: dist.ProcessGroup, tensor: torch.Tensor, op: dist.ReduceOp
 
 def pair_groups(
     planes: list[list[int]], graph: str, seed: int, timeout_s: float, rank: int, prefix: str
-) -> tuple[int, int, dict[tuple[int, int], dist.ProcessGroup]]:
+) -> tuple[int, int, dict[tuple[int, int], PairGroup]]:
     """Create this rank's gloo group for every pair the schedule can produce in its plane.
 
     ``planes[q]`` lists the global ranks gossiping together (plane index = gossip rank). The
@@ -71,7 +74,7 @@ def pair_groups(
     members = planes[my_plane]
     index = members.index(rank)
     store = dist.distributed_c10d._get_default_store()
-    mine: dict[tuple[int, int], dist.ProcessGroup] = {}
+    mine: dict[tuple[int, int], PairGroup] = {}
     for a, b in topology.pairs(graph, len(members), seed):
         if index in (a, b):
             ranks = (members[a], members[b])
@@ -120,7 +123,7 @@ class Gossiper:
     def __init__(
         self,
         *,
-        groups: dict[tuple[int, int], dist.ProcessGroup],
+        groups: dict[tuple[int, int], PairGroup],
         members: list[int],
         index: int,
         graph: str,
@@ -246,7 +249,7 @@ class Gossiper:
             )
         return kinds.pop()
 
-    def _exchange(self, group: dist.ProcessGroup) -> None:
+    def _exchange(self, group: PairGroup) -> None:
         t0 = time.perf_counter()
         _allreduce(group, self.header, _MAX)
         if bool((self.header > 0).any()):  # a stop, pause or abort is pending: only the header travels
@@ -266,7 +269,7 @@ class Gossiper:
         self.stats["comm_s"] += t1 - t0
         self.stats["merge_s"] += time.perf_counter() - t1
 
-    def _partner_group(self) -> dist.ProcessGroup | None:
+    def _partner_group(self) -> PairGroup | None:
         p = topology.matching(self.graph, self.size, self.seed, self.round)[self.index]
         return None if p == self.index else self.groups[(min(p, self.index), max(p, self.index))]
 
