@@ -200,6 +200,7 @@ BENCHMARKS = {
     "accuracy": "dasr.bench.accuracy",
     "reliability": "dasr.bench.reliability",
     "network": "dasr.bench.network",
+    "export": "dasr.bench.export",
 }
 
 
@@ -374,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy": "test WER of every strategy at equal epochs",
         "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
         "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
+        "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",
     }
     bench_parsers = {}
     for name, text in helps.items():
@@ -387,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parsers["train"].add_argument(
         "--exp", default=None, help="decode with EXP/best.pt (default: the briefly trained demo model)"
     )
+    bench_parsers["export"].add_argument("--exp", default=None, help="the model to export (e.g. exp/demo/model)")
     return parser
 
 
