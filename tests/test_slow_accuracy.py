@@ -1,6 +1,6 @@
 """Slow (make test-all): adpsgd keeps sync's accuracy on the demo corpus at equal epochs.
 
-Both train the demo recipe (conf/demo.yaml: 18 epochs, AdamW, peak LR 0.006 at the demo's
+Both train the demo recipe (dasr/recipes/demo.yaml: 18 epochs, AdamW, peak LR 0.006 at the demo's
 effective batch of 8000 frames, warm-up, cosine) on 4 workers of 2000 frames each; adpsgd's
 communication thread runs back to back (period 0), as in the paper. Measured 2026-11-25 with
 4 workers sharing 2 cores: dev WER (greedy) sync 30.97 % (deterministic), adpsgd 31.38 % and
