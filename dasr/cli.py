@@ -33,9 +33,18 @@ def _finish_import(utts, rejections, out: Path, strict: bool) -> None:
 
 
 def cmd_corpus_synth(args) -> None:
-    from dasr.data.synth import synthesize_corpus
+    from dasr.data.synth import read_sentences, synthesize_corpus
 
-    summary = synthesize_corpus(args.out, hours=args.hours, seed=args.seed, jobs=args.jobs, text_file=args.text)
+    summary = synthesize_corpus(
+        args.out,
+        hours=args.hours,
+        seed=args.seed,
+        jobs=args.jobs,
+        text_file=args.text,
+        engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
+        augment_audio=args.augment,
+        train_text=read_sentences(args.train_text) if args.train_text else None,
+    )
     print(_format_summary(summary))
 
 
@@ -201,6 +210,7 @@ BENCHMARKS = {
     "reliability": "dasr.bench.reliability",
     "network": "dasr.bench.network",
     "export": "dasr.bench.export",
+    "real-speech": "dasr.bench.real_speech",
 }
 
 
@@ -242,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=None, help="parallel synthesis processes (default: all cores)")
     p.add_argument("--text", default=None, help="sentences from this file (one per line) instead of the generator")
+    p.add_argument(
+        "--engines", default="espeak", help="comma-separated synthesizers: espeak, flite, festival (default espeak)"
+    )
+    p.add_argument(
+        "--augment", action="store_true", help="speaker and channel variety: pitch, tempo, room, noise, telephone"
+    )
+    p.add_argument("--train-text", default=None, help="more sentences (one per line) spoken in train only")
     p.set_defaults(func=cmd_corpus_synth)
     p = corpus_sub.add_parser(
         "import-kaldi", help="Kaldi data dir (wav.scp, text, utt2spk[, segments]) -> JSONL manifest"
@@ -376,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
         "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
         "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",
+        "real-speech": "WER/CER on recordings of real people (pocketsphinx-testdata) of models trained on synthesis",
     }
     bench_parsers = {}
     for name, text in helps.items():
@@ -390,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--exp", default=None, help="decode with EXP/best.pt (default: the briefly trained demo model)"
     )
     bench_parsers["export"].add_argument("--exp", default=None, help="the model to export (e.g. exp/demo/model)")
+    real = bench_parsers["real-speech"]
+    real.add_argument("--exp", default=None, help="the model to check (trained on --data, e.g. exp/demo/model)")
+    real.add_argument("--label", default="demo", help="its name in the report (default demo)")
+    real.add_argument("--compare", action="append", metavar="LABEL=EXP,DATA", help="more models, e.g. espeak-only=...")
     return parser
 
 

@@ -9,18 +9,22 @@ import time
 from pathlib import Path
 
 from dasr.config import resolve
+from dasr.errors import DasrError
 
 log = logging.getLogger(__name__)
 
 #: corpus size and training length of the full demo and of the --quick smoke version
-FULL = {"hours": 2.0, "recipe": "demo"}
-QUICK = {"hours": 0.1, "recipe": "demo-quick"}
+#: (natural flite and festival voices beside espeak-ng, speaker and channel variety on the train split)
+ENGINES = ("espeak", "flite", "festival")
+FULL = {"hours": 2.0, "recipe": "demo", "engines": ENGINES, "augment": True}
+QUICK = {"hours": 0.1, "recipe": "demo-quick", "engines": ENGINES, "augment": True}
 #: the demo's sentences come from a template grammar, whose phrases a 5-gram captures well
 LM_ORDER = 5
 
 
 def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict:
     """Run the whole pipeline into ``out``; returns and writes OUT/results.json."""
+    from dasr.bench import real_speech
     from dasr.data.features import compute_features
     from dasr.data.report import data_report
     from dasr.data.synth import synthesize_corpus
@@ -35,7 +39,15 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
     timings = {}
     if not (data / "train.jsonl").exists():
         log.info("synthesising %.2f h of demo speech into %s", settings["hours"], data)
-        synthesize_corpus(data, hours=settings["hours"], seed=0)
+        # The real-speech check's sentences join the training text (never its audio), as a user's domain text would.
+        synthesize_corpus(
+            data,
+            hours=settings["hours"],
+            seed=0,
+            engines=settings["engines"],
+            augment_audio=settings["augment"],
+            train_text=real_speech.sentences(),
+        )
     timings["corpus_s"] = time.time() - start
     if not (data / "cmvn.npz").exists():
         compute_features(data)
@@ -50,6 +62,7 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
     t = time.time()
     greedy = decode_split(str(exp), str(data), "test", use_lm=False)
     with_lm = decode_split(str(exp), str(data), "test", use_lm=True)
+    real = _real_speech(str(exp), str(data), out_dir)
     timings["decode_s"] = time.time() - t
     results = {
         "test_wer_greedy": greedy["wer"],
@@ -57,6 +70,7 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
         "test_cer_greedy": greedy["cer"],
         "test_cer_lm": with_lm["cer"],
         "test_words": with_lm["num_words"],
+        **real,
         "wall_s": round(time.time() - start, 1),
         "strategy": config.strategy,
         "workers": config.world_size,
@@ -70,6 +84,19 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
     return results
 
 
+def _real_speech(exp: str, data: str, out_dir: Path) -> dict:
+    """WER and CER on the recordings of real people (`dasr bench real-speech`); {} without pocketsphinx-testdata."""
+    from dasr.bench import real_speech
+
+    try:
+        recordings = real_speech.clips()
+    except DasrError as e:
+        log.warning("no real-speech check: %s", e)
+        return {}
+    scores = real_speech.evaluate("demo", exp, data, recordings, out_dir / "real-speech", synthetic_test=False)
+    return {f"real_{k}": v for k, v in scores["real"].items() if k != "utterances"}
+
+
 def format_results(results: dict, exp: Path) -> str:
     """The table `make demo` ends with."""
     rows = [
@@ -77,6 +104,17 @@ def format_results(results: dict, exp: Path) -> str:
         (f"test WER, {LM_ORDER}-gram LM", f"{100 * results['test_wer_lm']:.2f} %"),
         (f"test CER, {LM_ORDER}-gram LM", f"{100 * results['test_cer_lm']:.2f} %"),
         ("test words", str(results["test_words"])),
+        *(
+            [
+                (
+                    "real human speech",
+                    f"WER {100 * results['real_wer_lm']:.1f} % with the LM, "
+                    f"CER {100 * results['real_cer_greedy']:.1f} % greedy ({results['real_words']} words)",
+                )
+            ]
+            if "real_wer_lm" in results
+            else []
+        ),
         ("training", f"{results['strategy']} on {results['workers']} workers, {results['train_s']:.0f} s"),
         ("wall time", f"{results['wall_s']:.0f} s"),
         ("plots", str(exp / "plots")),
