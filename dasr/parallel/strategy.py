@@ -21,6 +21,9 @@ class Strategy(ABC):
     """How the workers of a run combine their work. One instance per worker process."""
 
     name: str = "base"
+    #: workers take steps at their own pace (adpsgd, ps): they share each epoch's batches by
+    #: claiming them (global progress) instead of taking equal shares in lockstep
+    independent_steps: bool = False
 
     @abstractmethod
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
+from dasr.data.loader import StoreClaims
 from dasr.parallel.launch import Worker
 
 
@@ -16,6 +19,18 @@ def all_reduce(values: list[float], worker: Worker, op: str) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=worker.device if worker.device.type == "cuda" else "cpu")
     dist.all_reduce(t, op=getattr(dist.ReduceOp, op))
     return t.tolist()
+
+
+def batch_claims(worker: Worker) -> StoreClaims:
+    """Batch claims on the job's rendezvous store (global progress of independent workers).
+
+    The store is the one ``init_process_group`` joined; the launcher's restart count keeps a
+    restarted attempt's claims apart from the killed one's.
+    """
+    import torch.distributed as dist
+
+    store = dist.distributed_c10d._get_default_store()  # the rendezvous store; no public accessor
+    return StoreClaims(store, attempt=int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
 
 
 def barrier(worker: Worker) -> None:

@@ -34,7 +34,7 @@ from dasr.parallel.straggler import Straggler
 from dasr.parallel.strategy import Strategy
 from dasr.progress import progress
 from dasr.train import checkpoint
-from dasr.train.collectives import all_reduce, barrier
+from dasr.train.collectives import all_reduce, barrier, batch_claims
 from dasr.train.metrics import MetricsLog, StepWindow, comm_totals
 from dasr.train.rng import rng_state, seed_all, set_rng_state
 from dasr.train.schedule import build_schedule
@@ -135,7 +135,14 @@ class Trainer:
         if len(self.train_set) == 0:
             raise DasrError(f"no training utterances with features in {config.data}")
         self.sampler = DistributedBucketSampler(
-            self.train_set.frames, config.batch_frames, worker.rank, worker.world_size, config.seed
+            self.train_set.frames,
+            config.batch_frames,
+            worker.rank,
+            worker.world_size,
+            config.seed,
+            claims=batch_claims(worker) if strategy.independent_steps and worker.world_size > 1 else None,
+            mark_every=config.checkpoint_every,
+            max_steps=config.max_steps,
         )
         if len(self.sampler) == 0:
             raise DasrError(
@@ -145,7 +152,7 @@ class Trainer:
         self.model_config = preset_config(config.model, self.tokenizer.vocab_size)
         self.model = BlstmCtc(self.model_config).to(worker.device)
         self.optimizer = build_optimizer(config, self.model)
-        self.schedule = build_schedule(config, worker.world_size, len(self.sampler))
+        self.schedule = build_schedule(config, worker.world_size, self.sampler.steps_per_epoch)
         self.amp = worker.device.type == "cuda"
         self.progress = Progress()
         self.metrics = MetricsLog(
@@ -222,9 +229,7 @@ class Trainer:
         c = self.config
         if c.eval_every_s > 0:
             return self.progress.evals * c.eval_every_s >= c.train_seconds
-        return (c.max_steps and self.progress.step >= c.max_steps) or (
-            not c.max_steps and self.progress.epoch >= c.epochs
-        )
+        return self.sampler.exhausted or (not c.max_steps and self.progress.epoch >= c.epochs)
 
     def evaluation_due(self) -> bool:
         """Time mode: this step's training clock passed the next evaluation mark (as the strategy agrees)."""
@@ -234,7 +239,7 @@ class Trainer:
     def train_step(self, batch: Batch) -> float | None:
         """One optimizer step; None when the loss or gradient was not finite (batch skipped)."""
         c, p = self.config, self.progress
-        lr = self.schedule.lr(p.step, p.epoch + self.sampler.position / len(self.sampler))
+        lr = self.schedule.lr(self.sampler.progress_steps(), p.epoch + self.sampler.position / len(self.sampler))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         started = time.perf_counter()
@@ -265,8 +270,13 @@ class Trainer:
         return float(loss.detach())
 
     def train_one_epoch(self) -> None:
-        """One pass over this worker's batches of the epoch (or the rest of it after a resume)."""
-        c, p = self.config, self.progress
+        """One pass over this worker's batches of the epoch (or the rest of it after a resume).
+
+        A checkpoint mark (``--checkpoint-every``) pauses the data at the same point of the
+        epoch's progress on every rank (:class:`DistributedBucketSampler`): the pass writes the
+        checkpoint there and goes on.
+        """
+        p = self.progress
         if not self.resumed_mid_epoch:
             self.sampler.set_epoch(p.epoch)
         self.resumed_mid_epoch = False
@@ -279,19 +289,25 @@ class Trainer:
             step=25,
         )
         self.window = StepWindow(comm_totals(self.strategy.stats()))
+        while self._train_until_mark(bar) and self.sampler.at_mark:
+            self.save_checkpoint()
+            self.sampler.pass_mark()
+        bar.close()
+
+    def _train_until_mark(self, bar) -> bool:
+        """Train on the sampler's batches up to its next mark or the data's end; False when time mode finished."""
+        c, p = self.config, self.progress
         data_start = tick = time.time()
         for batch in batches(self.train_set, self.sampler):
             self.window.data_s += time.time() - data_start
             self.window.add(self.train_step(batch), batch.num_frames, len(batch.ids))
             p.step += 1
-            bar.update(1)
-            last = self.sampler.position == len(self.sampler) or (c.max_steps and p.step >= c.max_steps)
+            bar.update(self.sampler.position - bar.n)  # the epoch's progress: global when batches are claimed
+            last = self.sampler.position >= self.sampler.end()
             if p.step % c.log_every == 0 or last:
                 record = self.write_train_record()
                 bar.set_postfix(loss=record["loss"], lr=f"{record['lr']:.3g}")
             p.train_s += time.time() - tick
-            if c.checkpoint_every and p.step % c.checkpoint_every == 0:
-                self.save_checkpoint()
             tick = time.time()
             due = self.evaluation_due()
             p.train_s += time.time() - tick  # waiting for the others to agree is training time
@@ -299,11 +315,9 @@ class Trainer:
                 p.evals += 1
                 self.evaluate_and_save()
                 if self.finished():
-                    break
-            if c.max_steps and p.step >= c.max_steps:
-                break
+                    return False
             data_start = tick = time.time()
-        bar.close()
+        return True
 
     def write_train_record(self) -> dict:
         """Write the train record of the steps since the last one, and start the next window."""
@@ -329,7 +343,7 @@ class Trainer:
         """
         c, p = self.config, self.progress
         trained = p.epoch
-        complete = self.sampler.position >= len(self.sampler)
+        complete = self.sampler.position >= len(self.sampler)  # not at a stop within it (max_steps)
         p.epoch += complete
         if c.eval_every_s > 0 or (complete and p.epoch % c.eval_every_epochs and not self.finished()):
             return
