@@ -24,11 +24,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dasr.data.features import DEFAULT_SUBSAMPLING, NUM_MEL_BINS, Cmvn, fbank_options
+from dasr.data.features import NUM_MEL_BINS, Cmvn, fbank_options
 from dasr.data.tokenizer import WORD_BOUNDARY, Tokenizer
 from dasr.decode.lm_build import LM_FILE
 from dasr.decode.recognizer import Recognizer
 from dasr.errors import DasrError
+from dasr.model.blstm import BlstmCtc
 
 MODEL_FILE = "model.onnx"
 TOKENS_FILE = "tokens.txt"
@@ -46,11 +47,11 @@ class FbankCtc(nn.Module):
     :class:`dasr.data.features.Cmvn` does on an unpadded utterance.
     """
 
-    def __init__(self, model: nn.Module, cmvn: Cmvn) -> None:
+    def __init__(self, model: BlstmCtc, cmvn: Cmvn) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("inv_std", torch.from_numpy(cmvn.inv_std))
-        self.subsampling = getattr(model.config, "subsampling", DEFAULT_SUBSAMPLING)
+        self.subsampling = model.config.subsampling
 
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, T, 80) fbank and (N,) lengths -> (N, T', V) log-probs and (N,) lengths."""
