@@ -91,17 +91,27 @@ class AbortNote:
         self.store = dist.distributed_c10d._get_default_store()
 
     def write(self, rank: int, reason: str) -> None:
-        """Record that ``rank`` failed because of ``reason`` (with the time, to find the first failure)."""
-        self.store.set(f"{self.prefix}/aborted/{rank}", f"{time.time():.6f} {reason}")
+        """Record that ``rank`` failed because of ``reason`` (with the time, to find the first failure).
+
+        Best effort: a store that is gone (its host process died) records nothing.
+        """
+        try:
+            self.store.set(f"{self.prefix}/aborted/{rank}", f"{time.time():.6f} {reason}")
+        except RuntimeError:
+            pass
 
     def read(self, ranks: list[int]) -> str | None:
-        """``"rank R failed: reason"`` for the one of ``ranks`` that aborted first, else ``None``."""
+        """``"rank R failed: reason"`` for the one of ``ranks`` that aborted first, else ``None``
+        (also when the store is gone)."""
         notes = []
-        for r in ranks:
-            key = f"{self.prefix}/aborted/{r}"
-            if self.store.check([key]):
-                stamp, reason = self.store.get(key).decode(errors="replace").split(" ", 1)
-                notes.append((float(stamp), r, reason))
+        try:
+            for r in ranks:
+                key = f"{self.prefix}/aborted/{r}"
+                if self.store.check([key]):
+                    stamp, reason = self.store.get(key).decode(errors="replace").split(" ", 1)
+                    notes.append((float(stamp), r, reason))
+        except RuntimeError:
+            pass
         if not notes:
             return None
         _, r, reason = min(notes)
