@@ -71,6 +71,7 @@ def _cuda_worker(name, options):
         ("adpsgd", {"period_s": 0.02}, 2),
         ("hybrid", {"group_size": 1, "period_s": 0.02}, 2),
         ("hybrid", {"group_size": 2}, 2),
+        ("localsgd", {"period": 4}, 2),
     ],
 )
 def test_strategies_on_cuda(name, options, nproc):
@@ -80,3 +81,54 @@ def test_strategies_on_cuda(name, options, nproc):
         assert res["device"].startswith("cuda"), res
         assert res["spread"] < 1e-6, out
         assert res["loss1"] < res["loss0"], out
+
+
+def _cuda_mean_worker():
+    """float64 on CUDA, free-running gossip: the side-stream merges lose no update and half-apply none."""
+    import faulthandler
+
+    import torch.distributed as dist
+
+    from dasr.parallel import ADPSGD
+    from dasr.parallel.launch import init_worker
+
+    faulthandler.dump_traceback_later(120, exit=True)
+    info = init_worker(timeout_s=60)
+    torch.manual_seed(info.rank)
+    model = nn.Sequential(nn.Linear(8, 256), nn.Tanh(), nn.Linear(256, 4)).double().to(info.device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    gossip = ADPSGD(model, opt, graph="exponential", period_s=0.0, timeout_s=60, sync_init=False)
+    flat = gossip.flat.buffers[0]
+
+    def mean(t):
+        t = t.detach().cpu().clone()
+        dist.all_reduce(t)
+        return t / dist.get_world_size()
+
+    mean0 = mean(flat)
+    local = torch.zeros(flat.numel(), dtype=torch.float64)
+    g = torch.Generator().manual_seed(info.rank)
+    for _step in range(200):
+        x = torch.randn(64, 8, generator=g, dtype=torch.float64).to(info.device)
+        opt.zero_grad()
+        (model(x) - x[:, :4]).pow(2).mean().backward()
+        opt.step()
+        local -= 0.05 * torch.cat([p.grad.reshape(-1) for p in model.parameters()]).cpu()
+    gossip._drain()
+    res = {
+        "err": (mean(flat) - (mean0 + mean(local))).abs().max().item(),
+        "exchanges": gossip.gossip.stats["model_exchanges"],
+        "side_stream": gossip.copies is not None,
+    }
+    gossip.close()
+    dist.destroy_process_group()
+    return res
+
+
+def test_side_stream_merges_keep_the_mean_exact():
+    out = launch(_cuda_mean_worker, (), nproc=2)
+    print(out)
+    for _r, res in out.items():
+        assert res["side_stream"], res
+        assert res["exchanges"] > 10, res
+        assert res["err"] < 1e-10, res

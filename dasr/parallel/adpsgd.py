@@ -277,6 +277,8 @@ class ADPSGD:
             for b in [*self.flat.buffers, *(b for b in self.model.buffers() if b.is_floating_point())]:
                 dist.all_reduce(b, group=self.process_group)
                 b.div_(self.world)
+        if self.copies is not None:  # the thread's next copies come after these writes
+            self.copies.after_step()
         self._average_s += time.perf_counter() - t
 
     def state_dict(self) -> dict:
