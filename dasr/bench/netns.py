@@ -26,6 +26,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -42,6 +43,33 @@ BENCHMARK_RANGE = IPv4Network("198.18.0.0/15")
 INTERFACE = "eth0"
 #: how long tbf may queue a packet before dropping it
 TBF_LATENCY_MS = 50
+
+
+#: goodput probe: the receiver reads until the sender closes, then closes; the sender times send + that close
+_RECEIVER = """import socket, sys
+with socket.create_server((sys.argv[1], int(sys.argv[2]))) as server:
+    conn, _ = server.accept()
+    while conn.recv(1 << 20):
+        pass
+    conn.close()
+"""
+_SENDER = """import socket, sys, time
+deadline = time.monotonic() + 20
+while True:
+    try:
+        conn = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+        break
+    except ConnectionRefusedError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.05)
+data = bytes(int(sys.argv[3]))
+start = time.perf_counter()
+conn.sendall(data)
+conn.shutdown(socket.SHUT_WR)
+conn.recv(1)
+print(len(data) * 8 / (time.perf_counter() - start) / 1e6)
+"""
 
 
 def _ip(*args: str) -> str:
@@ -210,6 +238,21 @@ class Testbed:
         """Bytes and packets node ``node``'s ``eth0`` has received and sent so far."""
         stats = json.loads(_ip("-n", self.namespace(node), "-j", "-s", "link", "show", "dev", INTERFACE))[0]["stats64"]
         return {f"{d}_{k}": stats[d][k] for d in ("rx", "tx") for k in ("bytes", "packets")}
+
+    def goodput_mbit(self, src: int, dst: int, nbytes: int = 4_000_000, port: int = 5201) -> float:
+        """Megabits per second of payload one TCP stream moves from node ``src`` to node ``dst`` (``nbytes``)."""
+        receiver = self.popen(dst, [sys.executable, "-c", _RECEIVER, self.address(dst), str(port)])
+        sender = self.popen(
+            src,
+            [sys.executable, "-c", _SENDER, self.address(dst), str(port), str(nbytes)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        out, _ = sender.communicate(timeout=120)
+        receiver.wait(timeout=30)
+        if sender.returncode != 0:
+            raise DasrError(f"the goodput probe from node {src} to node {dst} failed (exit {sender.returncode})")
+        return float(out)
 
     def qdisc(self, node: int) -> str:
         """``tc qdisc show`` of node ``node``'s ``eth0`` (shows the tbf rate)."""

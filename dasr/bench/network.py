@@ -21,8 +21,10 @@ the simulator (:mod:`dasr.sim.network`), which predicts every row from the link 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,11 +34,13 @@ from dasr.bench.netns import Testbed
 from dasr.bench.report import Report, machine_info, new_figure, sharing
 from dasr.bench.runs import TrainRun, summarise, time_to_target, train
 from dasr.bench.stragglers import common_target
+from dasr.bench.strategies import num_parameters_of_demo
 from dasr.bench.summary import update_summary
 from dasr.errors import DasrError
 from dasr.parallel import STRATEGIES as AVAILABLE
 from dasr.sim import calibrate
 from dasr.sim import network as simnet
+from dasr.sim.model import fit_link
 from dasr.train.plots import read_metrics
 
 #: (nodes, link rates in Mbit/s, strategies): quick smoke run, full benchmark
@@ -112,6 +116,51 @@ def train_on_testbed(bed: Testbed, run: TrainRun, data_dir: str, exp_dir: Path, 
     return summary
 
 
+#: message sizes of the link probe in bytes (the model's size is added)
+PROBE_SIZES = (1 << 20, 4 << 20)
+#: what each node of the link probe runs: gloo all-reduces over the two nodes; node 0 prints the medians
+_PROBE = """import json, sys
+from dasr.parallel.launch import launch
+from dasr.sim.calibrate import allreduce_worker
+sizes, reps, rank, endpoint = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+out = launch(allreduce_worker, (sizes, reps), nnodes=2, node_rank=rank, rdzv_endpoint=endpoint, run_id="probe")
+print(json.dumps(out.get(0)))
+"""
+
+
+def probe_link(bed: Testbed, param_bytes: int, reps: int = 3) -> dict:
+    """Gloo all-reduces between nodes 0 and 1 of ``bed`` at a few sizes, and the link fitted to them.
+
+    Returns:
+        ``{"allreduce_s": {bytes: median seconds}, "latency_s", "bandwidth_Bps", "goodput_mbit"}`` (the last:
+        one TCP stream, no gloo).
+    """
+    sizes = sorted({*PROBE_SIZES, param_bytes})
+    env = {"GLOO_SOCKET_IFNAME": bed.interface, "OMP_NUM_THREADS": "1"}
+    endpoint = f"{bed.address(0)}:{RDZV_PORT}"
+    args = [json.dumps(sizes), str(reps)]
+    procs = [
+        bed.popen(r, [sys.executable, "-c", _PROBE, *args, str(r), endpoint], env, stdout=subprocess.PIPE, text=True)
+        for r in (0, 1)
+    ]
+    try:
+        out = [p.communicate(timeout=300)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        raise DasrError("the link probe did not finish within 300 s") from None
+    finally:
+        bed.stop_processes()
+    if any(p.returncode for p in procs):
+        raise DasrError(f"the link probe failed (exit codes {[p.returncode for p in procs]})")
+    times = {int(k): v for k, v in json.loads(out[0].strip().splitlines()[-1]).items()}
+    fitted = fit_link(list(times), list(times.values()), ranks=2)
+    return {
+        "allreduce_s": times,
+        "latency_s": fitted.latency_s,
+        "bandwidth_Bps": fitted.bandwidth_Bps,
+        "goodput_mbit": bed.goodput_mbit(1, 0),
+    }
+
+
 def strategies_for(nodes: int, wanted: tuple[str, ...]) -> list[str]:
     """The wanted strategies that exist (``dasr.parallel.STRATEGIES``) and make sense at ``nodes``."""
     return [s for s in wanted if s in AVAILABLE and not (s == "hybrid" and (nodes % GROUP_SIZE or nodes <= GROUP_SIZE))]
@@ -125,8 +174,12 @@ def reference(data_dir: str, work: Path, train_s: float, eval_s: float) -> dict:
     return summary
 
 
-def measure(data_dir: str, work: Path, quick: bool, failed: list[dict]) -> list[dict]:
-    """Every (K, rate, strategy) of the settings; one summary per run (failed runs go to ``failed``)."""
+def measure(data_dir: str, work: Path, quick: bool, failed: list[dict], links: dict) -> list[dict]:
+    """Every (K, rate, strategy) of the settings; one summary per run.
+
+    Failed runs go to ``failed``; the first test bed of every rate is probed first (:func:`probe_link`, into ``links``).
+    """
+    param_bytes = 4 * num_parameters_of_demo()
     node_counts, rates, wanted = SETTINGS[quick]
     train_s, eval_s = SIZES[quick]
     runs = []
@@ -137,6 +190,13 @@ def measure(data_dir: str, work: Path, quick: bool, failed: list[dict]) -> list[
             order = order[::-1] if setting % 2 else order
             setting += 1
             with Testbed(nodes, rate) as bed:
+                if f"{rate:g}" not in links:
+                    links[f"{rate:g}"] = probe = probe_link(bed, param_bytes)
+                    print(
+                        f"  link at {rate} Mbit/s: gloo all-reduce of the model {probe['allreduce_s'][param_bytes]:.3f} s, "
+                        f"fitted {8 * probe['bandwidth_Bps'] / 1e6:.1f} Mbit/s; one TCP stream {probe['goodput_mbit']:.1f} Mbit/s",
+                        flush=True,
+                    )
                 for strategy in order:
                     run = TrainRun(
                         f"{strategy} K={nodes} {rate} Mbit/s", strategy, 1, train_options(strategy, train_s, eval_s)
@@ -151,13 +211,19 @@ def measure(data_dir: str, work: Path, quick: bool, failed: list[dict]) -> list[
                         continue
                     summary.update(rate_mbit=rate, wall_s=time.monotonic() - start, loadavg=os.getloadavg()[0])
                     runs.append(summary)
-                    sent = sum(b["tx_bytes"] for b in summary["link_bytes"]) / 1e6
-                    print(
-                        f"  {run.label}: {summary['samples_per_s']:.2f} samples/s, exposed comm "
-                        f"{summary['exposed_comm_s']:.3f} s/step, {sent:.0f} MB over the links",
-                        flush=True,
-                    )
+                    print(f"  {run.label}: {describe(summary, param_bytes)}", flush=True)
     return runs
+
+
+def describe(run: dict, param_bytes: int) -> str:
+    """One run in a line: samples/s, exposed communication, and its compute/communication ratio with its inputs."""
+    sent = sum(b["tx_bytes"] for b in run["link_bytes"]) / 1e6
+    wire = transfer_s(param_bytes, run["rate_mbit"])
+    return (
+        f"{run['samples_per_s']:.2f} samples/s, exposed comm {run['exposed_comm_s']:.3f} s/step, {sent:.0f} MB "
+        f"over the links; model {param_bytes / 1e6:.1f} MB at {run['rate_mbit']} Mbit/s = {wire:.3f} s per copy, "
+        f"step {run['step_s']:.3f} s, compute {run['compute_s']:.3f} s: compute/communication {run['compute_s'] / wire:.2f}"
+    )
 
 
 def add_times_to_target(runs: list[dict]) -> dict:
@@ -185,8 +251,7 @@ def add_predictions(results: dict) -> float | None:
     runs = results["runs"]
     rows = simnet.compare(results, [(r["strategy"], r["nproc"], r["rate_mbit"]) for r in runs])
     for r, row in zip(runs, rows):
-        r.update(simulated_samples_per_s=row["simulated_samples_per_s"], simulated_step_s=row["simulated_step_s"])
-        r["rel_err"] = row["rel_err"]
+        r.update({k: v for k, v in row.items() if k.startswith(("simulated", "measured_compute", "rel_err"))})
     return max((r["rel_err"] for r in runs), default=None)
 
 
@@ -216,10 +281,9 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         setup = {"utts_per_step": single["utts_per_step"], "batch_frames": BATCH_FRAMES}
         speedup = calibrate.measure_contention(*calibrate.batch_shape(setup), window_s=2.0 if quick else 3.0)
         failed: list[dict] = []
-        runs = measure(data_dir, Path(tmp), quick, failed)
+        links: dict = {}
+        runs = measure(data_dir, Path(tmp), quick, failed, links)
     load_after = os.getloadavg()
-    from dasr.bench.strategies import num_parameters_of_demo
-
     node_counts, rates, wanted = SETTINGS[quick]
     results = {
         "setup": {
@@ -242,6 +306,7 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         },
         "reference_single": single,
         "contention_speedup": speedup,
+        "links": links,
         "runs": runs,
         "failed": failed,
     }
@@ -307,16 +372,34 @@ def write_report(report: Report, results: dict, out_dir: str) -> None:
             )
         ),
     )
+    mb_model = f"{setup['param_bytes'] / 1e6:.1f} MB"
+    probes = (
+        "| link | gloo all-reduce of 1 / 4 MB / the model (2 nodes), s | fitted, Mbit/s | one TCP stream, Mbit/s |\n"
+    )
+    probes += "|---|---|---|---|\n"
+    for rate, p in results.get("links", {}).items():
+        ar = " / ".join(f"{t:.3f}" for _, t in sorted((int(b), t) for b, t in p["allreduce_s"].items()))
+        probes += f"| {rate} Mbit/s | {ar} | {8 * p['bandwidth_Bps'] / 1e6:.1f} | {p['goodput_mbit']:.1f} |\n"
+    report.add(
+        "Links as measured",
+        probes
+        + (
+            f"\nEach rate's link probed between two nodes (gloo all-reduce medians of 3; the model is {mb_model}); the "
+            "simulator uses the fitted bandwidth and latency. "
+            + setup.get("link_probe_note", "Probed on the first test bed of each rate, before its runs.")
+        ),
+    )
     table = (
-        "| K | link | strategy | samples/s | simulated | error | step, s | compute, s | exposed comm, s/step | "
-        "compute ÷ model transfer | time to target, s | MB sent over links |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| K | link | strategy | samples/s | simulated | error | link model alone | error | step, s | compute, s | "
+        "exposed comm, s/step | compute ÷ model transfer | time to target, s | MB sent over links |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for r in runs:
         sent = sum(b["tx_bytes"] for b in r["link_bytes"]) / 1e6
         table += (
             f"| {r['nproc']} | {r['rate_mbit']} Mbit/s | {r['strategy']} | {r['samples_per_s']:.2f} | "
-            f"{r['simulated_samples_per_s']:.2f} | {r['rel_err']:.0%} | {r['step_s']:.2f} | {r['compute_s']:.2f} | "
+            f"{r['simulated_samples_per_s']:.2f} | {r['rel_err']:.0%} | {r['measured_compute_simulated_samples_per_s']:.2f} | "
+            f"{r['measured_compute_rel_err']:.0%} | {r['step_s']:.2f} | {r['compute_s']:.2f} | "
             f"{r['exposed_comm_s']:.2f} | {r['compute_over_comm']:.2f} | {_fmt(r.get('time_to_target_s'), '.0f', 'not reached')} | "
             f"{sent:.0f} |\n"
         )
@@ -333,7 +416,10 @@ def write_report(report: Report, results: dict, out_dir: str) -> None:
             f"calibrated on a one-worker run of the same options outside the test bed "
             f"({results['reference_single']['compute_s']:.3f} s compute per step) and the measured CPU contention "
             f"(aggregate speed of k processes: "
-            f"{', '.join(f'k={k}: {s:.2f}' for k, s in results['contention_speedup'].items())}). Common targets "
+            f"{', '.join(f'k={k}: {s:.2f}' for k, s in results['contention_speedup'].items())}). *Link model alone*: "
+            f"the same simulator fed each run's own measured compute per step (which already holds the CPU sharing "
+            f"and the machine's background load at that time) and the link rate: its error is the network model's, "
+            f"without the drift of the machine's load since the reference run. Common targets "
             f"(the lowest value every strategy of the setting reached): {targets}."
         ),
     )
@@ -356,6 +442,9 @@ def write_report(report: Report, results: dict, out_dir: str) -> None:
             f"- simulator vs measured samples/s, largest error over all rows: **{err:.0%}** (goal ≤ 15 %: "
             f"{'met' if err <= 0.15 else '**not met**'})."
         )
+    if runs:
+        alone = max(r["measured_compute_rel_err"] for r in runs)
+        lines.append(f"- the link model alone (each run's own compute time as input): largest error **{alone:.0%}**.")
     if results["failed"]:
         lines.append("- failed runs: " + "; ".join(f"{f['label']}: {f['error'][-300:]}" for f in results["failed"]))
     report.add("Headline", "\n".join(lines) or "No K = 4 rows (quick run).")

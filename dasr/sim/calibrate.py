@@ -47,7 +47,8 @@ def load_strategies(path: str | os.PathLike) -> dict:
     return results
 
 
-def _allreduce_worker(sizes: list[int], reps: int) -> dict[int, float]:
+def allreduce_worker(sizes: list[int], reps: int) -> dict[int, float]:
+    """In a launched worker: median seconds of a gloo all-reduce over all workers per message size (bytes)."""
     import torch.distributed as dist
 
     from dasr.parallel.launch import finish_worker, init_worker
@@ -96,7 +97,7 @@ def measure_link(param_bytes: int, reps: int = 7) -> dict:
     from dasr.parallel.launch import launch
 
     sizes = sorted({*LINK_SIZES, int(param_bytes)})
-    times = launch(_allreduce_worker, (sizes, reps), nproc=2)[0]
+    times = launch(allreduce_worker, (sizes, reps), nproc=2)[0]
     link = model.fit_link(list(times), list(times.values()), ranks=2)
     return {
         "allreduce_s": {int(k): v for k, v in times.items()},

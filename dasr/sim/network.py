@@ -16,6 +16,7 @@ or, calibrated on a `dasr bench network` run (``dasr simulate --link-mbit 1000,2
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -55,6 +56,12 @@ def reference_workload(
     )
 
 
+def probed_link(results: dict, rate_mbit: float) -> Link:
+    """The link a network benchmark probed at ``rate_mbit`` (gloo all-reduces between two nodes), else the nominal one."""
+    probe = results.get("links", {}).get(f"{rate_mbit:g}")
+    return Link(probe["latency_s"], probe["bandwidth_Bps"]) if probe else link(rate_mbit)
+
+
 def predict(
     strategy: str,
     nodes: int,
@@ -63,10 +70,26 @@ def predict(
     cores: int,
     speedup: dict[int, float] | None,
     steps: int = 60,
+    probed: Link | None = None,
 ) -> Result:
-    """Simulated run of ``strategy`` on ``nodes`` single-worker nodes whose links run at ``rate_mbit``."""
-    cluster = Cluster(cores=cores, link=link(rate_mbit), comm_on_cpu=False, speedup=speedup)
+    """Simulated run of ``strategy`` on ``nodes`` single-worker nodes whose links run at ``rate_mbit``.
+
+    ``probed``: the link as measured on the test bed at that rate (default: the nominal rate, no latency but the veth's).
+    """
+    cluster = Cluster(cores=cores, link=probed or link(rate_mbit), comm_on_cpu=False, speedup=speedup)
     return simulate(strategy, nodes, work, cluster, steps=steps, warmup_steps=3)
+
+
+def predict_with_measured_compute(run: dict, work: Workload, steps: int = 60, probed: Link | None = None) -> Result:
+    """The link model alone: ``run``'s own measured compute per step as each learner's step, the link rate as input.
+
+    The measured compute already contains the CPU sharing with the other workers and the machine's
+    background load, so the learners get a processor each here (no further sharing).
+    """
+    other = max(run["step_s"] - run["compute_s"] - run["exposed_comm_s"], 0.0)
+    own = dataclasses.replace(work, compute_s=run["compute_s"], other_s=other, samples_per_step=run["utts_per_step"])
+    cluster = Cluster(cores=None, link=probed or link(run["rate_mbit"]), comm_on_cpu=False)
+    return simulate(run["strategy"], run["nproc"], own, cluster, steps=steps, warmup_steps=3)
 
 
 def load_bench(path: str | os.PathLike) -> dict:
@@ -97,18 +120,27 @@ def calibrated(results: dict) -> tuple[Workload, int, dict[int, float]]:
 
 
 def compare(results: dict, settings: list[tuple[str, int, float]], steps: int = 60) -> list[dict]:
-    """Predicted samples/s of every (strategy, nodes, rate) in ``settings``, beside the measured run where there is one."""
+    """Predicted samples/s of every (strategy, nodes, rate) in ``settings``, beside the measured run where there is one.
+
+    Where a run was measured, also the link model's prediction from that run's own compute time
+    (:func:`predict_with_measured_compute`): it separates the network model's error from the
+    machine's load drifting between the reference run and this one.
+    """
     work, cores, speedup = calibrated(results)
     measured = {(r["strategy"], r["nproc"], float(r["rate_mbit"])): r for r in results["runs"]}
     rows = []
     for strategy, nodes, rate in settings:
-        sim = predict(strategy, nodes, rate, work, cores, speedup, steps)
+        probed = probed_link(results, rate)
+        sim = predict(strategy, nodes, rate, work, cores, speedup, steps, probed)
         row = {"strategy": strategy, "nodes": nodes, "rate_mbit": rate, "simulated_samples_per_s": sim.samples_per_s}
         row["simulated_step_s"] = sim.step_s
         run = measured.get((strategy, nodes, float(rate)))
         if run is not None:
             row["measured_samples_per_s"] = run["samples_per_s"]
             row["rel_err"] = abs(sim.samples_per_s - run["samples_per_s"]) / run["samples_per_s"]
+            own = predict_with_measured_compute(run, work, steps, probed).samples_per_s
+            row["measured_compute_simulated_samples_per_s"] = own
+            row["measured_compute_rel_err"] = abs(own - run["samples_per_s"]) / run["samples_per_s"]
         rows.append(row)
     return rows
 
