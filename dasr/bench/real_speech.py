@@ -19,6 +19,7 @@ synthetic test set; the first is the headline (``real_speech_wer_lm``,
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -100,12 +101,22 @@ def real_data_dir(model_data: Path, recordings: list[tuple[str, str, Path, str]]
     return data
 
 
-def _scores(exp: str, data: str, split: str) -> dict:
-    """Greedy and LM WER/CER of one split (LM weights tuned on the data dir's dev)."""
+def _scores(exp: str, data: str, split: str, reuse: bool = False) -> dict:
+    """Greedy and LM WER/CER of one split (LM weights tuned on the data dir's dev).
+
+    With ``reuse``, a decode of the split newer than the model (``dasr demo`` makes them) is read
+    instead of made again.
+    """
     from dasr.decode.run import decode_split
 
-    greedy = decode_split(exp, data, split, use_lm=False)
-    lm = decode_split(exp, data, split, use_lm=True)
+    def decoded(use_lm: bool) -> dict:
+        wer = Path(exp) / f"decode-{split}{'-lm' if use_lm else ''}" / "wer.json"
+        model = Path(exp) / "best.pt"
+        if reuse and wer.exists() and model.exists() and wer.stat().st_mtime > model.stat().st_mtime:
+            return json.loads(wer.read_text())
+        return decode_split(exp, data, split, use_lm=use_lm)
+
+    greedy, lm = decoded(False), decoded(True)
     return {
         "wer_greedy": greedy["wer"],
         "cer_greedy": greedy["cer"],
@@ -148,7 +159,7 @@ def evaluate(label: str, exp: str, data: str, recordings: list, work: Path, synt
     result = {"label": label, "exp": exp, "data": data, "real": _scores(exp, str(real), SPLIT)}
     result["real_per_set"] = _per_set(exp, recordings)
     if synthetic_test:
-        result["synthetic_test"] = _scores(exp, data, "test")
+        result["synthetic_test"] = _scores(exp, data, "test", reuse=True)
     train_text = {normalize(u.text) for u in read_manifest(Path(data) / "train.jsonl")}
     result["real_sentences_in_train_text"] = sum(normalize(text) in train_text for _, _, _, text in recordings)
     return result
