@@ -7,14 +7,18 @@ import pytest
 
 from dasr.bench import accuracy, data, reliability
 from dasr.bench.report import Report, new_figure, publish, rerender
+from dasr.sim import run as simulate
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 
-@pytest.mark.parametrize("module", [accuracy, data, reliability], ids=lambda m: m.__name__.rsplit(".", 1)[-1])
-def test_stored_reports_render_again_from_their_json_alone(module, tmp_path):
+@pytest.mark.parametrize(
+    "name, module",
+    [("accuracy", accuracy), ("data", data), ("reliability", reliability), ("simulate", simulate)],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
+def test_stored_reports_render_again_from_their_json_alone(name, module, tmp_path):
     """The Markdown under docs/results is exactly what the renderer makes of the stored results (nothing re-measured)."""
-    name = Path(module.__file__).stem
     stored = RESULTS / f"{name}.json"
     written = rerender(stored, module.TITLE, module.render, tmp_path)
     assert (tmp_path / f"{name}.md").read_text() == (RESULTS / f"{name}.md").read_text()
@@ -32,8 +36,9 @@ def test_publish_writes_what_the_renderer_made_of_the_results(tmp_path):
         ax.plot([1, 2], [results["x"], results["x"]])
         return fig
 
-    paths = publish("toy", "A toy", "dasr bench toy", {"x": 12.5}, render, tmp_path, top_level={"headline": 1})
-    assert sorted(p.name for p in paths) == ["toy.json", "toy.md", "toy.png"] and seen == [{"x": 12.5}]
+    report = publish("toy", "A toy", "dasr bench toy", {"x": 12.5}, render, tmp_path, top_level={"headline": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["toy.json", "toy.md", "toy.png"] and seen == [{"x": 12.5}]
+    assert (report.name, report.command) == ("toy", "dasr bench toy")
     md = (tmp_path / "toy.md").read_text()
     assert md.startswith("# A toy\n\nCommand: `dasr bench toy`") and "## Speed" in md and "| 12.5 |" in md
     stored = json.loads((tmp_path / "toy.json").read_text())

@@ -142,14 +142,16 @@ def publish(
     out_dir: str | os.PathLike,
     top_level: dict | None = None,
     machine: dict | None = None,
-) -> list[Path]:
+) -> Report:
     """Render measured ``results`` and write ``NAME.md``, ``NAME.json`` (and ``NAME.png``) into ``out_dir``.
 
     ``machine`` defaults to this machine as :func:`machine_info` sees it now; ``top_level`` as in
-    :meth:`Report.write`. Returns the paths written.
+    :meth:`Report.write`. Returns the report (name, command, machine, date: what
+    :func:`dasr.bench.summary.update_summary` credits the headline figures to).
     """
     report = Report(name, title, command, machine or machine_info())
-    return report.write(out_dir, results, render(results, report), top_level)
+    report.write(out_dir, results, render(results, report), top_level)
+    return report
 
 
 def rerender(stored: str | os.PathLike, title: str, render: Render, out_dir: str | os.PathLike) -> list[Path]:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from dasr.bench.report import Report, machine_info, new_figure
+from dasr.bench.report import Report, new_figure, publish
 from dasr.bench.summary import update_summary
 from dasr.sim import calibrate, hardware, paper
 from dasr.sim.cluster import simulate
 
+TITLE = "Cluster simulator: calibrated on this machine, predicting the paper's clusters"
 MEASURED_GOAL = 0.15
 PAPER_GOAL = 0.25
 #: step-to-step variation of a worker's compute on this machine (batches of equal padded frames; assumed)
@@ -175,12 +176,37 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
     max_measured = max((r["rel_err"] for r in validation), default=None)
     max_paper = max(r["rel_err"] for r in published)
 
-    report = Report(
-        "simulate",
-        "Cluster simulator: calibrated on this machine, predicting the paper's clusters",
-        command,
-        machine_info(),
+    res = {
+        "calibration": calibration,
+        "link": link,
+        "contention": contention,
+        "workload": dataclasses.asdict(work),
+        "assumptions": [dict(zip(("what", "value", "source"), a)) for a in given],
+        "validation": validation,
+        "published": published,
+        "scaling": scale,
+        "sim_vs_measured_max_rel_err": max_measured,
+        "sim_vs_paper_max_rel_err": max_paper,
+    }
+    report = publish("simulate", TITLE, command, res, render, out)
+    update_summary(out, {"sim_vs_measured_max_rel_err": max_measured, "sim_vs_paper_max_rel_err": max_paper}, report)
+    print("Assumptions:")
+    for what, value, source in given:
+        print(f"  {what}: {value}  [{source}]")
+    print(
+        f"simulated vs measured on this machine: largest error {max_measured:.1%}"
+        if validation
+        else "no multi-worker runs to compare"
     )
+    print(f"predicted vs published speed-ups: largest error {max_paper:.0%}")
+    return res
+
+
+def render(res: dict, report: Report):
+    """The report's tables and figure, from the results alone."""
+    given = [(a["what"], a["value"], a["source"]) for a in res["assumptions"]]
+    validation, published, scale = res["validation"], res["published"], res["scaling"]
+    max_measured, max_paper = res["sim_vs_measured_max_rel_err"], res["sim_vs_paper_max_rel_err"]
     report.add("Assumptions (every number the simulator takes as given)", _table(["what", "value", "source"], given))
     report.add(
         f"This machine: simulated vs measured (goal: within {MEASURED_GOAL:.0%})",
@@ -252,27 +278,4 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
             ],
         ),
     )
-    res = {
-        "calibration": calibration,
-        "link": link,
-        "contention": contention,
-        "workload": dataclasses.asdict(work),
-        "assumptions": [dict(zip(("what", "value", "source"), a)) for a in given],
-        "validation": validation,
-        "published": published,
-        "scaling": scale,
-        "sim_vs_measured_max_rel_err": max_measured,
-        "sim_vs_paper_max_rel_err": max_paper,
-    }
-    report.write(out, res, _figure(validation, published, scale))
-    update_summary(out, {"sim_vs_measured_max_rel_err": max_measured, "sim_vs_paper_max_rel_err": max_paper}, report)
-    print("Assumptions:")
-    for what, value, source in given:
-        print(f"  {what}: {value}  [{source}]")
-    print(
-        f"simulated vs measured on this machine: largest error {max_measured:.1%}"
-        if validation
-        else "no multi-worker runs to compare"
-    )
-    print(f"predicted vs published speed-ups: largest error {max_paper:.0%}")
-    return res
+    return _figure(validation, published, scale)
