@@ -299,7 +299,7 @@ class Gossiper:
                         return
                     failed = [self.members[i] for i in range(self.size) if int(self.header[i]) % 4 == ABORT]
                     raise RuntimeError(f"rank(s) {failed} aborted; gossip stopped at round {self.round}")
-                agreed = self._agreed_round()
+                agreed = self._agreed_round() if last is None else None  # an abort overrides a pause/stop
                 if agreed is not None and self.round >= agreed:
                     kind = self._finish_barrier()
                     with self._cv:
