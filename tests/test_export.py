@@ -1,7 +1,10 @@
 """`dasr export` (ONNX for onnxruntime and sherpa-onnx), `dasr transcribe --onnx`, and `dasr demo`'s layout."""
 
+import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,8 @@ from dasr.data.features import fbank
 from dasr.data.manifest import read_manifest
 from dasr.decode.export import sherpa_recognizer
 from dasr.decode.lm_build import build_lm
-from dasr.decode.recognizer import OnnxRecognizer, Recognizer
+from dasr.decode.recognizer import OnnxRecognizer, Recognizer, tuned_lm_weights
+from dasr.errors import DasrError
 from dasr.train.run import train
 
 
@@ -61,7 +65,13 @@ def test_export_matches_pytorch_and_sherpa_onnx(demo_layout, tmp_path, capsys):
     out, data, files = demo_layout
     export = tmp_path / "onnx"
     assert main(["export", str(out), "--out", str(export), "--lm", str(data)]) == 0
-    assert {p.name for p in export.iterdir()} == {"model.onnx", "tokens.txt", "tokenizer.json", "lm.arpa"}
+    assert {p.name for p in export.iterdir()} == {
+        "model.onnx",
+        "tokens.txt",
+        "tokenizer.json",
+        "lm.arpa",
+        "lm_weights.json",
+    }
     meta = {p.key: p.value for p in onnx.load(str(export / "model.onnx")).metadata_props}
     assert meta["model_type"] == "zipformer2_ctc" and meta["vocab_size"] == "29" and meta["blank_id"] == "0"
     tokens = (export / "tokens.txt").read_text(encoding="utf-8").splitlines()
@@ -103,6 +113,32 @@ def test_export_matches_pytorch_and_sherpa_onnx(demo_layout, tmp_path, capsys):
     assert main(["export", str(out), "--out", str(without_lm)]) == 0
     assert _dasr(capsys, "transcribe", "--onnx", without_lm, *files) == (0, greedy, "")
     assert _dasr(capsys, "transcribe", "--onnx", export, *files) == (0, with_lm, "")
+
+    # once `dasr decode --lm` has tuned the weights on dev, transcribe and the export use them
+    assert main(["decode", "--exp", str(out), "--data", str(data), "--split", "test", "--lm", "--beam-size", "20"]) == 0
+    tuned = json.loads((out / "model" / "decode-test-lm" / "decode.json").read_text())
+    assert (tuned["lm_weight"], tuned["word_score"]) != (1.0, 0.0)  # else the defaults would pass the checks below
+    weights = ["--lm-weight", tuned["lm_weight"], "--word-score", tuned["word_score"]]
+    status, explicit, _ = _dasr(capsys, "transcribe", out, *files, "--lm", data, *weights)
+    assert status == 0 and _dasr(capsys, "transcribe", out, *files, "--lm", data)[1] == explicit
+    assert main(["export", str(out), "--out", str(export), "--lm", str(data)]) == 0
+    assert json.loads((export / "lm_weights.json").read_text()) == {k: tuned[k] for k in ("lm_weight", "word_score")}
+    assert _dasr(capsys, "transcribe", "--onnx", export, *files) == (0, explicit, "")
+
+
+def test_tuned_lm_weights(tmp_path):
+    assert tuned_lm_weights(tmp_path) == {"lm_weight": 1.0, "word_score": 0.0}
+    for split, weight, age in (("dev", 2.0, 100), ("test", 3.0, 0)):
+        decode = tmp_path / f"decode-{split}-lm" / "decode.json"
+        decode.parent.mkdir()
+        decode.write_text(json.dumps({"lm_weight": weight, "word_score": -1.0, "checkpoint": "best"}))
+        os.utime(decode, (time.time() - age, time.time() - age))
+    assert tuned_lm_weights(tmp_path) == {"lm_weight": 3.0, "word_score": -1.0}  # the newest decode
+    (tmp_path / "lm_weights.json").write_text(json.dumps({"lm_weight": 0.5, "word_score": 1.5}))
+    assert tuned_lm_weights(tmp_path) == {"lm_weight": 0.5, "word_score": 1.5}  # an export's own
+    (tmp_path / "lm_weights.json").write_text("{}")
+    with pytest.raises(DasrError, match="lm_weights.json holds no LM weights"):
+        tuned_lm_weights(tmp_path)
 
 
 def test_transcribe_finds_the_model_in_demo_output(demo_layout, tmp_path, capsys):

@@ -7,6 +7,7 @@ An export dir holds::
     tokens.txt        "symbol id" per unit, blank "<blank>" = 0, the word boundary "|" as "▁"
     tokenizer.json    dasr's tokenizer (+ bpe.model), for `dasr transcribe --onnx`
     lm.arpa           the word LM, when exported with ``--lm DATA``
+    lm_weights.json   with it: the LM weight and word score `dasr decode --lm` tuned for EXP
 
 This is the interface of sherpa-onnx's offline zipformer-CTC model (``model_type``
 ``zipformer2_ctc`` in the metadata), so its ``OfflineRecognizer`` loads the file as it is.
@@ -15,6 +16,7 @@ The features must be the ones dasr trains on (see :func:`sherpa_feature_config`)
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import warnings
@@ -27,7 +29,7 @@ from torch import nn
 from dasr.data.features import NUM_MEL_BINS, Cmvn, fbank_options
 from dasr.data.tokenizer import WORD_BOUNDARY, Tokenizer
 from dasr.decode.lm_build import LM_FILE
-from dasr.decode.recognizer import Recognizer
+from dasr.decode.recognizer import LM_WEIGHTS_FILE, Recognizer, tuned_lm_weights
 from dasr.errors import DasrError
 from dasr.model.blstm import BlstmCtc
 
@@ -194,6 +196,7 @@ def export_onnx(
         if not arpa.exists():
             raise DasrError(f"no language model {arpa}: run `dasr lm --data {lm_data}` first")
         shutil.copyfile(arpa, out / LM_FILE)
+        (out / LM_WEIGHTS_FILE).write_text(json.dumps(tuned_lm_weights(rec.exp)) + "\n")
     return {
         "dir": str(out),
         "files": sorted(p.name for p in out.iterdir()),

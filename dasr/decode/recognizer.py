@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -19,6 +20,9 @@ from dasr.train.checkpoint import load_file
 
 #: where `dasr demo` puts the experiment inside its output dir
 MODEL_SUBDIR = "model"
+#: the LM weights of a model, as an export dir holds them
+LM_WEIGHTS_FILE = "lm_weights.json"
+DEFAULT_LM_WEIGHTS = {"lm_weight": 1.0, "word_score": 0.0}
 
 
 def find_experiment(exp: str | os.PathLike, checkpoint: str = "best") -> Path:
@@ -35,18 +39,48 @@ def find_experiment(exp: str | os.PathLike, checkpoint: str = "best") -> Path:
     )
 
 
+def tuned_lm_weights(directory: str | os.PathLike) -> dict[str, float]:
+    """``lm_weight`` and ``word_score`` for a model: DIR/lm_weights.json (an export), else the newest
+    ``decode-*-lm/decode.json`` of `dasr decode --lm` (tuned on dev), else 1.0 and 0.0."""
+    directory = Path(directory)
+    decodes = sorted(directory.glob("decode-*-lm/decode.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in [directory / LM_WEIGHTS_FILE, *decodes]:
+        if path.exists():
+            try:
+                found = json.loads(path.read_text())
+                return {key: float(found[key]) for key in DEFAULT_LM_WEIGHTS}
+            except (ValueError, KeyError, TypeError) as err:
+                raise DasrError(f"{path} holds no LM weights ({err})") from None
+    return dict(DEFAULT_LM_WEIGHTS)
+
+
 class BaseRecognizer(ABC):
     """Decoding shared by the PyTorch and ONNX recognizers: greedy, or lexicon beam search with an LM."""
 
     tokenizer: Tokenizer
+    #: the exp dir or export dir (its tuned LM weights are the defaults of :meth:`use_lm`)
+    dir: Path
     beam: LexiconBeamDecoder | None = None
 
     @abstractmethod
     def fbank_log_probs(self, feats: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw fbank (T, 80) of one utterance -> (1, T', V) log-probs and (1,) lengths."""
 
-    def use_lm(self, words, arpa_path: str | None, lm_weight: float, word_score: float, beam_size: int = 50) -> None:
-        """Decode with a lexicon beam search (and the LM when ``arpa_path`` is given) from now on."""
+    def use_lm(
+        self,
+        words,
+        arpa_path: str | None,
+        lm_weight: float | None = None,
+        word_score: float | None = None,
+        beam_size: int = 50,
+    ) -> None:
+        """Decode with a lexicon beam search (and the LM when ``arpa_path`` is given) from now on.
+
+        ``lm_weight`` and ``word_score`` default to the model's tuned ones (:func:`tuned_lm_weights`).
+        """
+        tuned = tuned_lm_weights(self.dir)
+        lm_weight = tuned["lm_weight"] if lm_weight is None else lm_weight
+        word_score = tuned["word_score"] if word_score is None else word_score
         self.beam = LexiconBeamDecoder(self.tokenizer, words, arpa_path, lm_weight, word_score, beam_size)
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
@@ -68,7 +102,7 @@ class Recognizer(BaseRecognizer):
     """The model of ``EXP/<checkpoint>.pt`` (or ``EXP/model/``) with the experiment's units and CMVN."""
 
     def __init__(self, exp: str | os.PathLike, checkpoint: str = "best", device: str = "cpu") -> None:
-        self.exp = find_experiment(exp, checkpoint)
+        self.exp = self.dir = find_experiment(exp, checkpoint)
         path = self.exp / f"{checkpoint}.pt"
         state = load_file(path)
         self.tokenizer = load_tokenizer(self.exp)

@@ -42,7 +42,7 @@ def decode_split(
 ) -> dict:
     """Decode ``split``; with ``use_lm`` tune LM weight and word score on dev first. Returns wer.json's dict."""
     rec = Recognizer(exp, checkpoint)
-    out_dir = Path(exp) / f"decode-{split}{'-lm' if use_lm else ''}"
+    out_dir = rec.exp / f"decode-{split}{'-lm' if use_lm else ''}"  # EXP itself, or `dasr demo`'s OUT/model
     utts = split_log_probs(rec, data_dir, split)
     tuning = None
     if use_lm:
