@@ -120,10 +120,11 @@ def cmd_lm(args) -> None:
 
 
 def cmd_decode(args) -> None:
+    from dasr.decode.recognizer import find_experiment
     from dasr.decode.run import decode_split
 
     result = decode_split(args.exp, args.data, args.split, args.lm, args.checkpoint, args.beam_size)
-    out = f"{args.exp}/decode-{args.split}{'-lm' if args.lm else ''}"
+    out = find_experiment(args.exp, args.checkpoint) / f"decode-{args.split}{'-lm' if args.lm else ''}"
     print(
         f"{args.split}: WER {100 * result['wer']:.2f} %, CER {100 * result['cer']:.2f} % "
         f"over {result['num_words']} words; details in {out}"
@@ -335,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--checkpoint", default="best")
     p.add_argument("--lm", metavar="DATA", help="decode with DATA/lm.arpa, its words as the lexicon")
-    p.add_argument("--lm-weight", type=float, default=1.0)
-    p.add_argument("--word-score", type=float, default=0.0)
+    p.add_argument("--lm-weight", type=float, help="default: tuned by `dasr decode --lm` (else 1.0)")
+    p.add_argument("--word-score", type=float, help="default: tuned by `dasr decode --lm` (else 0.0)")
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("export", help="write EXP's model as ONNX + tokens.txt for onnxruntime and sherpa-onnx")
