@@ -137,6 +137,9 @@ class ADPSGD:
         self.graph, self.seed, self.period_s, self.timeout_s = graph, seed, period_s, timeout_s
         self.world = len(self.members)
         self.flat = FlatParameters(model)
+        devices = {b.device for b in self.flat.buffers}
+        if len(devices) != 1:
+            raise ValueError(f"{type(self).__name__} needs all trainable parameters on one device, got {devices}")
         self.lock = threading.Lock()
         key = tuple(self.members)
         serial = ADPSGD._instances[key] = ADPSGD._instances.get(key, -1) + 1
