@@ -167,6 +167,7 @@ def test_large_batch_report_measures_each_multiplier_against_m1(tmp_path, monkey
     assert summary["large_batch_largest_ok_multiplier_adpsgd"] == 4
     text = (tmp_path / "out" / "large-batch.md").read_text()
     assert "sync +1.6 % (met), adpsgd +10.0 % (**missed**)" in text
+    assert "sync recipe 50.8 % (+1.6 %), no LR scaling 70.0 % (+40.0 %), no warm-up 90.0 % (+80.0 %)" in text
     assert "adpsgd's at least 2x sync's: met" in text
 
 

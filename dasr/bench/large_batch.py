@@ -152,7 +152,8 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
             longest = max(longest, summary["process_wall_s"])
             done.append({**summary, "m": point.m, "variant": point.variant})
             print(f"  {point.label}: dev WER {[round(e['dev_wer'], 3) for e in summary['evals']]}", flush=True)
-            results = write_report(done, plan, report, out_dir, time.perf_counter() - started)
+            wall_s, load = time.perf_counter() - started, round(os.getloadavg()[0], 2)
+            results = write_report(done, plan, report, out_dir, wall_s, load)
     return results
 
 
@@ -168,8 +169,8 @@ def tolerated(final: dict[int, float], goal: float = WER_GOAL) -> int | None:
     return best
 
 
-def write_report(runs: list[dict], plan: Plan, report: Report, out_dir: str, wall_s: float) -> dict:
-    """The report, figure and summary keys from the measured ``runs`` (those done so far)."""
+def write_report(runs: list[dict], plan: Plan, report: Report, out_dir: str, wall_s: float, load_end: float) -> dict:
+    """The report, figure and summary keys from the measured ``runs`` (those done so far), ``wall_s`` in, at load ``load_end``."""
     cores = report.machine["cores"]
     for r in runs:
         r["final_dev_wer"] = r["evals"][-1]["dev_wer"]
@@ -189,7 +190,6 @@ def write_report(runs: list[dict], plan: Plan, report: Report, out_dir: str, wal
     diff_top = {s: _rel(recipe[s], top) for s in STRATEGIES}
     sync_top = next((r for r in runs if (r["strategy"], r["m"], r["variant"]) == ("sync", top, "recipe")), None)
     missing = [p.label for p in points(plan) if p.label not in {r["label"] for r in runs}]
-    load_end = round(os.getloadavg()[0], 2)
     results = {
         "nproc": NPROC,
         "model": MODEL,
@@ -280,9 +280,25 @@ def _add_sections(
         f"{'–' if sync_top is None else sync_top['updates']} updates.\n"
         f"- Largest multiplier with every m' <= m within {100 * WER_GOAL:.0f} % of m = 1: sync {ok['sync']}, adpsgd "
         f"{ok['adpsgd']}; adpsgd's at least 2x sync's: {ratio}.\n"
+        f"- What the recipe buys at m = {top}: {_ablation(runs, top)}.\n"
         f"- Wall time {results['wall_s'] / 60:.0f} min; 1-min load average {report.machine['load_avg_1min']} at the "
         f"start, {results['load_avg_1min_end']} at the end (the machine was shared: wall times are not speeds).",
     )
+
+
+def _ablation(runs: list[dict], top: int) -> str:
+    """Each ablated strategy's final dev WER at m = ``top``: the recipe against each ablation, relative to m = 1."""
+    parts = []
+    for strategy in STRATEGIES:
+        mine = {r["variant"]: r for r in runs if r["strategy"] == strategy and r["m"] == top}
+        if len(mine) > 1:
+            parts.append(
+                f"{strategy} "
+                + ", ".join(
+                    f"{v} {_pct(r['final_dev_wer'])} ({_pct(r['rel_diff_vs_m1'], True)})" for v, r in mine.items()
+                )
+            )
+    return "; ".join(parts) or "not measured"
 
 
 def _ratio_verdict(ok: dict[str, int | None], top: int) -> str:
