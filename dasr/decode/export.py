@@ -162,13 +162,16 @@ def export_onnx(
     """
     import onnx
 
+    arpa = Path(lm_data) / LM_FILE if lm_data is not None else None
+    if arpa is not None and not arpa.exists():
+        raise DasrError(f"no language model {arpa}: run `dasr lm --data {lm_data}` first")
     rec = Recognizer(exp, checkpoint)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     wrapper = FbankCtc(rec.model, rec.cmvn).eval()
     path = out / MODEL_FILE
     example = (torch.zeros(2, 30, NUM_MEL_BINS), torch.tensor([30, 20]))
-    dynamic = {"x": {0: "N", 1: "T"}, "x_lens": {0: "N"}, "log_probs": {0: "N", 1: "T_out"}, "log_probs_len": {0: "N"}}
+    dynamic = dict(zip(INPUTS + OUTPUTS, ({0: "N", 1: "T"}, {0: "N"}, {0: "N", 1: "T_out"}, {0: "N"})))
     with warnings.catch_warnings():
         # the tracer warns about the model's Python branches on shapes; _check runs other shapes
         warnings.simplefilter("ignore")
@@ -191,10 +194,7 @@ def export_onnx(
         raise DasrError(f"{path} disagrees with the PyTorch model by {diff:.2g} in log-probability")
     (out / TOKENS_FILE).write_text("".join(f"{line}\n" for line in token_lines(rec.tokenizer)), encoding="utf-8")
     rec.tokenizer.save(out)
-    if lm_data is not None:
-        arpa = Path(lm_data) / LM_FILE
-        if not arpa.exists():
-            raise DasrError(f"no language model {arpa}: run `dasr lm --data {lm_data}` first")
+    if arpa is not None:
         shutil.copyfile(arpa, out / LM_FILE)
         (out / LM_WEIGHTS_FILE).write_text(json.dumps(tuned_lm_weights(rec.exp)) + "\n")
     return {
