@@ -17,15 +17,15 @@ from dasr.config import TrainConfig
 from dasr.data import audio
 from dasr.data.features import fbank
 from dasr.data.manifest import read_manifest
-from dasr.decode.export import sherpa_recognizer
+from dasr.decode.export import export_onnx, sherpa_recognizer
 from dasr.decode.lm_build import build_lm
 from dasr.decode.recognizer import OnnxRecognizer, Recognizer, tuned_lm_weights
 from dasr.errors import DasrError
 from dasr.train.run import train
 
 
-def _train_tiny(data: Path, exp: Path) -> None:
-    """60 steps of the tiny model on the 8 fixture utterances: a few seconds, and far from perfect text."""
+def _train_tiny(data: Path, exp: Path, steps: int = 60, **units) -> None:
+    """``steps`` steps of the tiny model on the 8 fixture utterances: seconds, and far from perfect text."""
     config = dict(
         model="tiny",
         epochs=1000,
@@ -34,8 +34,20 @@ def _train_tiny(data: Path, exp: Path) -> None:
         lr=0.01,
         warmup_steps=10,
         anneal_start_epoch=10000,
+        **units,
     )
-    train(TrainConfig(data=str(data), exp=str(exp), max_steps=60, eval_every_epochs=1000, seed=1, **config))
+    train(TrainConfig(data=str(data), exp=str(exp), max_steps=steps, eval_every_epochs=1000, seed=1, **config))
+
+
+def _sherpa_texts(export: Path, files: list[str], **features) -> list[str]:
+    recognizer = sherpa_recognizer(export, **features)
+    texts = []
+    for f in files:
+        stream = recognizer.create_stream()
+        stream.accept_waveform(16000, audio.load(f))
+        recognizer.decode_stream(stream)
+        texts.append(_words(stream.result.text))
+    return texts
 
 
 def _dasr(capsys, *args) -> tuple[int, str, str]:
@@ -93,13 +105,8 @@ def test_export_matches_pytorch_and_sherpa_onnx(demo_layout, tmp_path, capsys):
         torch.testing.assert_close(got[b, :n], want[b, :n], rtol=1e-5, atol=1e-4)
 
     # sherpa-onnx computes its own fbank from the audio and decodes greedily
-    sherpa = sherpa_recognizer(export)
     dasr_texts = [torch_rec.transcribe(f) for f in files]
-    for f, text in zip(files, dasr_texts):
-        stream = sherpa.create_stream()
-        stream.accept_waveform(16000, audio.load(f))
-        sherpa.decode_stream(stream)
-        assert _words(stream.result.text) == text, f
+    assert _sherpa_texts(export, files) == dasr_texts
     assert sum(bool(t) for t in dasr_texts) >= 6  # a model that says something
     refs = [u.text for u in read_manifest(data / "test.jsonl")]
     assert dasr_texts != refs  # and not everything right: ties and near-ties are being compared too
@@ -174,3 +181,16 @@ def test_bench_export_reports_agreement(demo_layout, tmp_path):
     assert engines["sherpa-onnx defaults"]["same_as_pytorch"] < 8  # the fbank settings matter
     report = (tmp_path / "results" / "export.md").read_text()
     assert "| sherpa-onnx | " in report and "8 / 8" in report
+
+
+def test_bpe_units_export_for_sherpa_onnx(speech_data_dir, tmp_path):
+    files = [u.audio for u in read_manifest(speech_data_dir / "test.jsonl")]
+    _train_tiny(speech_data_dir, tmp_path / "exp", steps=80, units="bpe", bpe_vocab=40)
+    export = tmp_path / "onnx"
+    export_onnx(tmp_path / "exp", export)
+    tokens = (export / "tokens.txt").read_text(encoding="utf-8").splitlines()
+    assert tokens[:2] == ["<blank> 0", "<unk> 1"] and any(t.startswith("\u2581") for t in tokens[2:])
+    rec = Recognizer(tmp_path / "exp")
+    texts = [rec.transcribe(f) for f in files]
+    assert sum(len(t.split()) for t in texts) >= 16  # words from "▁"-pieces, joined as sentencepiece does
+    assert _sherpa_texts(export, files) == texts
