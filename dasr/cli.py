@@ -113,10 +113,10 @@ def cmd_train(args) -> None:
 
 
 def cmd_lm(args) -> None:
-    from dasr.decode.lm_build import build_lm
+    from dasr.decode.lm_build import SENTENCE_MARKS, build_lm
 
     path, lm = build_lm(args.data, args.order, args.text)
-    print(f"wrote {lm.order}-gram LM with {len(lm.vocab)} words to {path}")
+    print(f"wrote {lm.order}-gram LM with {len(lm.vocab - SENTENCE_MARKS)} words (the decoder's lexicon) to {path}")
 
 
 def cmd_decode(args) -> None:
