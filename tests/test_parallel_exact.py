@@ -161,12 +161,12 @@ def _consensus_point(rank):
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(rank), dtype=torch.float64))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    gossip = ADPSGD(model, opt, graph="random-matching", period_s=2.0, timeout_s=30, sync_init=False)
+    gossip = ADPSGD(model, opt, graph="random-matching", period_s=3.0, timeout_s=30, sync_init=False)
     flat = gossip.flat.buffers[0]
     x0 = _gather(flat.clone())
     opt.step()
     _wait_for(lambda: gossip.gossip.round >= rounds, "three rounds")
-    dist.barrier()  # (test only) all ranks are inside round 3's 2 s pause
+    dist.barrier()  # (test only) all ranks are inside round 3's 3 s pause
     gossip._drain()
     res = {"x0": x0.numpy(), "x": _gather(flat.clone()).numpy(), "exchanges": gossip.gossip.stats["model_exchanges"]}
     gossip.close()
