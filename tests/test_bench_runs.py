@@ -38,6 +38,13 @@ def test_summary_skips_warm_up_and_adds_up_the_workers_rates():
     assert s["evals"] == [{"epoch": 0, "step": 10, "train_s": 7.5, "dev_wer": 0.5, "dev_loss": 3.0}]
 
 
+def test_summary_of_a_straggler_with_few_claimed_steps_skips_its_first_half():
+    records = [_train_record(0, 5, 9.0), _train_record(0, 20, 1.0), _train_record(1, 2, 9.0), _train_record(1, 4, 2.0)]
+    s = summarise(records, skip_steps=5)
+    assert s["per_rank"][1]["steps"] == 2 and s["per_rank"][1]["step_s"] == pytest.approx(2.0)
+    assert s["per_rank"][0]["steps"] == 15 and s["per_rank"][0]["step_s"] == pytest.approx(1.0)
+
+
 def test_time_to_target_interpolates_between_evaluations():
     evals = [{"train_s": 10.0, "dev_wer": 0.9}, {"train_s": 20.0, "dev_wer": 0.5}, {"train_s": 30.0, "dev_wer": 0.3}]
     assert time_to_target(evals, 0.7) == pytest.approx(15.0)

@@ -100,7 +100,9 @@ def train(
 def summarise(records: list[dict], skip_steps: int) -> dict:
     """Throughput, per-step times and evaluations of one run's metrics records.
 
-    Train records after step ``skip_steps`` count (earlier ones are warm-up). Per worker,
+    Train records after step ``skip_steps`` count (earlier ones are warm-up); a worker that made
+    fewer than twice that many steps (a straggler claiming fewer of the shared batches of
+    adpsgd or ps) skips its first half instead. Per worker,
     per-step times are averaged over its records weighted by their steps; the run's value is
     the median over workers. ``samples_per_s`` adds up the workers' rates.
 
@@ -113,7 +115,8 @@ def summarise(records: list[dict], skip_steps: int) -> dict:
     for rank in sorted({r["rank"] for r in records if r.get("kind") == "train"}):
         mine = sorted((r for r in records if r.get("kind") == "train" and r["rank"] == rank), key=lambda r: r["step"])
         steps = np.diff([0] + [r["step"] for r in mine])
-        keep = [(r, n) for r, n in zip(mine, steps) if r["step"] - n >= skip_steps and n > 0]
+        skip = min(skip_steps, mine[-1]["step"] // 2)
+        keep = [(r, n) for r, n in zip(mine, steps) if r["step"] - n >= skip and n > 0]
         if not keep:
             raise DasrError(f"rank {rank} logged no train record after step {skip_steps}: run longer or log more often")
         weights = np.array([n for _, n in keep], dtype=np.float64)
