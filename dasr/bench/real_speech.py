@@ -160,8 +160,12 @@ def evaluate(label: str, exp: str, data: str, recordings: list, work: Path, synt
     result["real_per_set"] = _per_set(exp, recordings)
     if synthetic_test:
         result["synthetic_test"] = _scores(exp, data, "test", reuse=True)
-    train_text = {normalize(u.text) for u in read_manifest(Path(data) / "train.jsonl")}
+    train = read_manifest(Path(data) / "train.jsonl")
+    train_text = {normalize(u.text) for u in train}
     result["real_sentences_in_train_text"] = sum(normalize(text) in train_text for _, _, _, text in recordings)
+    result["train_engines"] = sorted({u.extra.get("engine", "espeak") for u in train})
+    result["train_augmented"] = any(u.extra.get("tempo", 1.0) != 1.0 for u in train)
+    result["train_hours"] = sum(u.duration for u in train) / 3600
     return result
 
 
@@ -202,13 +206,15 @@ def run(models: list[tuple[str, str, str]], out_dir: str, command: str, root: st
         "never on the recordings or a test set. Decoding ran on 1 core.",
     )
     rows = (
-        "| model | real sentences in train text | real WER greedy | real CER greedy | real WER LM | real CER LM "
-        "| synthetic test WER greedy | synthetic test WER LM |\n|---|---|---|---|---|---|---|---|\n"
+        "| model | train: engines, augmentation, hours | real sentences in train text | real WER greedy "
+        "| real CER greedy | real WER LM | real CER LM | synthetic test WER greedy | synthetic test WER LM |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
     for m in evaluated:
         r, s = m["real"], m["synthetic_test"]
         rows += (
-            f"| {m['label']} | {m['real_sentences_in_train_text']}/{len(recordings)} | {_pct(r['wer_greedy'])} | "
+            f"| {m['label']} | {'+'.join(m['train_engines'])}, {'augmented' if m['train_augmented'] else 'not augmented'}"
+            f", {m['train_hours']:.2f} h | {m['real_sentences_in_train_text']}/{len(recordings)} | {_pct(r['wer_greedy'])} | "
             f"{_pct(r['cer_greedy'])} | {_pct(r['wer_lm'])} | {_pct(r['cer_lm'])} | {_pct(s['wer_greedy'])} | "
             f"{_pct(s['wer_lm'])} |\n"
         )
