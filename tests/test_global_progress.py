@@ -89,8 +89,9 @@ def test_checkpoint_marks_of_claimed_batches_meet_on_every_rank(speech_data_dir,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     complete = list_complete(exp / "checkpoints")
-    # marks after 4 of an epoch's 8 claimed batches (2 steps x 2 workers), and the final epoch end
-    assert len(complete) == 3, complete
+    # marks every 4 claimed batches (2 steps x 2 workers): 4, 8, 12 and 16 of the 2 epochs' 16;
+    # the evaluated end of epoch 1 is mark 16's checkpoint again
+    assert len(complete) == 4, complete
     assert all((d / "rank0.pt").exists() and (d / "rank1.pt").exists() for d in complete)
 
 

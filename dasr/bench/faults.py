@@ -146,12 +146,16 @@ def kill_worker_run(
             run.kill()
     found = restarts(read_metrics(exp))
     last = [r["step"] for r in read_metrics(exp) if r["kind"] == "train"]
-    recovered = (
+    final_steps: dict[int, int] = {}
+    for r in read_metrics(exp):
+        if r["kind"] == "train":
+            final_steps[r["rank"]] = r["step"]
+    recovered = (  # all the data trained: every rank's steps (lockstep), or all ranks' claimed batches together
         killed is not None
         and code == 0
         and bool(found)
         and (exp / "final.pt").exists()
-        and max(last, default=0) == steps
+        and sum(final_steps.values()) == steps * nproc
     )
     return {
         "strategy": strategy,

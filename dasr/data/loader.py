@@ -155,7 +155,8 @@ class DistributedBucketSampler:
     ``max_steps`` (a worker's steps; over all workers when claimed) ends the data early, like
     an epoch's end, at the same point of global progress on every rank.
 
-    ``mark_every`` sets marks every that many batches of a worker's share (checkpoints): the
+    ``mark_every`` sets marks every that many batches of a worker's share, counted over all
+    epochs (checkpoints; also one that falls on an epoch's end): the
     iteration stops before the first batch past a mark with :attr:`at_mark` set, at the same
     point of global progress on every rank (a claim past the mark is held, not lost); after
     :meth:`pass_mark`, iterating again continues. Every rank so meets the same marks in the same
@@ -235,7 +236,10 @@ class DistributedBucketSampler:
         self._claim_start = position
         self._held: int | None = None
         self.at_mark = False
-        self._next_mark = (position // self.mark_every + 1) * self.mark_every if self.mark_every else 0
+        self._next_mark = 0
+        if self.mark_every:  # marks count the progress of all epochs, as a step counter would
+            done = self.epoch * len(self) + position
+            self._next_mark = (done // self.mark_every + 1) * self.mark_every - self.epoch * len(self)
 
     def pass_mark(self) -> None:
         """The mark is handled (checkpoint written): iterating goes on to the next one."""
@@ -249,7 +253,7 @@ class DistributedBucketSampler:
                 claimed = self.claims is not None and self.position < end
                 self._held = self.claims.claim(self.epoch, self._claim_start) if claimed else self.position
             index = self._held
-            if self.mark_every and index >= self._next_mark and self._next_mark < end:
+            if self.mark_every and index >= self._next_mark and self._next_mark <= end:
                 self.position = self._next_mark  # marks come before the data's end, on every rank
                 self.at_mark = True
                 return
