@@ -106,6 +106,6 @@ def test_listening_addresses_tell_loopback_from_every_interface():
 def test_short_soak_no_deadlock_no_leaks_loopback_only(speech_data_dir, tmp_path, nproc, steps, rss_from):
     result = soak.soak(speech_data_dir, tmp_path / "soak", nproc, steps, rss_from, stall_s=60, limit_s=300)
     assert result["exit_code"] == 0 and result["deadlocks"] == 0, result["log_tail"]
-    assert result["min_rank_step"] == steps and result["processes_left"] == 0
+    assert result["steps_per_rank"] == steps and result["processes_left"] == 0
     assert result["thread_growth"] == 0 and result["rss_growth"] < 0.05
     assert result["listened_on"] == ["127.0.0.1"]  # rendezvous, stores and gloo bind to loopback

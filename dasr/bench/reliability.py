@@ -97,7 +97,7 @@ def summary(kills: dict, vanished: list[dict], ckpt: dict, fuzzed: dict, soaked:
         "checkpoint_intact": ckpt["kill_loop"]["intact"],
         "fuzz_cases": fuzzed["total"]["cases"],
         "fuzz_tracebacks": fuzzed["total"]["tracebacks"],
-        "soak_steps": soaked["min_rank_step"],
+        "soak_steps": soaked["steps_per_rank"],
         "soak_deadlocks": soaked["deadlocks"],
         "soak_rss_growth": soaked["rss_growth"],
     }
@@ -183,7 +183,7 @@ def render(results: dict, report: Report) -> None:
             f"{soaked['nproc']} adpsgd workers ({sharing(soaked['nproc'], cores)}), {soaked['steps']} steps each, "
             f"checkpoint every {max(soaked['steps'] // 4, 1)} steps.\n\n"
             "| measure | value |\n|---|---|\n"
-            f"| steps reached by every rank | {soaked['min_rank_step']} |\n| deadlocks | {soaked['deadlocks']} |\n"
+            f"| steps per rank (claimed batches: the mean over ranks) | {soaked['steps_per_rank']:g} |\n| deadlocks | {soaked['deadlocks']} |\n"
             f"| exit code | {soaked['exit_code']} |\n"
             f"| RSS growth from step {soaked['rss_from_step']} to the end (worst rank) | "
             f"{'–' if growth is None else f'{100 * growth:+.2f} %'} (goal < 5 %) |\n"

@@ -61,7 +61,8 @@ def soak(
     utterances make 8 batches at 200 frames).
 
     Returns:
-        steps reached by every rank, ``deadlocks`` (1 when the run stalled or ran past
+        ``steps_per_rank`` (all ranks' steps over their number: adpsgd workers claim batches, so
+        a run of ``steps`` ends at that mean, not at ``steps`` on every rank), ``deadlocks`` (1 when the run stalled or ran past
         ``limit_s``), exit code, the largest RSS growth over the ranks from step ``rss_from``
         to the end, the most threads a worker gained over its count at step ``rss_from``,
         the processes of the run still alive after it exited, and the addresses its
@@ -110,7 +111,7 @@ def soak(
         "rss_from_step": rss_from,
         "exit_code": code,
         "deadlocks": int(stalled),
-        "min_rank_step": min(last_steps.values(), default=0),
+        "steps_per_rank": sum(last_steps.values()) / nproc,
         "rss_growth": max(growth.values(), default=None),
         "rss_growth_per_rank": growth,
         "rss_mib_end": {r["rank"]: r["rss_mib"] for r in records},
