@@ -33,6 +33,7 @@ TESTDATA = Path("/usr/share/pocketsphinx/test/data")
 #: clip set -> its transcription file, relative to TESTDATA (lines "<s> text </s> (id)"; audio DIR/id.wav)
 CLIP_SETS = {"cards": "cards/cards.transcription", "librivox": "librivox/transcription"}
 SPLIT = "real"
+BEAM = 300  # as `dasr decode`
 BASELINE_LABEL = "espeak-only"
 _LINE = re.compile(r"<s>(?P<text>.*)</s>\s*\((?P<id>[^)]+)\)")
 
@@ -111,9 +112,11 @@ def _scores(exp: str, data: str, split: str, reuse: bool = False) -> dict:
 
     def decoded(use_lm: bool) -> dict:
         wer = Path(exp) / f"decode-{split}{'-lm' if use_lm else ''}" / "wer.json"
-        model = Path(exp) / "best.pt"
-        if reuse and wer.exists() and model.exists() and wer.stat().st_mtime > model.stat().st_mtime:
+        if reuse and _fresh(exp, wer):
             return json.loads(wer.read_text())
+        tuned = _tuned_weights(exp) if use_lm else None
+        if tuned is not None:
+            return _decode_with_weights(exp, data, split, *tuned)
         return decode_split(exp, data, split, use_lm=use_lm)
 
     greedy, lm = decoded(False), decoded(True)
@@ -125,6 +128,42 @@ def _scores(exp: str, data: str, split: str, reuse: bool = False) -> dict:
         "words": lm["num_words"],
         "utterances": lm["num_utts"],
     }
+
+
+def _fresh(exp: str, path: Path) -> bool:
+    """Whether ``path`` was written after the model EXP/best.pt."""
+    model = Path(exp) / "best.pt"
+    return path.exists() and model.exists() and path.stat().st_mtime > model.stat().st_mtime
+
+
+def _tuned_weights(exp: str) -> tuple[float, float] | None:
+    """LM weight and word score of a fresh LM decode of the synthetic test: tuned on the same dev, so reusable."""
+    path = Path(exp) / "decode-test-lm" / "decode.json"
+    if not _fresh(exp, path):
+        return None
+    tuned = json.loads(path.read_text())
+    if "lm_weight" not in tuned:
+        return None
+    return tuned["lm_weight"], tuned["word_score"]
+
+
+def _decode_with_weights(exp: str, data: str, split: str, lm_weight: float, word_score: float) -> dict:
+    """LM decode of ``split`` with given weights (what `dasr decode --lm` does after tuning); writes its report."""
+    import torch
+
+    from dasr.decode.lm_build import LM_FILE, lexicon_words
+    from dasr.decode.recognizer import Recognizer
+    from dasr.decode.run import split_log_probs
+    from dasr.decode.score import write_report
+
+    rec = Recognizer(exp)
+    utts = split_log_probs(rec, data, split)
+    rec.use_lm(lexicon_words(data), str(Path(data) / LM_FILE), lm_weight, word_score, BEAM)
+    hyps = {i: rec.decode(lp[None], torch.tensor([lp.shape[0]]))[0] for i, lp, _ in utts}
+    out = Path(exp) / f"decode-{split}-lm"
+    result = write_report({i: ref for i, _, ref in utts}, hyps, out)
+    (out / "decode.json").write_text(json.dumps({"lm_weight": lm_weight, "word_score": word_score}, indent=1))
+    return result
 
 
 def _per_set(exp: str, recordings: list[tuple[str, str, Path, str]]) -> dict:
@@ -155,11 +194,12 @@ def evaluate(label: str, exp: str, data: str, recordings: list, work: Path, synt
     from dasr.data.manifest import read_manifest
     from dasr.data.text import normalize
 
-    real = real_data_dir(Path(data), recordings, work / label)
-    result = {"label": label, "exp": exp, "data": data, "real": _scores(exp, str(real), SPLIT)}
-    result["real_per_set"] = _per_set(exp, recordings)
-    if synthetic_test:
+    result: dict = {"label": label, "exp": exp, "data": data}
+    if synthetic_test:  # first: its LM decode tunes the weights on dev, which the recordings' decode reuses
         result["synthetic_test"] = _scores(exp, data, "test", reuse=True)
+    real = real_data_dir(Path(data), recordings, work / label)
+    result["real"] = _scores(exp, str(real), SPLIT)
+    result["real_per_set"] = _per_set(exp, recordings)
     train = read_manifest(Path(data) / "train.jsonl")
     train_text = {normalize(u.text) for u in train}
     result["real_sentences_in_train_text"] = sum(normalize(text) in train_text for _, _, _, text in recordings)
