@@ -15,8 +15,9 @@ What each learner does mirrors ``dasr.parallel`` (see docs/DESIGN.md):
   group's next step all-gathers the pending shards; one tiny all-reduce per step;
 * ``localsgd``: local steps; after the first step and every ``average_period``-th after it
   (PyTorch's ``PeriodicModelAverager``) a barrier and a ring all-reduce of the parameters;
-* ``ps``: a server thread in learner 0's process, serving pushes one at a time in arrival
-  order (receive, apply: ``APPLY_PASSES`` memory passes, send); a worker waits for its answer.
+* ``ps``: a server thread in learner 0's process, serving the other learners' pushes one at a
+  time in arrival order (receive, apply: ``APPLY_PASSES`` memory passes, send); a worker waits
+  for its answer; learner 0 applies its own gradient to the master directly (as ``dasr.parallel.ps``).
 
 On a machine whose communication runs on the CPU (gloo over loopback), every transfer is
 ``Cpu`` work of the processes taking part, competing for the shared cores; on a GPU cluster
@@ -216,6 +217,8 @@ class _Run:
             elif self.strategy == "localsgd" and n > 1 and step % w.average_period == 0:
                 link = self.cluster.link_for(group)
                 yield from self.collective(("avg", step), group, model.ring_allreduce_s(w.param_bytes, n, link))
+            elif self.strategy == "ps" and n > 1 and r == 0:  # rank 0 applies its own gradient to the master directly
+                yield self.comm(APPLY_PASSES * w.pass_s)
             elif self.strategy == "ps" and n > 1:
                 done = Event()
                 self.queue.append((r, done))
@@ -246,7 +249,7 @@ class _Run:
             yield Sleep(max(w.gossip_period_s - (engine.now - t0), 0.0))
 
     def server(self):
-        """Learner 0's server thread: pushes one at a time, in arrival order."""
+        """Learner 0's server thread: the other learners' pushes one at a time, in arrival order."""
         w, engine = self.work, self.engine
         while True:
             if not self.queue:
@@ -254,9 +257,7 @@ class _Run:
                 yield Wait(self.wake)
                 continue
             r, done = self.queue.popleft()
-            if r != 0:  # rank 0 applies its own gradient directly
-                yield self.comm(model.send_s(w.param_bytes, self.cluster.link_for([0, r])))
+            yield self.comm(model.send_s(w.param_bytes, self.cluster.link_for([0, r])))
             yield self.comm(APPLY_PASSES * w.pass_s)
-            if r != 0:
-                yield self.comm(model.send_s(w.param_bytes, self.cluster.link_for([0, r])))
+            yield self.comm(model.send_s(w.param_bytes, self.cluster.link_for([0, r])))
             engine.fire(done)
