@@ -134,7 +134,8 @@ def test_simulate_link_mbit_reads_a_network_benchmark(tmp_path, capsys):
     from dasr.cli import main
 
     setup = {"param_bytes": 10_000_000, "gossip_period_s": 0.5, "hybrid_group_size": 2, "cores": 2}
-    run = {"strategy": "sync", "nproc": 4, "rate_mbit": 50, "samples_per_s": 9.0}
+    run = {"strategy": "sync", "nproc": 4, "rate_mbit": 50, "samples_per_s": 9.0, "utts_per_step": 10}
+    run.update(compute_s=0.9, step_s=3.3, exposed_comm_s=2.4)
     results = {
         "setup": setup,
         "reference_single": {"compute_s": 0.4, "step_s": 0.45, "utts_per_step": 10},
@@ -146,6 +147,8 @@ def test_simulate_link_mbit_reads_a_network_benchmark(tmp_path, capsys):
     rows = simnet.compare(simnet.load_bench(path), [("sync", 4, 50), ("adpsgd", 4, 50)])
     assert rows[0]["rel_err"] == pytest.approx(abs(rows[0]["simulated_samples_per_s"] - 9.0) / 9.0)
     assert "rel_err" not in rows[1]  # nothing measured there
+    # the link model alone: 0.9 s compute + a 4-node ring all-reduce of 10 MB at 50 Mbit/s (2.4 s) per 10 utterances
+    assert rows[0]["measured_compute_simulated_samples_per_s"] == pytest.approx(4 * 10 / (0.9 + 2.4), rel=0.05)
     assert main(["simulate", "--link-mbit", "50", "--nodes", "2,4", "--network", str(path)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.split()[:3] == ["4", "50", "sync"] and line.split()[4] == "9.00" for line in lines)
