@@ -457,10 +457,9 @@ def write_report(report: Report, results: dict, out_dir: str) -> None:
     if err is not None and err > 0.15:
         ref, own = results["reference_single"]["compute_s"], [r["compute_s"] for r in runs]
         lines.append(
-            f"- why the calibrated simulator missed: the one-worker reference run took {ref:.2f} s of compute per "
-            f"step, while the runs' workers, K of them sharing the cores, took {min(own):.2f}–{max(own):.2f} s; the "
-            "machine's background load (other jobs) changed between the reference and the runs, so the compute "
-            "the simulator starts from was wrong for them. The next line checks the network model without it."
+            f"- the one-worker reference run the simulator is calibrated on took {ref:.2f} s of compute per step; the "
+            f"runs' workers, K of them sharing the cores with each other and with other jobs, took "
+            f"{min(own):.2f}–{max(own):.2f} s. The next line checks the network model with each run's own compute."
         )
     if runs:
         alone = max(r["measured_compute_rel_err"] for r in runs)
