@@ -141,7 +141,7 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         "Setup",
         (
             f"`demo` model ({setup['params'] / 1e6:.2f} M parameters), SGD, {BATCH_FRAMES} padded frames per worker step "
-            f"(~{setup['utts_per_step']:.1f} utterances), SpecAugment and speed perturbation on (as in `conf/demo.yaml`); {steps} steps per worker per run, the first "
+            f"(~{setup['utts_per_step']:.1f} utterances), SpecAugment and speed perturbation on (as in `dasr/recipes/demo.yaml`); {steps} steps per worker per run, the first "
             f"{skip} not counted; {rounds} round(s), every other in reverse order. Every worker has one torch thread: "
             f"at N = 4, {sharing(4, cores)}, at N = 2 {sharing(2, cores)}. adpsgd gossips every {GOSSIP_PERIOD_S} s; "
             f"hybrid has groups of {GROUP_SIZE}. Time per epoch = {train_utterances} training utterances ÷ samples/s."
