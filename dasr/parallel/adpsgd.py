@@ -39,7 +39,6 @@ the others stop with ``GossipError("rank R failed: reason")``.
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
 from typing import Any, ClassVar
@@ -52,7 +51,7 @@ from torch.utils.hooks import RemovableHandle
 from dasr.parallel import topology
 from dasr.parallel.flat import FlatParameters
 from dasr.parallel.gossip import PAUSE, STOP, AbortNote, Gossiper, GossipError, pair_groups
-from dasr.parallel.strategy import Strategy
+from dasr.parallel.strategy import PublicClassStrategy
 
 __all__ = ["ADPSGD", "AdpsgdStrategy", "GossipError"]
 
@@ -362,7 +361,7 @@ class ADPSGD:
         """Hook run once the gossip thread has stopped (collective with the same peers as a step)."""
 
 
-class AdpsgdStrategy(Strategy):
+class AdpsgdStrategy(PublicClassStrategy):
     """The trainer's Strategy interface over :class:`ADPSGD` (options as ADPSGD's keyword arguments)."""
 
     name = "adpsgd"
@@ -370,40 +369,10 @@ class AdpsgdStrategy(Strategy):
     impl_class: type[ADPSGD] = ADPSGD
 
     def __init__(self, **options: Any):
+        super().__init__()
         group_members(None)  # fails early without a process group
         self.options = options
-        self.impl: ADPSGD | None = None
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         self.impl = self.impl_class(model, optimizer, **self.options)
         return model
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.step()
-
-    def consensus(self, model: nn.Module | None = None) -> None:
-        self._impl().average()
-
-    def state_dict(self) -> dict:
-        return self._impl().state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self._impl().load_state_dict(state)
-
-    def stats(self) -> dict:
-        return self._impl().stats()
-
-    def close(self) -> None:
-        """Close; inside an ``except`` block (the trainer's path after a failure) abort instead."""
-        if self.impl is None:
-            return
-        exc = sys.exc_info()[1]
-        if exc is not None:
-            self.impl.abort(f"{type(exc).__name__}: {exc}")
-        else:
-            self.impl.close()
-
-    def _impl(self) -> ADPSGD:
-        if self.impl is None:
-            raise RuntimeError(f"{self.name} strategy used before wrap()")
-        return self.impl

@@ -22,6 +22,7 @@ rank and the worker's exception; the other workers are stopped.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
@@ -147,7 +148,11 @@ def launch(
         host, port_s = rdzv_endpoint.rsplit(":", 1)
         local_addr = source_address(host)
         if local_addr == host and node_rank == 0:
-            rendezvous_server = serve_store(int(port_s), host)
+            try:
+                rendezvous_server = serve_store(int(port_s), host)
+            except OSError as e:  # another node on this machine hosts it already: join as a client
+                if e.errno != errno.EADDRINUSE:
+                    raise
     config = LaunchConfig(
         min_nodes=nnodes,
         max_nodes=nnodes,

@@ -67,7 +67,7 @@ from torch import nn
 
 from dasr.parallel.adpsgd import group_members
 from dasr.parallel.flat import FlatParameters
-from dasr.parallel.strategy import Strategy
+from dasr.parallel.strategy import PublicClassStrategy
 
 _PUSH, _PAUSE, _DONE = 0, 1, 2
 _TAG_REQUEST, _TAG_ANSWER = 1, 2
@@ -427,17 +427,17 @@ class ParameterServer:
                 sys.setswitchinterval(self._switch_interval_s)
 
 
-class ParameterServerStrategy(Strategy):
+class ParameterServerStrategy(PublicClassStrategy):
     """The trainer's Strategy interface over :class:`ParameterServer` (option: ``timeout_s``)."""
 
     name = "ps"
     independent_steps = True
 
     def __init__(self, timeout_s: float = 60.0):
+        super().__init__()
         if timeout_s <= 0:
             raise ValueError(f"need timeout_s > 0, got {timeout_s}")
         self.timeout_s = timeout_s
-        self.impl: ParameterServer | None = None
 
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
         self.impl = ParameterServer(model, optimizer, timeout_s=self.timeout_s)
@@ -452,27 +452,3 @@ class ParameterServerStrategy(Strategy):
     def server(self) -> Server | None:
         """The server state (on the server rank)."""
         return self._impl().server
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.step()
-
-    def consensus(self, model: nn.Module | None = None) -> None:
-        self._impl().average()
-
-    def state_dict(self) -> dict:
-        return self._impl().state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self._impl().load_state_dict(state)
-
-    def stats(self) -> dict:
-        return self._impl().stats() if self.impl is not None else {}
-
-    def close(self) -> None:
-        if self.impl is not None:
-            self.impl.close()
-
-    def _impl(self) -> ParameterServer:
-        if self.impl is None:
-            raise RuntimeError("ps strategy used before wrap()")
-        return self.impl

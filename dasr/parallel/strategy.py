@@ -11,7 +11,9 @@ The trainer calls only these methods::
 from __future__ import annotations
 
 import contextlib
+import sys
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,6 +65,47 @@ class Strategy(ABC):
 
     def close(self) -> None:
         """Join threads and release process groups; safe to call twice."""
+
+
+class PublicClassStrategy(Strategy):
+    """The Strategy interface over one of the public classes (ADPSGD, Hybrid, ParameterServer).
+
+    ``wrap`` builds ``self.impl``; training goes through the plain ``optimizer.step()`` (the
+    class works through optimizer step hooks) and everything else is the class's own method.
+    """
+
+    def __init__(self) -> None:
+        self.impl: Any = None
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+
+    def consensus(self, model: nn.Module | None = None) -> None:
+        self._impl().average()
+
+    def state_dict(self) -> dict:
+        return self._impl().state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._impl().load_state_dict(state)
+
+    def stats(self) -> dict:
+        return self._impl().stats() if self.impl is not None else {}
+
+    def close(self) -> None:
+        """Close; inside an ``except`` block (the trainer's path after a failure) abort where the class can."""
+        if self.impl is None:
+            return
+        exc = sys.exc_info()[1]
+        if exc is not None and hasattr(self.impl, "abort"):
+            self.impl.abort(f"{type(exc).__name__}: {exc}")
+        else:
+            self.impl.close()
+
+    def _impl(self) -> Any:
+        if self.impl is None:
+            raise RuntimeError(f"{self.name} strategy used before wrap()")
+        return self.impl
 
 
 class SingleStrategy(Strategy):
