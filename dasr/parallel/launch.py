@@ -182,7 +182,11 @@ def launch(
         raise WorkerFailedError("\n".join(lines), failures) from None
     finally:
         if rendezvous_server is not None:
-            rendezvous_server[1].close()
+            try:
+                rendezvous_server[1].close()
+            except OSError as e:  # the store's server thread may have closed the fd it was handed
+                if e.errno != errno.EBADF:
+                    raise
 
 
 def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> Worker:
