@@ -156,8 +156,8 @@ class DistributedBucketSampler:
     an epoch's end, at the same point of global progress on every rank.
 
     ``mark_every`` sets marks every that many batches of a worker's share, counted over all
-    epochs (checkpoints; also one that falls on an epoch's end): the
-    iteration stops before the first batch past a mark with :attr:`at_mark` set, at the same
+    epochs (checkpoints; also one that falls on an epoch's end): the iteration stops before
+    the first batch past a mark with :attr:`at_mark` set, at the same
     point of global progress on every rank (a claim past the mark is held, not lost); after
     :meth:`pass_mark`, iterating again continues. Every rank so meets the same marks in the same
     order, and an epoch's end comes after all of them.
