@@ -87,10 +87,14 @@ def test_bench_decodes_the_recordings_and_reports_consistent_numbers(speech_data
         weighted = sum(head["real_per_set"][n][f"wer_{kind}"] * words[n] for n in words) / sum(words.values())
         assert weighted == pytest.approx(head["real"][f"wer_{kind}"], abs=1e-9)
     assert 0.0 <= head["synthetic_test"]["wer_lm"] <= 1.5
+    # the synthetic test per engine rescores the same decode: one engine here, so it is the whole
+    assert set(head["synthetic_test_per_engine"]) == {"espeak"}
+    for key in ("wer_greedy", "cer_greedy", "wer_lm", "cer_lm"):
+        assert head["synthetic_test_per_engine"]["espeak"][key] == pytest.approx(head["synthetic_test"][key], abs=1e-9)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["real_speech_wer_lm"]["value"] == head["real"]["wer_lm"]
     assert summary["real_speech_cer_greedy_espeak_only"]["value"] == models[1]["real"]["cer_greedy"]
     assert summary["real_speech_cer_greedy"]["benchmark"] == "real-speech"
     md = (out / "real-speech.md").read_text()
-    assert "Command: `dasr" in md and "| demo |" in md and "| espeak-only | cards |" in md
+    assert "Command: `dasr" in md and "| demo |" in md and "| espeak-only | cards |" in md and "| demo | espeak |" in md
     assert (out / "real-speech.png").stat().st_size > 1000
