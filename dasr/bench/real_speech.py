@@ -191,6 +191,7 @@ def _read_lines(path: Path) -> dict[str, str]:
 def evaluate(label: str, exp: str, data: str, recordings: list, work: Path, synthetic_test: bool = True) -> dict:
     """One model's scores on the real recordings (all and per clip set) and, with ``synthetic_test``,
     on its synthetic test set; ``work`` holds the recordings' Kaldi and data dirs."""
+    from dasr.config import load_recipe
     from dasr.data.manifest import read_manifest
     from dasr.data.text import normalize
 
@@ -211,6 +212,8 @@ def evaluate(label: str, exp: str, data: str, recordings: list, work: Path, synt
     result["train_engines"] = sorted({u.extra.get("engine", "espeak") for u in train})
     result["train_augmented"] = any(u.extra.get("tempo", 1.0) != 1.0 for u in train)
     result["train_hours"] = sum(u.duration for u in train) / 3600
+    trained = load_recipe(str(Path(exp) / "config.yaml"))
+    result["model"], result["epochs"] = trained["model"], trained["epochs"]
     return result
 
 
@@ -251,15 +254,15 @@ def run(models: list[tuple[str, str, str]], out_dir: str, command: str, root: st
         "never on the recordings or a test set. Decoding ran on 1 core.",
     )
     rows = (
-        "| model | train: engines, augmentation, hours | real sentences in train text | real WER greedy "
+        "| model | train: engines, augmentation, hours | network, epochs | real sentences in train text | real WER greedy "
         "| real CER greedy | real WER LM | real CER LM | synthetic test WER greedy | synthetic test WER LM |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n"
     )
     for m in evaluated:
         r, s = m["real"], m["synthetic_test"]
         rows += (
             f"| {m['label']} | {'+'.join(m['train_engines'])}, {'augmented' if m['train_augmented'] else 'not augmented'}"
-            f", {m['train_hours']:.2f} h | {m['real_sentences_in_train_text']}/{len(recordings)} | {_pct(r['wer_greedy'])} | "
+            f", {m['train_hours']:.2f} h | {m['model']}, {m['epochs']} | {m['real_sentences_in_train_text']}/{len(recordings)} | {_pct(r['wer_greedy'])} | "
             f"{_pct(r['cer_greedy'])} | {_pct(r['wer_lm'])} | {_pct(r['cer_lm'])} | {_pct(s['wer_greedy'])} | "
             f"{_pct(s['wer_lm'])} |\n"
         )
