@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dasr.bench import accuracy, data, reliability
+from dasr.bench import accuracy, data, real_speech, reliability
 from dasr.bench.report import Report, new_figure, publish, rerender
 from dasr.sim import run as simulate
 
@@ -14,7 +14,13 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 
 @pytest.mark.parametrize(
     "name, module",
-    [("accuracy", accuracy), ("data", data), ("reliability", reliability), ("simulate", simulate)],
+    [
+        ("accuracy", accuracy),
+        ("data", data),
+        ("real-speech", real_speech),
+        ("reliability", reliability),
+        ("simulate", simulate),
+    ],
     ids=lambda x: x if isinstance(x, str) else "",
 )
 def test_stored_reports_render_again_from_their_json_alone(name, module, tmp_path):

@@ -25,7 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from dasr.bench.report import Report, machine_info, new_figure
+from dasr.bench.report import Report, new_figure, publish
 from dasr.bench.summary import update_summary
 from dasr.errors import DasrError
 
@@ -35,6 +35,7 @@ CLIP_SETS = {"cards": "cards/cards.transcription", "librivox": "librivox/transcr
 SPLIT = "real"
 BEAM = 300  # as `dasr decode`
 BASELINE_LABEL = "espeak-only"
+TITLE = "Real human speech: models trained on synthesized speech only"
 _LINE = re.compile(r"<s>(?P<text>.*)</s>\s*\((?P<id>[^)]+)\)")
 
 
@@ -241,13 +242,18 @@ def run(models: list[tuple[str, str, str]], out_dir: str, command: str, root: st
         "real_speech_cer_greedy": head["real"]["cer_greedy"],
         "real_speech_cer_greedy_espeak_only": baseline["real"]["cer_greedy"] if baseline else None,
     }
-    report = Report(
-        "real-speech", "Real human speech: models trained on synthesized speech only", command, machine_info()
-    )
-    speakers = len(CLIP_SETS)
+    report = publish("real-speech", TITLE, command, results, render, out_dir, top_level=figures)
+    update_summary(out_dir, figures, report)
+    return results
+
+
+def render(results: dict, report: Report):
+    """The report's sections and its figure (each model's real-speech CER and WER), from the results alone."""
+    evaluated, clip_count = results["models"], len(results["clips"])
+    people = len({c["set"] for c in results["clips"]})
     report.add(
         "What is measured",
-        f"{len(recordings)} recordings of {speakers} people from Debian's pocketsphinx-testdata "
+        f"{clip_count} recordings of {people} people from Debian's pocketsphinx-testdata "
         f"({', '.join(CLIP_SETS)}), imported as a Kaldi data dir, never trained on. Their sentences are in the "
         "training text of the models marked so below (as a user's domain text would be), so the LM has seen them; "
         "the greedy CER measures the acoustic model alone. LM weights are tuned on each model's synthetic dev set, "
@@ -262,9 +268,9 @@ def run(models: list[tuple[str, str, str]], out_dir: str, command: str, root: st
         r, s = m["real"], m["synthetic_test"]
         rows += (
             f"| {m['label']} | {'+'.join(m['train_engines'])}, {'augmented' if m['train_augmented'] else 'not augmented'}"
-            f", {m['train_hours']:.2f} h | {m['model']}, {m['epochs']} | {m['real_sentences_in_train_text']}/{len(recordings)} | {_pct(r['wer_greedy'])} | "
-            f"{_pct(r['cer_greedy'])} | {_pct(r['wer_lm'])} | {_pct(r['cer_lm'])} | {_pct(s['wer_greedy'])} | "
-            f"{_pct(s['wer_lm'])} |\n"
+            f", {m['train_hours']:.2f} h | {m['model']}, {m['epochs']} | {m['real_sentences_in_train_text']}/{clip_count} | "
+            f"{_pct(r['wer_greedy'])} | {_pct(r['cer_greedy'])} | {_pct(r['wer_lm'])} | {_pct(r['cer_lm'])} | "
+            f"{_pct(s['wer_greedy'])} | {_pct(s['wer_lm'])} |\n"
         )
     report.add("Results", rows)
     report.add("Per clip set (person)", _group_table(evaluated, "real_per_set", "clip set"))
@@ -275,17 +281,17 @@ def run(models: list[tuple[str, str, str]], out_dir: str, command: str, root: st
         "corpus it was given; a model that is good on them but bad on the recordings has learned voices, not people.\n\n"
         + _group_table(evaluated, "synthetic_test_per_engine", "synthetic test voices"),
     )
-    fig, (ax,) = new_figure(1, width_per_panel=7)
-    labels = [m["label"] for m in evaluated]
-    x = range(len(labels))
+    fig, (ax,) = new_figure(1, width_per_panel=8, height=1.2 + 0.55 * len(evaluated))
+    y = range(len(evaluated))
     for i, (key, name) in enumerate((("cer_greedy", "CER greedy"), ("wer_greedy", "WER greedy"), ("wer_lm", "WER LM"))):
-        ax.bar([p + 0.27 * (i - 1) for p in x], [100 * m["real"][key] for m in evaluated], 0.27, label=name)
-    ax.set_xticks(list(x), labels, fontsize=8)
-    ax.set_ylabel("% on the real recordings")
-    ax.legend(fontsize=8)
-    report.write(out_dir, results, fig, top_level=figures)
-    update_summary(out_dir, figures, report)
-    return results
+        ax.barh([p + 0.27 * (i - 1) for p in y], [100 * m["real"][key] for m in evaluated], 0.27, label=name)
+    ax.set_yticks(list(y), [m["label"] for m in evaluated], fontsize=8)
+    ax.invert_yaxis()  # the table's order, top to bottom
+    ax.axvline(30, color="0.3", linestyle=":", linewidth=1, label="goal: WER LM <= 30 %")
+    ax.set_xlabel("% on the real recordings")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.4 / len(evaluated)), ncol=4)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
 
 
 def _group_table(evaluated: list[dict], key: str, column: str) -> str:
