@@ -146,7 +146,8 @@ def kill_worker_run(
             run.kill()
     records = read_metrics(exp)
     found = restarts(records)
-    final_steps = {r["rank"]: r["step"] for r in records if r["kind"] == "train"}  # each rank's last record
+    train_steps = [(r["rank"], r["step"]) for r in records if r["kind"] == "train"]
+    final_steps = dict(train_steps)  # each rank's last record
     recovered = (  # all the data trained: every rank's steps (lockstep), or all ranks' claimed batches together
         killed is not None
         and code == 0
@@ -164,7 +165,7 @@ def kill_worker_run(
         "recovered": recovered,
         "resumed_from": min((r["resumed_from"] for r in found), default=None),
         "lost_steps": max((r["last_step"] - r["resumed_from"] for r in found), default=None),
-        "final_step": max((r["step"] for r in records if r["kind"] == "train"), default=0),
+        "final_step": max((step for _, step in train_steps), default=0),
         "final_dev_loss": final_dev_loss(exp),
         "wall_s": round(time.monotonic() - start, 1),
         "log_tail": "" if recovered else run.tail(),

@@ -250,11 +250,11 @@ def run(models: list[tuple[str, str, str]], out_dir: str, command: str, root: st
 def render(results: dict, report: Report):
     """The report's sections and its figure (each model's real-speech CER and WER), from the results alone."""
     evaluated, clip_count = results["models"], len(results["clips"])
-    people = len({c["set"] for c in results["clips"]})
+    people = list(dict.fromkeys(c["set"] for c in results["clips"]))  # one clip set per person, in file order
     report.add(
         "What is measured",
-        f"{clip_count} recordings of {people} people from Debian's pocketsphinx-testdata "
-        f"({', '.join(CLIP_SETS)}), imported as a Kaldi data dir, never trained on. Their sentences are in the "
+        f"{clip_count} recordings of {len(people)} people from Debian's pocketsphinx-testdata "
+        f"({', '.join(people)}), imported as a Kaldi data dir, never trained on. Their sentences are in the "
         "training text of the models marked so below (as a user's domain text would be), so the LM has seen them; "
         "the greedy CER measures the acoustic model alone. LM weights are tuned on each model's synthetic dev set, "
         "never on the recordings or a test set. Decoding ran on 1 core.",
