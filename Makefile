@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-all lint typecheck bench soak sysdeps venv clean
 
-$(STAMP): pyproject.toml dasr/__init__.py  # the version is read from dasr/__init__.py
+# the exact versions come from constraints.txt (pyproject.toml states the ranges that work)
+$(STAMP): pyproject.toml constraints.txt dasr/__init__.py  # the version is read from dasr/__init__.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 venv: sysdeps $(STAMP)
@@ -20,12 +21,13 @@ sysdeps:
 demo: venv
 	$(VENV)/bin/dasr demo --out exp/demo
 
-# ruff for lint and format; `make test` runs it first, so a lint error fails CI
+# ruff for lint and format, import-linter for the layers; `make test` runs it first, so a lint error fails CI
 lint: venv
-	$(VENV)/bin/ruff check dasr tests scripts
-	$(VENV)/bin/ruff format --check dasr tests scripts
+	$(VENV)/bin/ruff check dasr lab tests scripts examples
+	$(VENV)/bin/ruff format --check dasr lab tests scripts examples
+	$(VENV)/bin/lint-imports --no-cache
 
-# mypy over the files listed in pyproject [tool.mypy]
+# mypy over the whole package (pyproject [tool.mypy])
 typecheck: venv
 	$(VENV)/bin/mypy
 

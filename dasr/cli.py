@@ -1,16 +1,131 @@
-"""`dasr` command line: one thin function per subcommand; the work happens in the modules."""
+"""`dasr` command line: one thin function per subcommand, registered with its help and options.
+
+A command is declared once, where it is defined::
+
+    @command("lm", "estimate a word n-gram LM", arg("--data", required=True), arg("--order", type=int, default=3))
+    def cmd_lm(args): ...
+
+and :func:`build_parser` is a loop over :data:`COMMANDS`. `dasr bench` and `dasr simulate` are the
+lab's (``lab/`` in a checkout, not installed with the package): their parsers are built from the
+lab's own declarations the first time they are used.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dasr import __version__
 from dasr.errors import DasrError
 
 log = logging.getLogger("dasr")
+
+#: an option declaration: ``(flags, keyword arguments of ArgumentParser.add_argument)``
+Argument = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def arg(*flags: str, **options: Any) -> Argument:
+    """One option or positional of a command, as :meth:`argparse.ArgumentParser.add_argument` takes it."""
+    return flags, options
+
+
+def add_arguments(parser: argparse.ArgumentParser, arguments: Iterable[Argument]) -> None:
+    """Add every declared argument to ``parser``."""
+    for flags, options in arguments:
+        parser.add_argument(*flags, **options)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `dasr` subcommand: its one-line help and how its parser is filled (options, and what it runs)."""
+
+    help: str
+    fill: Callable[[argparse.ArgumentParser], None]
+
+
+#: "NAME" or "GROUP ACTION" -> the command; groups are in :data:`GROUPS`
+COMMANDS: dict[str, Command] = {}
+GROUPS = {"corpus": "make, import and export corpora (manifests)"}
+
+
+def command(name: str, help: str, *arguments: Argument, options: Callable | None = None) -> Callable:
+    """Register the decorated ``run(args)`` as `dasr NAME` with its ``arguments`` (and an ``options(parser)``
+    function that adds more, e.g. the train flags generated from :class:`dasr.config.TrainConfig`)."""
+
+    def register(run: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
+        def fill(parser: argparse.ArgumentParser) -> None:
+            add_arguments(parser, arguments)
+            if options is not None:
+                options(parser)
+            parser.set_defaults(run=run)
+
+        COMMANDS[name] = Command(help, fill)
+        return run
+
+    return register
+
+
+def lab_command(name: str, help: str, module: str) -> None:
+    """Register `dasr NAME` as the lab's: ``lab.MODULE.add_parser(parser)`` fills its parser when it is used."""
+
+    def fill(parser: argparse.ArgumentParser) -> None:
+        _import_lab(module).add_parser(parser)
+
+    COMMANDS[name] = Command(help, fill)
+
+
+def _import_lab(module: str) -> Any:
+    """``lab.MODULE`` from the checkout this package runs from (or the current directory).
+
+    The lab is not installed with the package: it lives beside it in the repository.
+    """
+    import os
+
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "lab" / "__init__.py").is_file():
+            if str(root) not in sys.path:
+                sys.path.insert(0, str(root))
+            # the lab's own worker processes (`python -c "from lab..."`) find it too
+            os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH"))))
+            return importlib.import_module(f"lab.{module}")
+    raise DasrError(
+        "this command runs the lab (benchmarks, simulator), which is not installed with the package: "
+        "run it from a checkout of the dasr repository (git clone, then `make venv`)"
+    )
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose options go anywhere among the positionals (``dasr transcribe EXP --lm D a.wav``),
+    and whose parser is filled on first use (so a lab command imports the lab only when it runs)."""
+
+    def __init__(self, *args: Any, fill: Callable[[argparse.ArgumentParser], None] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self._fill, self._intermixing = fill, False
+
+    def _filled(self) -> None:
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._filled()
+        if self._intermixing or self._subparsers is not None:  # argparse intermixes only parsers without subcommands
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+    def format_help(self) -> str:
+        self._filled()
+        return super().format_help()
 
 
 def _finish_import(utts, rejections, out: Path, strict: bool) -> None:
@@ -32,6 +147,23 @@ def _finish_import(utts, rejections, out: Path, strict: bool) -> None:
     )
 
 
+MANIFEST_OUT = arg("--out", required=True, help="manifest FILE.jsonl to write (rejected.jsonl goes beside it)")
+STRICT = arg("--strict", action="store_true", help="fail if any entry is rejected")
+CHECKPOINT = arg("--checkpoint", default="best", help="model file EXP/<name>.pt (best, final, averaged)")
+
+
+@command(
+    "corpus synth",
+    "synthesise the demo corpus into a data dir",
+    arg("--out", required=True, help="data dir to create"),
+    arg("--hours", type=float, default=1.0, help="total audio over train/dev/test (default 1.0)"),
+    arg("--seed", type=int, default=0),
+    arg("--jobs", type=int, default=None, help="parallel synthesis processes (default: all cores)"),
+    arg("--text", default=None, help="sentences from this file (one per line) instead of the generator"),
+    arg("--engines", default="espeak", help="comma-separated synthesizers: espeak, flite, festival (default espeak)"),
+    arg("--augment", action="store_true", help="speaker and channel variety: pitch, tempo, room, noise, telephone"),
+    arg("--train-text", default=None, help="more sentences (one per line) spoken in train only"),
+)
 def cmd_corpus_synth(args) -> None:
     from dasr.data.synth import read_sentences, synthesize_corpus
 
@@ -45,9 +177,17 @@ def cmd_corpus_synth(args) -> None:
         augment_audio=args.augment,
         train_text=read_sentences(args.train_text) if args.train_text else None,
     )
-    print(_format_summary(summary))
+    print("\n".join(f"{k}: {v}" for k, v in summary.items()))
 
 
+@command(
+    "corpus import-kaldi",
+    "Kaldi data dir (wav.scp, text, utt2spk[, segments]) -> JSONL manifest",
+    arg("kaldi_dir"),
+    MANIFEST_OUT,
+    arg("--allow-pipes", action="store_true", help="run wav.scp entries that are shell pipes ('cmd |')"),
+    STRICT,
+)
 def cmd_corpus_import_kaldi(args) -> None:
     from dasr.data.manifest import import_kaldi
 
@@ -55,6 +195,13 @@ def cmd_corpus_import_kaldi(args) -> None:
     _finish_import(utts, rejections, Path(args.out), args.strict)
 
 
+@command(
+    "corpus import-librispeech",
+    "LibriSpeech-style tree (*.trans.txt + flac) -> JSONL manifest",
+    arg("root"),
+    MANIFEST_OUT,
+    STRICT,
+)
 def cmd_corpus_import_librispeech(args) -> None:
     from dasr.data.manifest import import_librispeech
 
@@ -62,6 +209,29 @@ def cmd_corpus_import_librispeech(args) -> None:
     _finish_import(utts, rejections, Path(args.out), args.strict)
 
 
+@command(
+    "corpus export-kaldi",
+    "JSONL manifest -> Kaldi data dir",
+    arg("manifest"),
+    arg("--out", required=True, help="Kaldi data dir to write"),
+)
+def cmd_corpus_export_kaldi(args) -> None:
+    from dasr.data.manifest import export_kaldi, read_manifest
+
+    utts = read_manifest(args.manifest)
+    export_kaldi(utts, args.out)
+    print(f"wrote Kaldi data dir {args.out} with {len(utts)} utterances")
+
+
+@command(
+    "corpus import-lhotse",
+    "lhotse RECORDINGS SUPERVISIONS manifests, or one CUTS manifest -> JSONL manifest",
+    arg("manifest", help="recordings manifest (with SUPERVISIONS), or a cuts manifest alone"),
+    arg("supervisions", nargs="?", help="supervisions manifest"),
+    MANIFEST_OUT,
+    arg("--allow-pipes", action="store_true", help="run lhotse 'command' audio sources"),
+    STRICT,
+)
 def cmd_corpus_import_lhotse(args) -> None:
     from dasr.data.lhotse_io import import_lhotse
 
@@ -69,6 +239,13 @@ def cmd_corpus_import_lhotse(args) -> None:
     _finish_import(utts, rejections, Path(args.out), args.strict)
 
 
+@command(
+    "corpus export-lhotse",
+    "JSONL manifest -> lhotse recordings.jsonl.gz + supervisions.jsonl.gz",
+    arg("manifest"),
+    arg("--out", required=True, help="directory to write the two lhotse manifests into"),
+    arg("--allow-pipes", action="store_true", help="run shell-pipe entries to measure their audio"),
+)
 def cmd_corpus_export_lhotse(args) -> None:
     from dasr.data.lhotse_io import export_lhotse
     from dasr.data.manifest import read_manifest
@@ -78,14 +255,19 @@ def cmd_corpus_export_lhotse(args) -> None:
     print(f"wrote {len(utts)} utterances as lhotse manifests {recordings} and {supervisions}")
 
 
-def cmd_corpus_export_kaldi(args) -> None:
-    from dasr.data.manifest import export_kaldi, read_manifest
-
-    utts = read_manifest(args.manifest)
-    export_kaldi(utts, args.out)
-    print(f"wrote Kaldi data dir {args.out} with {len(utts)} utterances")
-
-
+@command(
+    "features",
+    "compute fbank features and CMVN for every manifest of a data dir",
+    arg("data", help="data dir holding train/dev/test.jsonl"),
+    arg("--jobs", type=int, default=None, help="parallel processes (default: all cores)"),
+    arg(
+        "--subsampling",
+        type=int,
+        default=3,
+        help="frame subsampling of the model, for the CTC length check (default 3)",
+    ),
+    STRICT,
+)
 def cmd_features(args) -> None:
     from dasr.data.features import compute_features
     from dasr.data.report import data_report
@@ -98,20 +280,28 @@ def cmd_features(args) -> None:
     print(data_report(args.data))
 
 
-def train_config(args):
-    """TrainConfig of the recipe ``--config`` (if given) overridden by the `dasr train` flags given."""
-    from dasr.config import resolve
+def _train_options(parser: argparse.ArgumentParser) -> None:
+    from dasr.config import add_options
 
-    return resolve(args.config, vars(args))
+    add_options(parser)
 
 
+@command("train", "train a BLSTM-CTC model (one or many workers)", options=_train_options)
 def cmd_train(args) -> None:
+    from dasr.config import resolve
     from dasr.train.run import train
 
-    progress = train(train_config(args))
+    progress = train(resolve(args.config, vars(args)))
     print(f"trained {progress['step']} steps; models in {args.exp}")
 
 
+@command(
+    "lm",
+    "estimate a word n-gram LM (modified Kneser-Ney) on the train text; writes DATA/lm.arpa",
+    arg("--data", required=True),
+    arg("--order", type=int, default=3),
+    arg("--text", metavar="FILE", help="domain sentences (one per line) to add to the LM and the lexicon"),
+)
 def cmd_lm(args) -> None:
     from dasr.decode.lm_build import SENTENCE_MARKS, build_lm
 
@@ -119,6 +309,16 @@ def cmd_lm(args) -> None:
     print(f"wrote {lm.order}-gram LM with {len(lm.vocab - SENTENCE_MARKS)} words (the decoder's lexicon) to {path}")
 
 
+@command(
+    "decode",
+    "decode a split, write hypotheses, alignments and wer.json",
+    arg("--exp", required=True),
+    arg("--data", required=True),
+    arg("--split", default="test"),
+    arg("--lm", action="store_true", help="lexicon beam search with DATA/lm.arpa, weights tuned on dev"),
+    CHECKPOINT,
+    arg("--beam-size", type=int, default=300),
+)
 def cmd_decode(args) -> None:
     from dasr.decode.recognizer import find_experiment
     from dasr.decode.run import decode_split
@@ -131,12 +331,24 @@ def cmd_decode(args) -> None:
     )
 
 
+@command(
+    "transcribe",
+    "print the text of audio files: FILE<TAB>text",
+    arg("paths", nargs="+", metavar="PATH", help="EXP (or `dasr demo`'s OUT), then audio files"),
+    arg("--onnx", metavar="DIR", help="no EXP: run `dasr export`'s DIR (with DIR/lm.arpa if there)"),
+    arg("--json", action="store_true", help="one JSON object per line"),
+    CHECKPOINT,
+    arg("--lm", metavar="DATA", help="decode with DATA/lm.arpa, its words as the lexicon"),
+    arg("--lm-weight", type=float, help="default: tuned by `dasr decode --lm` (else 1.0)"),
+    arg("--word-score", type=float, help="default: tuned by `dasr decode --lm` (else 0.0)"),
+)
 def cmd_transcribe(args) -> None:
     import json
 
     from dasr.decode.lm_build import LM_FILE, lexicon_words
-    from dasr.decode.recognizer import OnnxRecognizer, Recognizer
+    from dasr.decode.recognizer import BaseRecognizer, OnnxRecognizer, Recognizer
 
+    rec: BaseRecognizer
     if args.onnx:
         rec, files = OnnxRecognizer(args.onnx), args.paths
         lm = args.lm or (args.onnx if (Path(args.onnx) / LM_FILE).exists() else None)
@@ -159,6 +371,14 @@ def cmd_transcribe(args) -> None:
         raise DasrError(f"{failed} of {len(files)} files could not be transcribed")
 
 
+@command(
+    "export",
+    "write EXP's model as ONNX + tokens.txt for onnxruntime and sherpa-onnx",
+    arg("exp", help="experiment dir (or `dasr demo`'s OUT)"),
+    arg("--out", required=True, help="dir to write model.onnx, tokens.txt and the tokenizer into"),
+    CHECKPOINT,
+    arg("--lm", metavar="DATA", help="also copy DATA/lm.arpa, used by `dasr transcribe --onnx`"),
+)
 def cmd_export(args) -> None:
     from dasr.decode.export import export_onnx
 
@@ -169,6 +389,12 @@ def cmd_export(args) -> None:
     )
 
 
+@command(
+    "average",
+    "average the last K checkpoints into EXP/averaged.pt",
+    arg("--exp", required=True),
+    arg("--last", type=int, default=3),
+)
 def cmd_average(args) -> None:
     from dasr.train.run import average_last
 
@@ -176,66 +402,26 @@ def cmd_average(args) -> None:
     print(f"averaged {len(used)} checkpoints into {path}")
 
 
+@command(
+    "demo",
+    "synthesise the demo corpus, train, decode, print the WER table",
+    arg("--out", default="exp/demo"),
+    arg("--data", default=None, help="data dir to use/create (default: OUT/data)"),
+    arg("--quick", action="store_true", help="a few-minute smoke version"),
+)
 def cmd_demo(args) -> None:
     from dasr.demo import run_demo
 
     run_demo(args.out, quick=args.quick, data_dir=args.data)
 
 
-def cmd_simulate(args) -> None:
-    import shlex
-
-    from dasr.sim.run import run
-
-    if args.link_mbit:  # the network test bed's settings, calibrated on `dasr bench network`'s reference run
-        from dasr.parallel import STRATEGIES
-        from dasr.sim.network import run_cli
-
-        rates = [float(r) for r in args.link_mbit.split(",")]
-        run_cli(args.network, rates, [int(k) for k in args.nodes.split(",")], [s for s in STRATEGIES if s != "single"])
-        return
-    learners = [int(n) for n in args.learners.split(",")]
-    run(args.calibration, args.out, learners, args.quick, shlex.join(["dasr", *sys.argv[1:]]))
-    print(f"wrote {args.out}/simulate.md, .json and .png")
-
-
-#: `dasr bench NAME` -> the module whose ``run_cli(args, command)`` runs it
-BENCHMARKS = {
-    "data": "dasr.bench.data",
-    "train": "dasr.bench.train",
-    "strategies": "dasr.bench.strategies",
-    "stragglers": "dasr.bench.stragglers",
-    "consensus": "dasr.bench.consensus",
-    "large-batch": "dasr.bench.large_batch",
-    "accuracy": "dasr.bench.accuracy",
-    "reliability": "dasr.bench.reliability",
-    "network": "dasr.bench.network",
-    "export": "dasr.bench.export",
-    "real-speech": "dasr.bench.real_speech",
-}
-
-
-def cmd_bench(args) -> None:
-    import importlib
-    import shlex
-
-    command = shlex.join(["dasr", *sys.argv[1:]])
-    importlib.import_module(BENCHMARKS[args.bench]).run_cli(args, command)
-    written = [ext for ext in (".md", ".json", ".png") if (Path(args.out) / f"{args.bench}{ext}").exists()]
-    print(f"wrote {args.out}/{args.bench}{', '.join(written)}")
-
-
-def _format_summary(summary: dict) -> str:
-    return "\n".join(f"{k}: {v}" for k, v in summary.items())
+lab_command("simulate", "cluster simulator: calibrate here, check N = 2/4, predict the paper's GPUs", "sim.run")
+lab_command("bench", "benchmarks behind docs/results (Markdown + JSON + PNG; run from a checkout)", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `dasr` argument parser; the train flags come from :class:`dasr.config.TrainConfig`'s fields."""
-    from dasr.config import add_options as add_train_options
-
-    parser = argparse.ArgumentParser(
-        prog="dasr", description="Fast distributed training of BLSTM-CTC speech recognizers."
-    )
+    """The `dasr` argument parser: one subparser per entry of :data:`COMMANDS`."""
+    parser = Parser(prog="dasr", description="Fast distributed training of BLSTM-CTC speech recognizers.")
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -244,186 +430,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    corpus = sub.add_parser("corpus", help="make, import and export corpora (manifests)")
-    corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="ACTION")
-    p = corpus_sub.add_parser("synth", help="synthesise the demo corpus into a data dir")
-    p.add_argument("--out", required=True, help="data dir to create")
-    p.add_argument("--hours", type=float, default=1.0, help="total audio over train/dev/test (default 1.0)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=None, help="parallel synthesis processes (default: all cores)")
-    p.add_argument("--text", default=None, help="sentences from this file (one per line) instead of the generator")
-    p.add_argument(
-        "--engines", default="espeak", help="comma-separated synthesizers: espeak, flite, festival (default espeak)"
-    )
-    p.add_argument(
-        "--augment", action="store_true", help="speaker and channel variety: pitch, tempo, room, noise, telephone"
-    )
-    p.add_argument("--train-text", default=None, help="more sentences (one per line) spoken in train only")
-    p.set_defaults(func=cmd_corpus_synth)
-    p = corpus_sub.add_parser(
-        "import-kaldi", help="Kaldi data dir (wav.scp, text, utt2spk[, segments]) -> JSONL manifest"
-    )
-    p.add_argument("kaldi_dir")
-    p.add_argument("--out", required=True, help="manifest FILE.jsonl to write (rejected.jsonl goes beside it)")
-    p.add_argument("--allow-pipes", action="store_true", help="run wav.scp entries that are shell pipes ('cmd |')")
-    p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
-    p.set_defaults(func=cmd_corpus_import_kaldi)
-    p = corpus_sub.add_parser(
-        "import-librispeech", help="LibriSpeech-style tree (*.trans.txt + flac) -> JSONL manifest"
-    )
-    p.add_argument("root")
-    p.add_argument("--out", required=True, help="manifest FILE.jsonl to write (rejected.jsonl goes beside it)")
-    p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
-    p.set_defaults(func=cmd_corpus_import_librispeech)
-    p = corpus_sub.add_parser("export-kaldi", help="JSONL manifest -> Kaldi data dir")
-    p.add_argument("manifest")
-    p.add_argument("--out", required=True, help="Kaldi data dir to write")
-    p.set_defaults(func=cmd_corpus_export_kaldi)
-    p = corpus_sub.add_parser(
-        "import-lhotse", help="lhotse RECORDINGS SUPERVISIONS manifests, or one CUTS manifest -> JSONL manifest"
-    )
-    p.add_argument("manifest", help="recordings manifest (with SUPERVISIONS), or a cuts manifest alone")
-    p.add_argument("supervisions", nargs="?", help="supervisions manifest")
-    p.add_argument("--out", required=True, help="manifest FILE.jsonl to write (rejected.jsonl goes beside it)")
-    p.add_argument("--allow-pipes", action="store_true", help="run lhotse 'command' audio sources")
-    p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
-    p.set_defaults(func=cmd_corpus_import_lhotse)
-    p = corpus_sub.add_parser(
-        "export-lhotse", help="JSONL manifest -> lhotse recordings.jsonl.gz + supervisions.jsonl.gz"
-    )
-    p.add_argument("manifest")
-    p.add_argument("--out", required=True, help="directory to write the two lhotse manifests into")
-    p.add_argument("--allow-pipes", action="store_true", help="run shell-pipe entries to measure their audio")
-    p.set_defaults(func=cmd_corpus_export_lhotse)
-
-    p = sub.add_parser("features", help="compute fbank features and CMVN for every manifest of a data dir")
-    p.add_argument("data", help="data dir holding train/dev/test.jsonl")
-    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
-    p.add_argument(
-        "--subsampling",
-        type=int,
-        default=3,
-        help="frame subsampling of the model, for the CTC length check (default 3)",
-    )
-    p.add_argument("--strict", action="store_true", help="fail if any entry is rejected")
-    p.set_defaults(func=cmd_features)
-
-    p = sub.add_parser("train", help="train a BLSTM-CTC model (one or many workers)")
-    add_train_options(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser(
-        "lm", help="estimate a word n-gram LM (modified Kneser-Ney) on the train text; writes DATA/lm.arpa"
-    )
-    p.add_argument("--data", required=True)
-    p.add_argument("--order", type=int, default=3)
-    p.add_argument("--text", metavar="FILE", help="domain sentences (one per line) to add to the LM and the lexicon")
-    p.set_defaults(func=cmd_lm)
-
-    p = sub.add_parser("decode", help="decode a split, write hypotheses, alignments and wer.json")
-    p.add_argument("--exp", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--lm", action="store_true", help="lexicon beam search with DATA/lm.arpa, weights tuned on dev")
-    p.add_argument("--checkpoint", default="best", help="model file EXP/<name>.pt (best, final, averaged)")
-    p.add_argument("--beam-size", type=int, default=300)
-    p.set_defaults(func=cmd_decode)
-
-    p = sub.add_parser("transcribe", help="print the text of audio files: FILE<TAB>text")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="EXP (or `dasr demo`'s OUT), then audio files")
-    p.add_argument("--onnx", metavar="DIR", help="no EXP: run `dasr export`'s DIR (with DIR/lm.arpa if there)")
-    p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--checkpoint", default="best")
-    p.add_argument("--lm", metavar="DATA", help="decode with DATA/lm.arpa, its words as the lexicon")
-    p.add_argument("--lm-weight", type=float, help="default: tuned by `dasr decode --lm` (else 1.0)")
-    p.add_argument("--word-score", type=float, help="default: tuned by `dasr decode --lm` (else 0.0)")
-    p.set_defaults(func=cmd_transcribe)
-
-    p = sub.add_parser("export", help="write EXP's model as ONNX + tokens.txt for onnxruntime and sherpa-onnx")
-    p.add_argument("exp", help="experiment dir (or `dasr demo`'s OUT)")
-    p.add_argument("--out", required=True, help="dir to write model.onnx, tokens.txt and the tokenizer into")
-    p.add_argument("--checkpoint", default="best", help="model file EXP/<name>.pt (best, final, averaged)")
-    p.add_argument("--lm", metavar="DATA", help="also copy DATA/lm.arpa, used by `dasr transcribe --onnx`")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("average", help="average the last K checkpoints into EXP/averaged.pt")
-    p.add_argument("--exp", required=True)
-    p.add_argument("--last", type=int, default=3)
-    p.set_defaults(func=cmd_average)
-
-    p = sub.add_parser("demo", help="synthesise the demo corpus, train, decode, print the WER table")
-    p.add_argument("--out", default="exp/demo")
-    p.add_argument("--data", default=None, help="data dir to use/create (default: OUT/data)")
-    p.add_argument("--quick", action="store_true", help="a few-minute smoke version")
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("simulate", help="cluster simulator: calibrate here, check N = 2/4, predict the paper's GPUs")
-    p.add_argument(
-        "--calibration",
-        default="docs/results/strategies.json",
-        help="strategies benchmark output to calibrate on (default docs/results/strategies.json)",
-    )
-    p.add_argument(
-        "--out", default="docs/results", help="directory for simulate.md, .json, .png (default docs/results)"
-    )
-    p.add_argument("--learners", default="8,16,32,64,128", help="learner counts to predict (default 8,16,32,64,128)")
-    p.add_argument("--quick", action="store_true", help="fewer simulated steps and link repetitions")
-    p.add_argument(
-        "--link-mbit",
-        help="predict the network test bed at these link rates, e.g. 1000,200,50 (prints, writes nothing)",
-    )
-    p.add_argument("--nodes", default="2,4", help="with --link-mbit: node counts (default 2,4)")
-    p.add_argument(
-        "--network",
-        default="docs/results/network.json",
-        help="with --link-mbit: `dasr bench network` output to calibrate on (default docs/results/network.json)",
-    )
-    p.set_defaults(func=cmd_simulate)
-
-    p = sub.add_parser("bench", help="benchmarks behind docs/results (Markdown + JSON + PNG)")
-    benches = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    helps = {
-        "data": "synthesis, features, loader speed",
-        "train": "trainer overhead, decoding speed, paper-size model",
-        "strategies": "samples/s and compute/communication per strategy at N = 1, 2, 4",
-        "stragglers": "time to a target dev WER with one worker 1x/2x/4x slower",
-        "consensus": "gossip rounds to shrink the replica spread 10x per graph at N = 4, 8, 16 (exact)",
-        "large-batch": "effective batch B vs 10B, with and without LR scaling + warm-up",
-        "accuracy": "test WER of every strategy at equal epochs",
-        "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
-        "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
-        "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",
-        "real-speech": "WER/CER on recordings of real people (pocketsphinx-testdata) of models trained on synthesis",
+    groups = {
+        name: sub.add_parser(name, help=text).add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
+        for name, text in GROUPS.items()
     }
-    bench_parsers = {}
-    for name, text in helps.items():
-        b = bench_parsers[name] = benches.add_parser(name, help=text)
-        b.add_argument("--data", default=None, help="data dir with features (default: synthesise a small one)")
-        b.add_argument("--quick", action="store_true", help="a smoke-sized run")
-        b.add_argument(
-            "--out", default="docs/results", help="directory for BENCH.md, .json, .png (default docs/results)"
-        )
-        b.set_defaults(func=cmd_bench)
-    bench_parsers["train"].add_argument(
-        "--exp", default=None, help="decode with EXP/best.pt (default: the briefly trained demo model)"
-    )
-    bench_parsers["export"].add_argument("--exp", default=None, help="the model to export (e.g. exp/demo/model)")
-    real = bench_parsers["real-speech"]
-    real.add_argument("--exp", default=None, help="the model to check (trained on --data, e.g. exp/demo/model)")
-    real.add_argument("--label", default="demo", help="its name in the report (default demo)")
-    real.add_argument("--compare", action="append", metavar="LABEL=EXP,DATA", help="more models, e.g. espeak-only=...")
+    for name, cmd in COMMANDS.items():
+        group, _, action = name.rpartition(" ")
+        (groups[group] if group else sub).add_parser(action, help=cmd.help, description=cmd.help, fill=cmd.fill)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `dasr` console script."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
-    )
     try:
-        args.func(args)
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+        )
+        args.run(args)
     except DasrError as e:
         print(f"dasr: error: {e}", file=sys.stderr)
         return 1

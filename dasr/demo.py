@@ -19,16 +19,29 @@ log = logging.getLogger(__name__)
 #: 75.0 %, greedy, dev sets drawn alike), and it did not help on real people either (docs/results/real-speech.md).
 #: `dasr corpus synth --augment` keeps it for longer runs.
 ENGINES = ("espeak", "flite", "festival")
-FULL = {"hours": 2.0, "recipe": "demo", "engines": ENGINES, "augment": False, "real_speech": True}
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoSettings:
+    """Corpus size, training recipe, synthesizers, and whether the real-speech check runs."""
+
+    hours: float
+    recipe: str
+    engines: tuple[str, ...] = ENGINES
+    augment: bool = False
+    real_speech: bool = True
+
+
+FULL = DemoSettings(hours=2.0, recipe="demo")
 #: the smoke version skips the real-speech check: a tiny model's WER there means nothing (tests cover the check)
-QUICK = {"hours": 0.1, "recipe": "demo-quick", "engines": ENGINES, "augment": False, "real_speech": False}
+QUICK = DemoSettings(hours=0.1, recipe="demo-quick", real_speech=False)
 #: the demo's sentences come from a template grammar, whose phrases a 5-gram captures well
 LM_ORDER = 5
 
 
 def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict:
     """Run the whole pipeline into ``out``; returns and writes OUT/results.json."""
-    from dasr.bench import real_speech
+    from dasr.decode import real_speech
     from dasr.data.features import compute_features
     from dasr.data.report import data_report
     from dasr.data.synth import synthesize_corpus
@@ -42,14 +55,14 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
     data = Path(data_dir) if data_dir else out_dir / "data"
     timings = {}
     if not (data / "train.jsonl").exists():
-        log.info("synthesising %.2f h of demo speech into %s", settings["hours"], data)
+        log.info("synthesising %.2f h of demo speech into %s", settings.hours, data)
         # The real-speech check's sentences join the training text (never its audio), as a user's domain text would.
         synthesize_corpus(
             data,
-            hours=settings["hours"],
+            hours=settings.hours,
             seed=0,
-            engines=settings["engines"],
-            augment_audio=settings["augment"],
+            engines=settings.engines,
+            augment_audio=settings.augment,
             train_text=real_speech.sentences(),
         )
     timings["corpus_s"] = time.time() - start
@@ -59,14 +72,14 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
     build_lm(str(data), order=LM_ORDER)
     timings["features_lm_s"] = time.time() - start - timings["corpus_s"]
     exp = out_dir / "model"
-    config = resolve(settings["recipe"], {"data": str(data), "exp": str(exp)})
+    config = resolve(settings.recipe, {"data": str(data), "exp": str(exp)})
     t = time.time()
     train(config)
     timings["train_s"] = time.time() - t
     t = time.time()
     greedy = decode_split(str(exp), str(data), "test", use_lm=False)
     with_lm = decode_split(str(exp), str(data), "test", use_lm=True)
-    real = _real_speech(str(exp), str(data), out_dir) if settings["real_speech"] else {}
+    real = _real_speech(str(exp), str(data), out_dir) if settings.real_speech else {}
     timings["decode_s"] = time.time() - t
     results = {
         "test_wer_greedy": greedy["wer"],
@@ -90,7 +103,7 @@ def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict
 
 def _real_speech(exp: str, data: str, out_dir: Path) -> dict:
     """WER and CER on the recordings of real people (`dasr bench real-speech`); {} without pocketsphinx-testdata."""
-    from dasr.bench import real_speech
+    from dasr.decode import real_speech
 
     try:
         recordings = real_speech.clips()

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from dasr.bench.report import Report, bar, cpu_model, machine_info, new_figure, sharing
-from dasr.bench.timing import interleave, paired_ratio, stats, stats_text
-from dasr.bench.workload import bare_step, random_batch
 from dasr.cli import build_parser, main
 from dasr.model.blstm import BlstmCtc, preset_config
+from lab.bench.timing import interleave, paired_ratio, stats, stats_text
+from lab.report import Report, bar, cpu_model, machine_info, new_figure, sharing
+from lab.workload import bare_step, random_batch
 
 
 def test_cpu_model_reads_model_name(tmp_path):

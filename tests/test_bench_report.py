@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from dasr.bench import accuracy, data, real_speech, reliability
-from dasr.bench.report import Report, new_figure, publish, rerender
-from dasr.sim import run as simulate
+from lab.bench import accuracy, data, real_speech, reliability
+from lab.report import Report, new_figure, publish, rerender
+from lab.sim import run as simulate
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
 

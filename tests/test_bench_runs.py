@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from dasr.bench import large_batch, stragglers, strategies
-from dasr.bench.runs import summarise, time_to_target
+from lab.bench import large_batch, stragglers, strategies
+from lab.bench.runs import summarise, time_to_target
 
 
 def _train_record(rank, step, step_s, utts=10.0, comm=0.0, exposed=0.0):
@@ -204,7 +204,7 @@ def test_large_batch_budget_skips_later_runs_and_names_them(tmp_path, monkeypatc
 
 
 def test_accuracy_report_has_one_row_per_strategy(tmp_path, monkeypatch):
-    from dasr.bench import accuracy
+    from lab.bench import accuracy
 
     def fake_train(run, data_dir, exp_dir, skip_steps):
         return {**_fake_run(run.strategy, run.nproc), "label": run.label, "strategy": run.strategy, "nproc": run.nproc}
@@ -222,7 +222,7 @@ def test_accuracy_report_has_one_row_per_strategy(tmp_path, monkeypatch):
 
 
 def test_common_target_falls_back_to_dev_loss_when_no_wer_says_anything():
-    from dasr.bench.stragglers import common_target
+    from lab.bench.stragglers import common_target
 
     def run(wers, losses):
         return {

@@ -10,14 +10,15 @@ import sys
 import pytest
 import yaml
 
-from dasr.cli import build_parser, train_config
+from dasr.cli import build_parser
 from dasr.config import TrainConfig, add_options, load_recipe, recipe_names, resolve, save_config
 from dasr.errors import DasrError
 from dasr.parallel import STRATEGIES
 
 
 def _train(*argv):
-    return train_config(build_parser().parse_args(["train", "--data", "d", "--exp", "e", *map(str, argv)]))
+    args = build_parser().parse_args(["train", "--data", "d", "--exp", "e", *map(str, argv)])
+    return resolve(args.config, vars(args))
 
 
 def test_every_field_is_one_flag_with_its_help_and_no_flag_is_extra():

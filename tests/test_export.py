@@ -170,7 +170,7 @@ def test_transcribe_finds_the_model_in_demo_output(demo_layout, tmp_path, capsys
 
 
 def test_bench_export_reports_agreement(demo_layout, tmp_path):
-    from dasr.bench.export import run
+    from lab.bench.export import run
 
     out, data, _ = demo_layout
     results = run(str(out), str(data), quick=True, out_dir=str(tmp_path / "results"), command="dasr bench export")

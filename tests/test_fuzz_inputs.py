@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from dasr.bench import fuzz
 from dasr.data import audio
+from lab.bench import fuzz
 
 
 @pytest.mark.parametrize("target", fuzz.TARGETS)

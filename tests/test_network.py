@@ -13,12 +13,12 @@ from ipaddress import ip_address
 
 import pytest
 
-from dasr.bench import netns
-from dasr.bench.network import train_on_testbed
-from dasr.bench.runs import TrainRun
 from dasr.data.tokenizer import CharTokenizer
 from dasr.model.blstm import BlstmCtc, num_parameters, preset_config
-from dasr.sim import network as simnet
+from lab.bench import netns
+from lab.bench.network import train_on_testbed
+from lab.bench.runs import TrainRun
+from lab.sim import network as simnet
 
 SLOW_MBIT = 20
 STEPS = 4
@@ -73,7 +73,7 @@ def test_namespaces_are_deleted_on_error_and_on_sigterm(testbed_ok, tmp_path):
 
     ready = tmp_path / "prefix"
     script = (
-        "import sys, time\nfrom dasr.bench.netns import Testbed\n"
+        "import sys, time\nfrom lab.bench.netns import Testbed\n"
         f"with Testbed(2, 50) as bed:\n    open({str(ready)!r}, 'w').write(bed.prefix)\n    time.sleep(60)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)

@@ -262,7 +262,7 @@ def test_hybrid_moves_the_groups_to_each_other_and_keeps_the_sum(suite):
 
 
 def test_real_gossip_rounds_match_the_consensus_prediction(suite):
-    from dasr.bench.consensus import round_matrix
+    from lab.bench.consensus import round_matrix
 
     res = suite[0]["consensus"]
     assert all(out["consensus"]["exchanges"] == 3 for out in suite.values()), suite

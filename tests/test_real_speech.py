@@ -7,10 +7,10 @@ import json
 import pytest
 import soundfile
 
-from dasr.bench import real_speech
 from dasr.cli import main
 from dasr.config import TrainConfig
 from dasr.data.manifest import read_manifest
+from dasr.decode import real_speech
 from dasr.decode.lm_build import build_lm
 from dasr.errors import DasrError
 from dasr.train.run import train

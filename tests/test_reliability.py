@@ -8,10 +8,10 @@ import socket
 import pytest
 import torch
 
-from dasr.bench import faults, soak
-from dasr.bench.procs import listening_addresses
 from dasr.errors import DasrError
 from dasr.train import checkpoint
+from lab.bench import faults, soak
+from lab.bench.procs import listening_addresses
 
 
 def test_killed_sync_worker_restarts_from_checkpoint_and_ends_like_an_uninterrupted_run(speech_data_dir, tmp_path):

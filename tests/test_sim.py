@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from dasr.sim import calibrate, gpu, model
-from dasr.sim.cluster import Cluster, Workload, simulate
-from dasr.sim.engine import Cpu, Engine, Sleep, Wait, aggregate_speed
-from dasr.sim.model import Link
+from lab.sim import calibrate, gpu, model
+from lab.sim.cluster import Cluster, Workload, simulate
+from lab.sim.engine import Cpu, Engine, Sleep, Wait, aggregate_speed
+from lab.sim.model import Link
 
 LINK = Link(latency_s=1e-3, bandwidth_Bps=1e8)
 OWN = Cluster(cores=None, link=LINK)  # every learner on its own processor, wall-time transfers

@@ -33,10 +33,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import signal
 
 from dasr.data import audio
 from dasr.errors import DasrError
+from dasr.extras import require
 
 SEMITONES = (-3.0, 3.0)  # per-utterance pitch and formant jitter around the voice's own shift
 TEMPO = (0.85, 1.15)
@@ -92,7 +92,8 @@ class Augmentation:
 
 def _point(rng: random.Random, size: tuple[float, float, float]) -> tuple[float, float, float]:
     """A point inside the room, at least WALL_MARGIN_M from every wall."""
-    return tuple(round(rng.uniform(WALL_MARGIN_M, side - WALL_MARGIN_M), 2) for side in size)
+    x, y, z = (round(rng.uniform(WALL_MARGIN_M, side - WALL_MARGIN_M), 2) for side in size)
+    return x, y, z
 
 
 @functools.cache
@@ -101,7 +102,8 @@ def room_bank() -> tuple[Room, ...]:
     rng = random.Random(ROOM_BANK_SEED)
     rooms = []
     for _ in range(ROOMS):
-        size = tuple(round(rng.uniform(*r), 2) for r in ROOM_M)
+        width, depth, height = (round(rng.uniform(*r), 2) for r in ROOM_M)
+        size = (width, depth, height)
         rooms.append(Room(size, round(rng.uniform(*RT60_S), 3), _point(rng, size), _point(rng, size)))
     return tuple(rooms)
 
@@ -146,7 +148,7 @@ def speaker(samples: np.ndarray, semitones: float, tempo: float) -> np.ndarray:
 @functools.lru_cache(maxsize=ROOMS)
 def room_impulse_response(room: Room) -> np.ndarray:
     """The impulse response from ``room.source`` to ``room.mic`` at 16 kHz (pyroomacoustics image sources)."""
-    import pyroomacoustics as pra
+    pra = require("pyroomacoustics", "augment", "reverberation (--augment)")
 
     absorption, max_order = pra.inverse_sabine(room.rt60_s, list(room.size))
     shoebox = pra.ShoeBox(
@@ -162,6 +164,7 @@ def reverberate(samples: np.ndarray, room: Room) -> np.ndarray:
     """Convolve with the room's impulse response, aligned on the direct path, keeping the length."""
     rir = room_impulse_response(room)
     delay = int(np.argmax(np.abs(rir)))
+    signal = require("scipy.signal", "augment", "reverberation (--augment)")
     wet = signal.fftconvolve(samples.astype(np.float64), rir)
     return wet[delay : delay + len(samples)]
 
@@ -187,6 +190,7 @@ def add_noise(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
 def telephone(samples: np.ndarray) -> np.ndarray:
     """A telephone line: 8 kHz, 300-3400 Hz, G.711 mu-law at 8 bits, back at 16 kHz (level kept)."""
     narrow = audio.resample(samples.astype(np.float32), audio.TARGET_RATE, TELEPHONE_RATE).astype(np.float64)
+    signal = require("scipy.signal", "augment", "the telephone channel (--augment)")
     band = signal.butter(4, TELEPHONE_BAND_HZ, btype="bandpass", fs=TELEPHONE_RATE, output="sos")
     narrow = signal.sosfilt(band, narrow)
     peak = max(float(np.max(np.abs(narrow))), 1e-9)
@@ -215,6 +219,7 @@ def apply(
             noise = babble(len(out), rng)
         else:
             noise = colored_noise(aug.noise, len(out), rng)
+        assert aug.snr_db is not None, "a noisy augmentation draws its SNR with its noise"
         out = add_noise(out, noise, aug.snr_db)
     if aug.telephone:
         out = telephone(out)

@@ -189,6 +189,7 @@ def compute_features(
         summary[split] = accepted
         if split == "train" or (stats is None and split == splits[-1]):
             stats = (total, total_sq, count)
+    assert stats is not None, "splits is not empty, so its last split set the statistics"
     total, total_sq, count = stats
     if count == 0:
         raise DataError(f"no usable utterances remain in {data_dir} (see {data_dir / 'rejected.jsonl'})")

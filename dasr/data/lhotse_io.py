@@ -23,7 +23,14 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from lhotse import (
+from dasr.data import audio
+from dasr.data.manifest import RejectionLog, Utterance, _recording_id
+from dasr.errors import DataError
+from dasr.extras import require
+
+require("lhotse", "lhotse", "reading and writing lhotse manifests")
+
+from lhotse import (  # noqa: E402
     AudioSource,
     CutSet,
     Recording,
@@ -33,11 +40,7 @@ from lhotse import (
     load_manifest,
     validate_recordings_and_supervisions,
 )
-from lhotse.cut.data import DataCut
-
-from dasr.data import audio
-from dasr.data.manifest import RejectionLog, Utterance, _recording_id
-from dasr.errors import DataError
+from lhotse.cut.data import DataCut  # noqa: E402
 
 WHOLE_FILE_TOLERANCE_S = 1e-3  # a supervision this close to its recording's length is the whole file
 RECORDINGS_FILE = "recordings.jsonl.gz"

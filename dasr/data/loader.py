@@ -250,8 +250,8 @@ class DistributedBucketSampler:
         batches, end = self._epoch_batches(), self.end()
         while not self.at_mark:
             if self._held is None:
-                claimed = self.claims is not None and self.position < end
-                self._held = self.claims.claim(self.epoch, self._claim_start) if claimed else self.position
+                claims = self.claims if self.position < end else None
+                self._held = claims.claim(self.epoch, self._claim_start) if claims is not None else self.position
             index = self._held
             if self.mark_every and index >= self._next_mark and self._next_mark <= end:
                 self.position = self._next_mark  # marks come before the data's end, on every rank

@@ -212,13 +212,13 @@ def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tup
     texts = _read_table(kaldi_dir / "text", rejections)
     spk = _read_table(kaldi_dir / "utt2spk", rejections) if (kaldi_dir / "utt2spk").is_file() else {}
     segments_path = kaldi_dir / "segments"
+    segments: dict[str, tuple[str, float | None, float | None]] = {}
     if segments_path.is_file():
-        segments = {}
         for key, (lineno, rest) in _read_table(segments_path, rejections).items():
             fields = rest.split()
             try:
-                rec, start, end = fields[0], float(fields[1]), float(fields[2])
-                if not 0 <= start < end:
+                rec, begin, finish = fields[0], float(fields[1]), float(fields[2])
+                if not 0 <= begin < finish:
                     raise ValueError
             except (ValueError, IndexError):
                 rejections.add(
@@ -228,7 +228,7 @@ def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tup
                     f"bad segment: expected 'rec start end' with 0 <= start < end, got {rest!r}",
                 )
                 continue
-            segments[key] = (rec, start, end)
+            segments[key] = (rec, begin, finish)
     else:
         segments = {k: (k, None, None) for k in wavs}
 
@@ -259,12 +259,12 @@ def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tup
         if isinstance(info, str):
             rejections.add(kaldi_dir / "wav.scp", wav_line, utt_id, info)
             continue
-        if start is not None and end > info.duration + 0.01:
+        if start is not None and end is not None and end > info.duration + 0.01:
             rejections.add(
                 segments_path, None, utt_id, f"bad segment: end {end:.2f}s is past the recording's {info.duration:.2f}s"
             )
             continue
-        duration = info.duration if start is None else end - start
+        duration = info.duration if start is None or end is None else end - start
         utts.append(
             Utterance(
                 id=utt_id,

@@ -9,6 +9,8 @@ from pathlib import Path
 from dasr.data.features import SPLITS, FeatureStore
 from dasr.data.manifest import read_manifest
 from dasr.data.text import normalize
+from dasr.errors import DasrError
+from dasr.extras import require
 
 
 def data_report(data_dir: str | os.PathLike) -> str:
@@ -41,7 +43,10 @@ def data_report(data_dir: str | os.PathLike) -> str:
     lines += [f"{s:<6} {n:>7} {h:>7.2f} {spk:>9} {w:>8} {f:>9}" for s, n, h, spk, w, f in rows]
     lines.append(f"vocabulary: {len(vocab)} words; rejected entries: {rejected}")
     if durations:
-        lines.append(f"duration histogram: {_plot_durations(durations, data_dir / 'durations.png')}")
+        try:
+            lines.append(f"duration histogram: {_plot_durations(durations, data_dir / 'durations.png')}")
+        except DasrError as e:
+            lines.append(f"duration histogram: none ({e})")
     (data_dir / "report.json").write_text(
         json.dumps(
             {
@@ -59,8 +64,7 @@ def data_report(data_dir: str | os.PathLike) -> str:
 
 
 def _plot_durations(durations: dict[str, list[float]], path: Path) -> Path:
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots", "plotting")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -51,6 +51,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class _Job:
     babble: tuple[tuple[str, str], ...]
 
 
-def _grid(bases: tuple[str, ...], variants: tuple, split: str, seed: int) -> list[tuple[str, object]]:
+def _grid(bases: tuple[str, ...], variants: tuple, split: str, seed: int) -> list[tuple[str, Any]]:
     """The (base, variant) cells of the voice grid that belong to ``split``."""
     return [
         (base, variant)
@@ -164,7 +165,7 @@ def _split_sentences(sentences: list[str], rng: random.Random) -> dict[str, list
 
 def _planned_seconds(text: str, rate: int | None, speed: float | None, aug: augment.Augmentation) -> float:
     """A duration estimate, to plan how many utterances make the requested hours."""
-    per_char = SECONDS_PER_CHAR_AT_1_WPM / rate / speed if rate else SECONDS_PER_CHAR_NATURAL
+    per_char = SECONDS_PER_CHAR_AT_1_WPM / rate / speed if rate and speed else SECONDS_PER_CHAR_NATURAL
     return per_char * len(text) / aug.tempo
 
 
@@ -206,7 +207,7 @@ def _plan(
                     snr_db=round(rng.uniform(*augment.SNR_DB), 1) if noisy else None,
                     noise_seed=rng.getrandbits(63),
                 )
-            babble = ()
+            babble: tuple[tuple[str, str], ...] = ()
             if aug.noise == "babble":
                 talkers = rng.randint(*BABBLE_TALKERS)
                 babble = tuple((rng.choice(pool)[1], rng.choice(split_voices)) for _ in range(talkers))
@@ -275,7 +276,7 @@ def _write_lm_text(path: Path, sentences: list[str], held_out: set[str]) -> None
 
 def _extra(job: _Job) -> dict:
     """The manifest's ``extra`` of one utterance: voice, sentence, espeak-ng settings, augmentation."""
-    out = {"voice": job.voice, "engine": _engine(job.voice), "sentence": job.sentence}
+    out: dict[str, object] = {"voice": job.voice, "engine": _engine(job.voice), "sentence": job.sentence}
     if job.rate is not None:
         out.update(speed=job.speed, rate_wpm=job.rate, pitch=job.pitch)
     return {**out, **job.aug.extra()}

@@ -29,11 +29,11 @@ from torch import nn
 from dasr.data.features import NUM_MEL_BINS, Cmvn, fbank_options
 from dasr.data.tokenizer import WORD_BOUNDARY, Tokenizer
 from dasr.decode.lm_build import LM_FILE
-from dasr.decode.recognizer import LM_WEIGHTS_FILE, Recognizer, tuned_lm_weights
+from dasr.decode.recognizer import LM_WEIGHTS_FILE, MODEL_FILE, Recognizer, tuned_lm_weights
 from dasr.errors import DasrError
+from dasr.extras import require
 from dasr.model.blstm import BlstmCtc
 
-MODEL_FILE = "model.onnx"
 TOKENS_FILE = "tokens.txt"
 INPUTS = ("x", "x_lens")
 OUTPUTS = ("log_probs", "log_probs_len")
@@ -59,7 +59,7 @@ class FbankCtc(nn.Module):
         """(N, T, 80) fbank and (N,) lengths -> (N, T', V) log-probs and (N,) lengths."""
         valid = (torch.arange(x.shape[1]).unsqueeze(0) < x_lens.unsqueeze(1)).unsqueeze(-1).to(x.dtype)
         mean = (x * valid).sum(dim=1, keepdim=True) / x_lens.clamp(min=1).to(x.dtype).view(-1, 1, 1)
-        feats = (x - mean) * self.inv_std * valid
+        feats = (x - mean) * self.get_buffer("inv_std") * valid
         # One stacked frame of padding: the traced graph then never needs the model's
         # shorter-than-one-stacked-frame branch, and the real frames' outputs are unchanged.
         feats = nn.functional.pad(feats, (0, 0, 0, self.subsampling))
@@ -94,7 +94,7 @@ def sherpa_recognizer(export_dir: str | os.PathLike, threads: int = 1, features:
     Use it as any sherpa-onnx recognizer: ``s = rec.create_stream(); s.accept_waveform(16000, samples);
     rec.decode_stream(s); s.result.text``.
     """
-    import sherpa_onnx
+    sherpa_onnx = require("sherpa_onnx", "export", "decoding with sherpa-onnx")
     from sherpa_onnx.lib._sherpa_onnx import OfflineRecognizer  # the factories' class, built from a full config
 
     export_dir = Path(export_dir)
@@ -139,7 +139,7 @@ def _metadata(rec: Recognizer) -> dict[str, str]:
 
 def _check(wrapper: FbankCtc, path: Path) -> float:
     """Largest |ONNX - PyTorch| log-prob over a batch of three lengths (the valid frames only)."""
-    import onnxruntime
+    onnxruntime = require("onnxruntime", "export", "checking an ONNX export")
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     lengths = torch.tensor([97, 40, 2])
@@ -160,7 +160,7 @@ def export_onnx(
     The export is checked with onnxruntime against PyTorch on a batch of different lengths.
     Returns a summary: ``dir``, ``files``, ``vocab_size`` and ``max_abs_diff``.
     """
-    import onnx
+    onnx = require("onnx", "export", "the ONNX export")
 
     arpa = Path(lm_data) / LM_FILE if lm_data is not None else None
     if arpa is not None and not arpa.exists():

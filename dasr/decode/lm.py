@@ -281,7 +281,7 @@ def read_arpa(path: str | os.PathLike) -> NgramLM:
     if pos == len(lines):
         raise fail("no \\data\\ header", 1)
     pos += 1
-    sizes = []
+    sizes: list[int] = []
     line = next_nonblank("'ngram k=count'")
     while line.startswith("ngram "):
         key, _, value = line[6:].partition("=")

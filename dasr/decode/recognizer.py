@@ -15,13 +15,16 @@ from dasr.data.features import Cmvn, fbank
 from dasr.data.tokenizer import Tokenizer, load_tokenizer
 from dasr.decode.ctc import LexiconBeamDecoder, greedy_decode
 from dasr.errors import DasrError
+from dasr.extras import require
 from dasr.model.blstm import BlstmCtc, ModelConfig
-from dasr.train.checkpoint import load_file
+from dasr.model.weights import load_file
 
 #: where `dasr demo` puts the experiment inside its output dir
 MODEL_SUBDIR = "model"
 #: the LM weights of a model, as an export dir holds them
 LM_WEIGHTS_FILE = "lm_weights.json"
+#: the ONNX model `dasr export` writes and :class:`OnnxRecognizer` reads
+MODEL_FILE = "model.onnx"
 DEFAULT_LM_WEIGHTS = {"lm_weight": 1.0, "word_score": 0.0}
 
 
@@ -132,9 +135,7 @@ class OnnxRecognizer(BaseRecognizer):
     """An export dir of `dasr export` run with onnxruntime (raw fbank in; the CMVN is in the graph)."""
 
     def __init__(self, export_dir: str | os.PathLike, threads: int = 1) -> None:
-        import onnxruntime
-
-        from dasr.decode.export import MODEL_FILE
+        onnxruntime = require("onnxruntime", "export", "running an ONNX export")
 
         self.dir = Path(export_dir)
         path = self.dir / MODEL_FILE

@@ -52,6 +52,7 @@ def decode_split(
         words = lexicon_words(data_dir)
         rec.use_lm(words, str(arpa), 0.5, 0.0, beam_size)
         dev = [(lp, ref) for _, lp, ref in split_log_probs(rec, data_dir, "dev")]
+        assert rec.beam is not None, "use_lm has just made the beam decoder"
         tuning = tune_lm_weights(rec.beam, dev)
         log.info(
             "LM weight %.2f, word score %.2f: dev WER %.2f %%", tuning.lm_weight, tuning.word_score, 100 * tuning.wer

@@ -17,6 +17,7 @@ The trainer's interface (:class:`Strategy`)::
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from dasr.parallel.strategy import SingleStrategy, Strategy, accumulate
@@ -27,7 +28,16 @@ if TYPE_CHECKING:
     from dasr.parallel.hybrid import Hybrid
     from dasr.parallel.ps import ParameterServer
 
-STRATEGIES = ("single", "sync", "adpsgd", "hybrid", "ps", "localsgd")
+#: strategy name -> "module:class" of its Strategy, imported on first use: the one place a strategy is named
+STRATEGY_CLASSES = {
+    "single": "dasr.parallel.strategy:SingleStrategy",
+    "sync": "dasr.parallel.sync:SyncStrategy",
+    "adpsgd": "dasr.parallel.adpsgd:AdpsgdStrategy",
+    "hybrid": "dasr.parallel.hybrid:HybridStrategy",
+    "ps": "dasr.parallel.ps:ParameterServerStrategy",
+    "localsgd": "dasr.parallel.localsgd:LocalSgdStrategy",
+}
+STRATEGIES = tuple(STRATEGY_CLASSES)
 
 _PUBLIC = {
     "ADPSGD": "dasr.parallel.adpsgd",
@@ -40,10 +50,16 @@ _PUBLIC = {
 def __getattr__(name: str) -> Any:
     """The public classes, imported on first use (``import dasr.parallel`` stays light)."""
     if name in _PUBLIC:
-        import importlib
-
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'dasr.parallel' has no attribute {name!r}")
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The Strategy class registered as ``name``."""
+    if name not in STRATEGY_CLASSES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    module, _, cls = STRATEGY_CLASSES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def make_strategy(name: str, **options: Any) -> Strategy:
@@ -54,33 +70,10 @@ def make_strategy(name: str, **options: Any) -> Strategy:
     ``bucket_cap_mb``. ps: ``timeout_s`` (runs without a process group as one worker).
     localsgd: ``period`` (steps between averagings), ``warmup_steps``.
     ``sync``/``adpsgd``/``hybrid``/``localsgd`` need an initialised process group
-    (:func:`dasr.parallel.launch.init_worker`).
+    (:func:`dasr.parallel.launch.init_worker`). Each class names the `dasr train` options it takes
+    in ``CONFIG_OPTIONS``.
     """
-    if name == "single":
-        if options:
-            raise ValueError(f"strategy 'single' takes no options, got {sorted(options)}")
-        return SingleStrategy()
-    if name == "sync":
-        from dasr.parallel.sync import SyncStrategy
-
-        return SyncStrategy(**options)
-    if name == "adpsgd":
-        from dasr.parallel.adpsgd import AdpsgdStrategy
-
-        return AdpsgdStrategy(**options)
-    if name == "hybrid":
-        from dasr.parallel.hybrid import HybridStrategy
-
-        return HybridStrategy(**options)
-    if name == "ps":
-        from dasr.parallel.ps import ParameterServerStrategy
-
-        return ParameterServerStrategy(**options)
-    if name == "localsgd":
-        from dasr.parallel.localsgd import LocalSgdStrategy
-
-        return LocalSgdStrategy(**options)
-    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return strategy_class(name)(**options)
 
 
 __all__ = [
@@ -92,5 +85,7 @@ __all__ = [
     "SingleStrategy",
     "accumulate",
     "make_strategy",
+    "strategy_class",
+    "STRATEGY_CLASSES",
     "STRATEGIES",
 ]

@@ -365,6 +365,7 @@ class AdpsgdStrategy(PublicClassStrategy):
     """The trainer's Strategy interface over :class:`ADPSGD` (options as ADPSGD's keyword arguments)."""
 
     name = "adpsgd"
+    CONFIG_OPTIONS = {"graph": "graph", "seed": "seed", "period_s": "gossip_period_s"}
     independent_steps = True
     impl_class: type[ADPSGD] = ADPSGD
 

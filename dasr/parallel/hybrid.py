@@ -51,6 +51,7 @@ class Hybrid(ADPSGD):
     """
 
     name = "hybrid"
+    CONFIG_OPTIONS = {**AdpsgdStrategy.CONFIG_OPTIONS, "group_size": "group_size"}
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ class LocalSgdStrategy(Strategy):
     """
 
     name = "localsgd"
+    CONFIG_OPTIONS = {"period": "localsgd_period"}
 
     def __init__(self, period: int = 8, warmup_steps: int = 0, process_group: dist.ProcessGroup | None = None):
         if period < 1 or warmup_steps < 0:

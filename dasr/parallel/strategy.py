@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -23,6 +23,8 @@ class Strategy(ABC):
     """How the workers of a run combine their work. One instance per worker process."""
 
     name: str = "base"
+    #: constructor keyword -> the `dasr train` option (TrainConfig field) it comes from
+    CONFIG_OPTIONS: ClassVar[dict[str, str]] = {}
     #: workers take steps at their own pace (adpsgd, ps): they share each epoch's batches by
     #: claiming them (global progress) instead of taking equal shares in lockstep
     independent_steps: bool = False

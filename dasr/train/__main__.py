@@ -4,17 +4,20 @@
         -m dasr.train --data DATA --exp EXP --strategy adpsgd
 """
 
+import argparse
 import sys
 
-from dasr.cli import build_parser, train_config
+from dasr.config import add_options, resolve
 from dasr.errors import DasrError
 from dasr.train.worker import run_worker
 
 
 def main() -> int:
-    args = build_parser().parse_args(["train", *sys.argv[1:]])
+    parser = argparse.ArgumentParser(prog="python -m dasr.train", description="one `dasr train` worker under torchrun")
+    add_options(parser)
+    args = parser.parse_args()
     try:
-        run_worker(train_config(args), prepare=True)
+        run_worker(resolve(args.config, vars(args)), prepare=True)
     except DasrError as e:
         print(f"dasr: error: {e}", file=sys.stderr)
         return 1

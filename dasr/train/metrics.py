@@ -7,14 +7,30 @@ record holds the dev loss and WER.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dasr.errors import DasrError
+from dasr.extras import require
+
 #: strategy counters the train record carries per step instead of cumulatively
 PER_STEP = ("comm_s", "exposed_comm_s")
+
+
+def tensorboard_writer(log_dir: Path) -> Any:
+    """A TensorBoard SummaryWriter into ``log_dir``, or None (one log line) without the tensorboard extra."""
+    try:
+        require("tensorboard", "tensorboard", "TensorBoard logging")
+    except DasrError as e:
+        logging.getLogger(__name__).info("%s; metrics.jsonl has every number", e)
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir))
 
 
 class MetricsLog:
@@ -25,9 +41,7 @@ class MetricsLog:
         self.start = time.time()
         self.tb: Any = None
         if tensorboard_dir is not None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(tensorboard_dir))
+            self.tb = tensorboard_writer(tensorboard_dir)
 
     def write(self, record: dict) -> None:
         """Append ``record`` with this rank and the seconds since the log opened."""

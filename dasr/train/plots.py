@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dasr.extras import require
+
 
 def read_metrics(exp: Path) -> list[dict]:
     path = exp / "metrics.jsonl"
@@ -15,8 +17,7 @@ def read_metrics(exp: Path) -> list[dict]:
 
 def plot_metrics(exp: Path) -> list[Path]:
     """Write EXP/plots/{loss,lr,dev_wer}.png from metrics.jsonl; returns the files written."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots", "plotting")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

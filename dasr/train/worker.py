@@ -14,8 +14,7 @@ from dataclasses import asdict, replace
 import torch
 
 from dasr.config import TrainConfig
-from dasr.errors import DasrError
-from dasr.parallel import make_strategy
+from dasr.parallel import strategy_class
 from dasr.parallel.launch import Worker, finish_worker, init_worker
 from dasr.parallel.strategy import SingleStrategy, Strategy
 from dasr.train.collectives import barrier
@@ -25,19 +24,9 @@ from dasr.train.trainer import Trainer
 
 
 def strategy_from_config(config: TrainConfig) -> Strategy:
-    """The Strategy the config names, with its options."""
-    gossip = dict(graph=config.graph, seed=config.seed, period_s=config.gossip_period_s)
-    options: dict[str, dict] = {
-        "single": {},
-        "sync": {},
-        "adpsgd": gossip,
-        "hybrid": {**gossip, "group_size": config.group_size},
-        "ps": {},
-        "localsgd": {"period": config.localsgd_period},
-    }
-    if config.strategy not in options:
-        raise DasrError(f"unknown strategy {config.strategy!r}")
-    return make_strategy(config.strategy, **options[config.strategy])
+    """The Strategy the config names, with the options its class takes from the config (``CONFIG_OPTIONS``)."""
+    cls = strategy_class(config.strategy)
+    return cls(**{option: getattr(config, field) for option, field in cls.CONFIG_OPTIONS.items()})
 
 
 def restarted() -> bool:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dasr.sim.cluster import Cluster
-from dasr.sim.model import Link
+from lab.sim.cluster import Cluster
+from lab.sim.model import Link
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from dasr.bench.report import Report, new_figure, publish, sharing
-from dasr.bench.runs import TrainRun, require_data, train
+from lab.bench.runs import TrainRun, require_data, train
+from lab.report import Report, new_figure, publish, sharing
 
 TITLE = "Accuracy of every strategy at equal epochs"
 BEAM = 50

@@ -20,15 +20,15 @@ import kaldi_native_fbank as knf
 import numpy as np
 import torch
 
-from dasr.bench.report import Report, bar, new_figure, publish, sharing
-from dasr.bench.timing import interleave, paired_ratio, stats, stats_text
-from dasr.bench.workload import bare_step, demo_settings, synthesize
 from dasr.data import audio
 from dasr.data.features import fbank, fbank_options
 from dasr.data.loader import AsrDataset, DistributedBucketSampler, batches
 from dasr.data.manifest import read_manifest
 from dasr.data.tokenizer import CharTokenizer
 from dasr.model.blstm import BlstmCtc, preset_config
+from lab.bench.timing import interleave, paired_ratio, stats, stats_text
+from lab.report import Report, bar, new_figure, publish, sharing
+from lab.workload import bare_step, demo_settings, synthesize
 
 TITLE = "Data pipeline speed"
 FEATURE_GOAL_X_RT = 1000.0

@@ -1,6 +1,6 @@
 """`dasr bench network`: every strategy on K nodes in network namespaces joined by rate-limited links.
 
-Each node is a namespace of :class:`dasr.bench.netns.Testbed` (a veth to a bridge, shaped with
+Each node is a namespace of :class:`lab.bench.netns.Testbed` (a veth to a bridge, shaped with
 tbf in both directions; no delay emulation: netem does not work on this kernel). Every node runs
 one worker with one torch thread, started as a user would start it on a real cluster::
 
@@ -14,9 +14,9 @@ recorded per run). All K workers share this machine's cores.
 Every run trains the `demo` model for the same budget of training seconds in time mode
 (``--train-seconds``, ``--eval-every-s``). Per setting (K, link rate) the strategies run one
 after the other, every other setting in reverse order; the time to a common dev target uses
-the lowest dev loss (or WER, see :func:`dasr.bench.stragglers.common_target`) every strategy of
+the lowest dev loss (or WER, see :func:`lab.bench.stragglers.common_target`) every strategy of
 that setting reached. A one-worker run of the same options, outside the test bed, calibrates
-the simulator (:mod:`dasr.sim.network`), which predicts every row from the link rate.
+the simulator (:mod:`lab.sim.network`), which predicts every row from the link rate.
 """
 
 from __future__ import annotations
@@ -29,19 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from dasr.bench import netns
-from dasr.bench.netns import Testbed
-from dasr.bench.report import Report, machine_info, new_figure, sharing
-from dasr.bench.runs import TrainRun, summarise, time_to_target, train
-from dasr.bench.stragglers import common_target
-from dasr.bench.strategies import num_parameters_of_demo
-from dasr.bench.summary import update_summary
 from dasr.errors import DasrError
 from dasr.parallel import STRATEGIES as AVAILABLE
-from dasr.sim import calibrate
-from dasr.sim import network as simnet
-from dasr.sim.model import fit_link
 from dasr.train.plots import read_metrics
+from lab.bench import netns
+from lab.bench.netns import Testbed
+from lab.bench.runs import TrainRun, summarise, time_to_target, train
+from lab.bench.stragglers import common_target
+from lab.bench.strategies import num_parameters_of_demo
+from lab.report import Report, machine_info, new_figure, sharing
+from lab.sim import calibrate
+from lab.sim import network as simnet
+from lab.sim.model import fit_link
+from lab.summary import update_summary
 
 #: (nodes, link rates in Mbit/s, strategies): quick smoke run, full benchmark
 SETTINGS = {
@@ -78,7 +78,7 @@ def train_options(strategy: str, train_s: float, eval_s: float) -> list[str]:
 
 
 def train_on_testbed(bed: Testbed, run: TrainRun, data_dir: str, exp_dir: Path, timeout_s: float) -> dict:
-    """``run`` with one worker in each node of ``bed``; its :func:`~dasr.bench.runs.summarise` plus link bytes.
+    """``run`` with one worker in each node of ``bed``; its :func:`~lab.bench.runs.summarise` plus link bytes.
 
     Node 0 starts first (it writes the experiment dir and hosts the rendezvous); the others follow
     once its config is written. Every node logs to ``exp_dir.parent/<name>.node<r>.log``.
@@ -121,7 +121,7 @@ PROBE_SIZES = (1 << 20, 4 << 20)
 #: what each node of the link probe runs: gloo all-reduces over the two nodes; node 0 prints the medians
 _PROBE = """import json, sys
 from dasr.parallel.launch import launch
-from dasr.sim.calibrate import allreduce_worker
+from lab.sim.calibrate import allreduce_worker
 sizes, reps, rank, endpoint = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 out = launch(allreduce_worker, (sizes, reps), nnodes=2, node_rank=rank, rdzv_endpoint=endpoint, run_id="probe")
 print(json.dumps(out.get(0)))
@@ -273,7 +273,7 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="dasr-bench-net-") as tmp:
         if data_dir is None:
-            from dasr.bench.workload import synthesize
+            from lab.workload import synthesize
 
             data_dir = str(Path(tmp) / "corpus")
             synthesize(data_dir, quick)
@@ -412,7 +412,7 @@ def write_report(report: Report, results: dict, out_dir: str) -> None:
         + (
             f"\n*compute ÷ model transfer*: the worker's compute per step over the time one copy of the model "
             f"({mb:.1f} MB) takes on the link (the compute/communication ratio; below 1 the link, not the CPU, "
-            f"bounds a step that moves the whole model). *Simulated*: `dasr.sim.network` with the link rate as input, "
+            f"bounds a step that moves the whole model). *Simulated*: `lab.sim.network` with the link rate as input, "
             f"calibrated on a one-worker run of the same options outside the test bed "
             f"({results['reference_single']['compute_s']:.3f} s compute per step) and the measured CPU contention "
             f"(aggregate speed of k processes: "

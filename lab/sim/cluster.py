@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dasr.parallel import STRATEGIES, topology
-from dasr.sim import model
-from dasr.sim.engine import Cpu, Engine, Event, Sleep, Wait, aggregate_speed
-from dasr.sim.model import Link
+from lab.sim import model
+from lab.sim.engine import Cpu, Engine, Event, Sleep, Wait, aggregate_speed
+from lab.sim.model import Link
 
 #: memory passes over the parameter vector per gossip round: snapshot, copy into the buffer, halve, subtract, merge
 GOSSIP_PASSES = 5
@@ -87,7 +87,7 @@ class Cluster:
         node_size: learners per node.
         comm_on_cpu: transfers are CPU work of the processes involved (gloo on CPU), not wall time only.
         speedup: ``{k: s(k)}``, measured aggregate speed of ``k`` tasks on the shared cores relative to
-            one (None: ideal processor sharing); see :class:`dasr.sim.engine.Engine`.
+            one (None: ideal processor sharing); see :class:`lab.sim.engine.Engine`.
     """
 
     cores: int | None

@@ -16,9 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from dasr.bench import faults, fuzz, soak
-from dasr.bench.report import Report, publish, sharing
-from dasr.bench.workload import synthesize
+from lab.bench import faults, fuzz, soak
+from lab.report import Report, publish, sharing
+from lab.workload import synthesize
 
 #: the sizes of a quick smoke run and of the full soak
 SIZES = {

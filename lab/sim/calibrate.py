@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from dasr.errors import DasrError
-from dasr.sim import model
-from dasr.sim.cluster import Cluster, Workload
+from lab.sim import model
+from lab.sim.cluster import Cluster, Workload
 
 #: all-reduce message sizes of the link micro-benchmark, in bytes (the model's own size is added)
 LINK_SIZES = (64 * 1024, 1024 * 1024, 4 * 1024 * 1024)
@@ -115,9 +115,9 @@ def _contention_worker(conn, utterances: int, seconds: float) -> None:
     ends, so its neighbours see the same load throughout).
     """
     torch.set_num_threads(1)
-    from dasr.bench.workload import bare_step, random_batch
     from dasr.data.tokenizer import CharTokenizer
     from dasr.model.blstm import BlstmCtc, preset_config
+    from lab.workload import bare_step, random_batch
 
     vocab = CharTokenizer().vocab_size
     net = BlstmCtc(preset_config("demo", vocab))

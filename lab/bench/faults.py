@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from dasr.bench.procs import Run, workers
 from dasr.errors import DasrError
 from dasr.parallel.launch import free_port
 from dasr.train import checkpoint
+from lab.bench.procs import Run, workers
 
 
 def train_command(
@@ -232,7 +232,7 @@ def vanished_partner(
     """
     workdir = Path(workdir)
     port = free_port()
-    code = f"from dasr.bench.faults import gossip_until_error; gossip_until_error({timeout_s}, {how!r})"
+    code = f"from lab.bench.faults import gossip_until_error; gossip_until_error({timeout_s}, {how!r})"
     runs = [
         Run.start(
             [sys.executable, "-c", code],
@@ -327,7 +327,7 @@ def checkpoint_kill_loop(root: str | os.PathLike, kills: int, max_delay_s: float
     """
     rng = random.Random(seed)
     root = Path(root)
-    code = f"from dasr.bench.faults import write_checkpoints_forever; write_checkpoints_forever({str(root)!r})"
+    code = f"from lab.bench.faults import write_checkpoints_forever; write_checkpoints_forever({str(root)!r})"
     intact = done = 0
     for _ in range(kills):
         process = subprocess.Popen(
@@ -408,7 +408,7 @@ def full_disk(root: str | os.PathLike, limit_bytes: int = 200_000) -> dict:
     checkpoint.mark_complete(root, 1, 1, keep=3)
     checkpoint.atomic_save(_fake_state(1, 0, 1000), root / "best.pt")
     code = (
-        "from dasr.bench.faults import _save_with_file_size_limit as f; "
+        "from lab.bench.faults import _save_with_file_size_limit as f; "
         f"print(f({str(root)!r}, {limit_bytes}, {limit_bytes}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

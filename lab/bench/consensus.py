@@ -19,9 +19,9 @@ import statistics
 
 import numpy as np
 
-from dasr.bench.report import Report, machine_info, new_figure
-from dasr.bench.summary import update_summary
 from dasr.parallel import topology
+from lab.report import Report, machine_info, new_figure
+from lab.summary import update_summary
 
 SIZES = (4, 8, 16)
 SHRINK = 10.0

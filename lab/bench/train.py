@@ -23,9 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dasr.bench.report import Report, bar, new_figure, publish, sharing
-from dasr.bench.timing import interleave, paired_ratio, stats, stats_text
-from dasr.bench.workload import bare_step, demo_settings, ensure_lm, random_batch, synthesize
+from dasr.cli import arg
 from dasr.config import TrainConfig
 from dasr.data.features import FRAME_SHIFT_S
 from dasr.data.loader import AsrDataset, DistributedBucketSampler, batches, collate
@@ -38,6 +36,11 @@ from dasr.parallel.strategy import SingleStrategy
 from dasr.train.experiment import prepare_experiment
 from dasr.train.plots import read_metrics
 from dasr.train.trainer import Trainer, build_optimizer
+from lab.bench.timing import interleave, paired_ratio, stats, stats_text
+from lab.report import Report, bar, new_figure, publish, sharing
+from lab.workload import bare_step, demo_settings, ensure_lm, random_batch, synthesize
+
+ARGUMENTS = (arg("--exp", default=None, help="decode with EXP/best.pt (default: the briefly trained demo model)"),)
 
 TITLE = "Training and decoding speed"
 OVERHEAD_GOAL = 0.05

@@ -18,9 +18,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from dasr.bench.report import Report, machine_info, new_figure, sharing
-from dasr.bench.runs import TrainRun, require_data, time_to_target, train
-from dasr.bench.summary import update_summary
+from lab.bench.runs import TrainRun, require_data, time_to_target, train
+from lab.report import Report, machine_info, new_figure, sharing
+from lab.summary import update_summary
 
 NPROC = 4
 SLOW_RANK = 3

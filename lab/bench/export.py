@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dasr.bench.report import Report, machine_info
+from dasr.cli import arg
 from dasr.data import audio
 from dasr.data.features import fbank
 from dasr.data.manifest import read_manifest
@@ -37,6 +37,9 @@ from dasr.decode.export import export_onnx, sherpa_feature_config, sherpa_recogn
 from dasr.decode.recognizer import OnnxRecognizer, Recognizer
 from dasr.decode.score import score
 from dasr.errors import DasrError
+from lab.report import Report, machine_info
+
+ARGUMENTS = (arg("--exp", default=None, help="the model to export (e.g. exp/demo/model)"),)
 
 QUICK_UTTERANCES = 20
 #: sherpa-onnx variants: engine name -> FeatureExtractorConfig arguments

@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 
 from dasr.errors import DasrError
-from dasr.sim import calibrate
-from dasr.sim.cluster import Cluster, Result, Workload, simulate
-from dasr.sim.model import Link
+from lab.sim import calibrate
+from lab.sim.cluster import Cluster, Result, Workload, simulate
+from lab.sim.model import Link
 
 #: per-message latency of a veth + bridge hop (no delay is emulated: netem does not work on this kernel)
 VETH_LATENCY_S = 50e-6

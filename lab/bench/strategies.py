@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dasr.bench.report import Report, machine_info, new_figure, sharing
-from dasr.bench.runs import TrainRun, train
-from dasr.bench.summary import update_summary
-from dasr.bench.workload import synthesize
 from dasr.data.manifest import read_manifest
 from dasr.model.blstm import num_parameters, preset_config
 from dasr.parallel import STRATEGIES
+from lab.bench.runs import TrainRun, train
+from lab.report import Report, machine_info, new_figure, sharing
+from lab.summary import update_summary
+from lab.workload import synthesize
 
 #: the runs' settings: SGD (the only optimizer ps supports) for every strategy, so steps cost the same
 GOSSIP_PERIOD_S = 0.5

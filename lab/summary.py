@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from dasr.bench.report import Report, describe_machine
+from lab.report import Report, describe_machine
 
 SUMMARY_FILE = "summary.json"
 

@@ -24,11 +24,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dasr.bench.report import Report, machine_info, new_figure, sharing
-from dasr.bench.runs import TrainRun, require_data, train
-from dasr.bench.summary import update_summary
 from dasr.errors import DasrError
 from dasr.train.schedule import scaled_peak_lr, scaling_rule
+from lab.bench.runs import TrainRun, require_data, train
+from lab.report import Report, machine_info, new_figure, sharing
+from lab.summary import update_summary
 
 NPROC = 2
 MODEL = "tiny"

@@ -147,7 +147,7 @@ def publish(
 
     ``machine`` defaults to this machine as :func:`machine_info` sees it now; ``top_level`` as in
     :meth:`Report.write`. Returns the report (name, command, machine, date: what
-    :func:`dasr.bench.summary.update_summary` credits the headline figures to).
+    :func:`lab.summary.update_summary` credits the headline figures to).
     """
     report = Report(name, title, command, machine or machine_info())
     report.write(out_dir, results, render(results, report), top_level)

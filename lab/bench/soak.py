@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from dasr.bench.faults import train_command
-from dasr.bench.procs import Run, descendants, listening_addresses, session_leftovers, threads, workers
+from lab.bench.faults import train_command
+from lab.bench.procs import Run, descendants, listening_addresses, session_leftovers, threads, workers
 
 
 class MetricsTail:

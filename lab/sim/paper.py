@@ -3,17 +3,17 @@
 The workload is the paper's: SWB2000 (2000 h; 30 M training samples per epoch), the 6-layer
 BLSTM acoustic model, 16 epochs. Compute per sample comes from the one single-GPU figure
 ("about one week on one V100", batch 256), scaled to each learner's batch by a public cuDNN
-LSTM benchmark (:mod:`dasr.sim.gpu`); P100s are scaled by peak FP32 throughput; links come from
-:mod:`dasr.sim.hardware`. Nothing is fitted to the multi-GPU times being predicted.
+LSTM benchmark (:mod:`lab.sim.gpu`); P100s are scaled by peak FP32 throughput; links come from
+:mod:`lab.sim.hardware`. Nothing is fitted to the multi-GPU times being predicted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dasr.sim import gpu as gpu_model
-from dasr.sim import hardware
-from dasr.sim.cluster import Workload, simulate
+from lab.sim import gpu as gpu_model
+from lab.sim import hardware
+from lab.sim.cluster import Workload, simulate
 
 SAMPLES_PER_EPOCH = 30e6
 EPOCHS = 16

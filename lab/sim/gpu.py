@@ -2,7 +2,7 @@
 
 A GPU runs an LSTM step as small matrix products whose size is the batch, so a small batch
 leaves most of the GPU idle and costs more per sample. The curve comes from a published
-cuDNN LSTM training benchmark (forward + backward), not from the runs :mod:`dasr.sim.paper`
+cuDNN LSTM training benchmark (forward + backward), not from the runs :mod:`lab.sim.paper`
 predicts. Between table points the time per sample is interpolated linearly in log-log
 space; beyond the table the nearest segment's slope is extended (the single-V100 anchor
 batch of 256 lies beyond it)::

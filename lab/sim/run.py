@@ -6,13 +6,18 @@ Writes ``OUT/simulate.md``, ``.json`` and ``.png`` and sets ``sim_vs_measured_ma
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
+import shlex
+import sys
 
-from dasr.bench.report import Report, new_figure, publish
-from dasr.bench.summary import update_summary
-from dasr.sim import calibrate, hardware, paper
-from dasr.sim.cluster import simulate
+from dasr.cli import add_arguments, arg
+from dasr.parallel import STRATEGIES
+from lab.report import Report, new_figure, publish
+from lab.sim import calibrate, hardware, paper
+from lab.sim.cluster import simulate
+from lab.summary import update_summary
 
 TITLE = "Cluster simulator: calibrated on this machine, predicting the paper's clusters"
 MEASURED_GOAL = 0.15
@@ -279,3 +284,45 @@ def render(res: dict, report: Report):
         ),
     )
     return _figure(validation, published, scale)
+
+
+ARGUMENTS = (
+    arg(
+        "--calibration",
+        default="docs/results/strategies.json",
+        help="strategies benchmark output to calibrate on (default docs/results/strategies.json)",
+    ),
+    arg("--out", default="docs/results", help="directory for simulate.md, .json, .png (default docs/results)"),
+    arg("--learners", default="8,16,32,64,128", help="learner counts to predict (default 8,16,32,64,128)"),
+    arg("--quick", action="store_true", help="fewer simulated steps and link repetitions"),
+    arg(
+        "--link-mbit",
+        help="predict the network test bed at these link rates, e.g. 1000,200,50 (prints, writes nothing)",
+    ),
+    arg("--nodes", default="2,4", help="with --link-mbit: node counts (default 2,4)"),
+    arg(
+        "--network",
+        default="docs/results/network.json",
+        help="with --link-mbit: `dasr bench network` output to calibrate on (default docs/results/network.json)",
+    ),
+)
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    """`dasr simulate`'s options, and :func:`run_cli` as what it runs."""
+    add_arguments(parser, ARGUMENTS)
+    parser.set_defaults(run=run_cli)
+
+
+def run_cli(args: argparse.Namespace) -> None:
+    """`dasr simulate`: the paper's clusters, or with ``--link-mbit`` the network test bed, predicted."""
+    if args.link_mbit:  # the network test bed's settings, calibrated on `dasr bench network`'s reference run
+        from lab.sim.network import run_cli as predict_testbed
+
+        rates = [float(r) for r in args.link_mbit.split(",")]
+        nodes = [int(k) for k in args.nodes.split(",")]
+        predict_testbed(args.network, rates, nodes, [s for s in STRATEGIES if s != "single"])
+        return
+    learners = [int(n) for n in args.learners.split(",")]
+    run(args.calibration, args.out, learners, args.quick, shlex.join(["dasr", *sys.argv[1:]]))
+    print(f"wrote {args.out}/simulate.md, .json and .png")
