@@ -85,31 +85,40 @@ def _dasr(*args):
     return subprocess.run([sys.executable, "-m", "dasr", *map(str, args)], capture_output=True, text=True, timeout=300)
 
 
-def test_cli_errors_are_one_clear_sentence(speech_data_dir, tmp_path):
-    missing = _dasr("decode", "--exp", tmp_path / "nothing", "--data", speech_data_dir)
+def _dasr_here(capsys, *args) -> tuple[int, str]:
+    """`dasr ARGS` in this process: its exit code and stderr (the CLI's own error handling, no torch import per call)."""
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
+
+def test_cli_errors_are_one_clear_sentence(speech_data_dir, tmp_path, capsys):
+    missing = _dasr("decode", "--exp", tmp_path / "nothing", "--data", speech_data_dir)  # the real entry point
     assert missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.stderr.count("\n") == 1 and missing.stderr.startswith("dasr: error: ")
 
     exp = tmp_path / "exp"
     assert (
         main(["train", "--data", str(speech_data_dir), "--exp", str(exp), "--model", "tiny", "--max-steps", "2"]) == 0
     )
-    no_model = _dasr("transcribe", tmp_path / "empty_exp", speech_data_dir / "train.jsonl")
-    assert no_model.returncode == 1 and "Traceback" not in no_model.stderr
+    capsys.readouterr()
+    # an exception other than DasrError would escape main() and fail the test: these are one line each
+    code, err = _dasr_here(capsys, "transcribe", tmp_path / "empty_exp", speech_data_dir / "train.jsonl")
+    assert code == 1 and err.startswith("dasr: error: ")
 
     bad_audio = tmp_path / "bad.wav"
     bad_audio.write_bytes(b"RIFF....WAVEfmt garbage")
-    unreadable = _dasr("transcribe", exp, bad_audio)
-    assert unreadable.returncode == 1 and "corrupt audio" in unreadable.stderr and "Traceback" not in unreadable.stderr
+    code, err = _dasr_here(capsys, "transcribe", exp, bad_audio)
+    assert code == 1 and "corrupt audio" in err
 
-    good = _dasr("transcribe", exp, speech_data_dir.parent.parent / "nonexistent.flac", "--json")
-    assert "missing audio file" in good.stderr
+    code, err = _dasr_here(capsys, "transcribe", exp, speech_data_dir.parent.parent / "nonexistent.flac", "--json")
+    assert code == 1 and "missing audio file" in err
 
     (exp / "tokenizer.json").write_text(json.dumps({"kind": "bpe", "model": "bpe.model"}))
     from dasr.data.tokenizer import BpeTokenizer
 
     BpeTokenizer.train(["call mom please"] * 20 + ["set an alarm"] * 20, exp, vocab_size=20)
-    mismatch = _dasr("decode", "--exp", exp, "--data", speech_data_dir)
-    assert mismatch.returncode == 1 and "vocabulary mismatch" in mismatch.stderr and "Traceback" not in mismatch.stderr
+    code, err = _dasr_here(capsys, "decode", "--exp", exp, "--data", speech_data_dir)
+    assert code == 1 and "vocabulary mismatch" in err
 
 
 def test_non_finite_losses_stop_the_run_with_a_clear_message(speech_data_dir, tmp_path):
