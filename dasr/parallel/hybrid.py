@@ -51,7 +51,6 @@ class Hybrid(ADPSGD):
     """
 
     name = "hybrid"
-    CONFIG_OPTIONS = {**AdpsgdStrategy.CONFIG_OPTIONS, "group_size": "group_size"}
 
     def __init__(
         self,
@@ -165,6 +164,7 @@ class HybridStrategy(AdpsgdStrategy):
     """The trainer's Strategy interface over :class:`Hybrid`."""
 
     name = "hybrid"
+    CONFIG_OPTIONS = {**AdpsgdStrategy.CONFIG_OPTIONS, "group_size": "group_size"}
     independent_steps = False  # members of a group step together (DDP inside the group)
     impl_class = Hybrid
 
