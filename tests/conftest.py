@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -57,9 +58,9 @@ def tiny_data_dir(tmp_path, make_wav):
 SPEECH = Path(__file__).parent / "data" / "speech"
 
 
-@pytest.fixture
-def speech_data_dir(tmp_path):
-    """A data dir of the 8 committed espeak utterances (train = dev = test), features computed."""
+@pytest.fixture(scope="session")
+def _speech_features(tmp_path_factory):
+    """The 8 committed espeak utterances as a data dir with features, computed once per session."""
     from dasr.data.features import compute_features
 
     utts = []
@@ -67,8 +68,17 @@ def speech_data_dir(tmp_path):
         utt_id, speaker, text = line.split("\t")
         path = SPEECH / f"{utt_id}.flac"
         utts.append(Utterance(utt_id, str(path), audio.probe(str(path)).duration, text, speaker))
-    data = tmp_path / "speech"
+    data = tmp_path_factory.mktemp("speech-features") / "speech"
     for split in ("train", "dev", "test"):
         write_manifest(data / f"{split}.jsonl", utts)
     compute_features(data, jobs=1)
+    return data
+
+
+@pytest.fixture
+def speech_data_dir(tmp_path, _speech_features):
+    """A data dir of the 8 committed espeak utterances (train = dev = test), features computed: this test's own
+    copy (tests may change it), copied from the session's one computation."""
+    data = tmp_path / "speech"
+    shutil.copytree(_speech_features, data)
     return data
