@@ -130,8 +130,10 @@ def test_time_mode_evaluates_at_agreed_marks_and_lets_adpsgd_run_ahead(speech_da
     records = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
     assert sorted(r["rank"] for r in evals) == [0, 0, 0, 1, 1, 1]
-    for rank in (0, 1):  # one evaluation per 2 s mark of training time (the first step past it)
-        assert [round(r["train_s"] / 2) for r in evals if r["rank"] == rank] == [1, 2, 3], evals
+    for rank in (0, 1):  # one evaluation per 2 s mark of training time, at a step past it (a loaded machine's
+        times = [r["train_s"] for r in evals if r["rank"] == rank]  # slow step may carry it past the next mark)
+        assert all(t >= 2 * (k + 1) for k, t in enumerate(times)), evals
+        assert [t // 2 for t in times] == sorted(set(t // 2 for t in times)), evals  # never two in one interval
     last_step = {rank: max(r["step"] for r in records if r["rank"] == rank and r["kind"] == "train") for rank in (0, 1)}
     if strategy == "adpsgd":
         assert last_step[0] >= 2 * last_step[1], last_step  # nobody waited for the slow rank
