@@ -41,10 +41,10 @@ LM_ORDER = 5
 
 def run_demo(out: str, quick: bool = False, data_dir: str | None = None) -> dict:
     """Run the whole pipeline into ``out``; returns and writes OUT/results.json."""
-    from dasr.decode import real_speech
     from dasr.data.features import compute_features
     from dasr.data.report import data_report
     from dasr.data.synth import synthesize_corpus
+    from dasr.decode import real_speech
     from dasr.decode.lm_build import build_lm
     from dasr.decode.run import decode_split
     from dasr.train.run import train

@@ -197,6 +197,33 @@ def _is_pipe(entry: str) -> bool:
     return entry.rstrip().endswith("|")
 
 
+def _read_segments(path: Path, rejections: RejectionLog) -> dict[str, tuple[str, float | None, float | None]]:
+    """A Kaldi ``segments`` file: utterance -> (recording, start, end); bad lines go to ``rejections``."""
+    segments: dict[str, tuple[str, float | None, float | None]] = {}
+    for key, (lineno, rest) in _read_table(path, rejections).items():
+        fields = rest.split()
+        try:
+            rec, begin, finish = fields[0], float(fields[1]), float(fields[2])
+            if not 0 <= begin < finish:
+                raise ValueError
+        except (ValueError, IndexError):
+            reason = f"bad segment: expected 'rec start end' with 0 <= start < end, got {rest!r}"
+            rejections.add(path, lineno, key, reason)
+            continue
+        segments[key] = (rec, begin, finish)
+    return segments
+
+
+def _probe_once(cache: dict[str, audio.AudioInfo | str], rec: str, entry: str, allow_pipes: bool):
+    """The recording's AudioInfo, or why it cannot be read; each recording is opened once."""
+    if rec not in cache:
+        try:
+            cache[rec] = audio.probe(entry, allow_pipes=allow_pipes)
+        except DataError as e:
+            cache[rec] = str(e)
+    return cache[rec]
+
+
 def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tuple[list[Utterance], RejectionLog]:
     """Import a Kaldi data dir (wav.scp, text, utt2spk, optional segments).
 
@@ -212,23 +239,8 @@ def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tup
     texts = _read_table(kaldi_dir / "text", rejections)
     spk = _read_table(kaldi_dir / "utt2spk", rejections) if (kaldi_dir / "utt2spk").is_file() else {}
     segments_path = kaldi_dir / "segments"
-    segments: dict[str, tuple[str, float | None, float | None]] = {}
     if segments_path.is_file():
-        for key, (lineno, rest) in _read_table(segments_path, rejections).items():
-            fields = rest.split()
-            try:
-                rec, begin, finish = fields[0], float(fields[1]), float(fields[2])
-                if not 0 <= begin < finish:
-                    raise ValueError
-            except (ValueError, IndexError):
-                rejections.add(
-                    segments_path,
-                    lineno,
-                    key,
-                    f"bad segment: expected 'rec start end' with 0 <= start < end, got {rest!r}",
-                )
-                continue
-            segments[key] = (rec, begin, finish)
+        segments = _read_segments(segments_path, rejections)
     else:
         segments = {k: (k, None, None) for k in wavs}
 
@@ -244,18 +256,12 @@ def import_kaldi(kaldi_dir: str | os.PathLike, allow_pipes: bool = False) -> tup
             continue
         wav_line, entry = wavs[rec]
         if _is_pipe(entry) and not allow_pipes:
-            rejections.add(
-                kaldi_dir / "wav.scp", wav_line, utt_id, "shell pipe not allowed: pass --allow-pipes to run it"
-            )
+            reason = "shell pipe not allowed: pass --allow-pipes to run it"
+            rejections.add(kaldi_dir / "wav.scp", wav_line, utt_id, reason)
             continue
         if not _is_pipe(entry) and not os.path.isabs(entry):
             entry = str((kaldi_dir / entry).resolve()) if (kaldi_dir / entry).exists() else entry
-        if rec not in recording_info:
-            try:
-                recording_info[rec] = audio.probe(entry, allow_pipes=allow_pipes)
-            except DataError as e:
-                recording_info[rec] = str(e)
-        info = recording_info[rec]
+        info = _probe_once(recording_info, rec, entry, allow_pipes)
         if isinstance(info, str):
             rejections.add(kaldi_dir / "wav.scp", wav_line, utt_id, info)
             continue

@@ -259,62 +259,78 @@ def read_arpa(path: str | os.PathLike) -> NgramLM:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise DasrError(f"{path}: cannot read ARPA file: {err}") from err
-    pos = 0
+    return _ArpaReader(path, lines).read()
 
-    def fail(message: str, line: int | None = None) -> DasrError:
-        if line is None:
-            line = pos + 1
-        where = f"line {line}" if line <= len(lines) else "end of file"
-        return DasrError(f"{path}: {where}: malformed ARPA file: {message}")
 
-    def next_nonblank(what: str) -> str:
-        nonlocal pos
-        while pos < len(lines) and not lines[pos].strip():
-            pos += 1
-        if pos == len(lines):
-            raise fail(f"file ends where {what} was expected")
-        pos += 1
-        return lines[pos - 1].strip()
+class _ArpaReader:
+    """One pass over an ARPA file's lines: the header's counts, then one section per order, then ``\\end\\``."""
 
-    while pos < len(lines) and lines[pos].strip() != "\\data\\":
-        pos += 1
-    if pos == len(lines):
-        raise fail("no \\data\\ header", 1)
-    pos += 1
-    sizes: list[int] = []
-    line = next_nonblank("'ngram k=count'")
-    while line.startswith("ngram "):
-        key, _, value = line[6:].partition("=")
-        if key.strip() != str(len(sizes) + 1) or not value.strip().isdigit():
-            raise fail(f"expected 'ngram {len(sizes) + 1}=count', got {line!r}", pos)
-        sizes.append(int(value))
-        line = next_nonblank("an n-gram section")
-    if not 1 <= len(sizes) <= MAX_ORDER:
-        raise fail(f"order must be 1..{MAX_ORDER}, the header gives {len(sizes)}", pos)
-    tables: list[dict[Ngram, tuple[float, float]]] = []
-    for k, size in enumerate(sizes, 1):
-        if line != f"\\{k}-grams:":
-            raise fail(f"expected '\\{k}-grams:', got {line!r}", pos)
+    def __init__(self, path: Path, lines: list[str]):
+        self.path, self.lines, self.pos = path, lines, 0
+
+    def fail(self, message: str, line: int | None = None) -> DasrError:
+        line = self.pos + 1 if line is None else line
+        where = f"line {line}" if line <= len(self.lines) else "end of file"
+        return DasrError(f"{self.path}: {where}: malformed ARPA file: {message}")
+
+    def next_nonblank(self, what: str) -> str:
+        while self.pos < len(self.lines) and not self.lines[self.pos].strip():
+            self.pos += 1
+        if self.pos == len(self.lines):
+            raise self.fail(f"file ends where {what} was expected")
+        self.pos += 1
+        return self.lines[self.pos - 1].strip()
+
+    def read(self) -> NgramLM:
+        sizes, line = self.header()
+        tables = []
+        for k, size in enumerate(sizes, 1):
+            if line != f"\\{k}-grams:":
+                raise self.fail(f"expected '\\{k}-grams:', got {line!r}", self.pos)
+            tables.append(self.section(k, size, last=k == len(sizes)))
+            line = self.next_nonblank("\\end\\" if k == len(sizes) else f"\\{k + 1}-grams:")
+        if line != "\\end\\":
+            raise self.fail(f"expected \\end\\, got {line!r}", self.pos)
+        tables[0].setdefault((UNK,), (MISSING_UNK_LOG10_PROB, 0.0))
+        return NgramLM(tables)
+
+    def header(self) -> tuple[list[int], str]:
+        """The n-gram counts of ``\\data\\``, and the first line after them."""
+        while self.pos < len(self.lines) and self.lines[self.pos].strip() != "\\data\\":
+            self.pos += 1
+        if self.pos == len(self.lines):
+            raise self.fail("no \\data\\ header", 1)
+        self.pos += 1
+        sizes: list[int] = []
+        line = self.next_nonblank("'ngram k=count'")
+        while line.startswith("ngram "):
+            key, _, value = line[6:].partition("=")
+            if key.strip() != str(len(sizes) + 1) or not value.strip().isdigit():
+                raise self.fail(f"expected 'ngram {len(sizes) + 1}=count', got {line!r}", self.pos)
+            sizes.append(int(value))
+            line = self.next_nonblank("an n-gram section")
+        if not 1 <= len(sizes) <= MAX_ORDER:
+            raise self.fail(f"order must be 1..{MAX_ORDER}, the header gives {len(sizes)}", self.pos)
+        return sizes, line
+
+    def section(self, k: int, size: int, last: bool) -> dict[Ngram, tuple[float, float]]:
+        """The ``size`` k-grams after ``\\k-grams:``: (log10 prob, backoff); the highest order has no backoff."""
         table: dict[Ngram, tuple[float, float]] = {}
         for _ in range(size):
-            if pos == len(lines) or not lines[pos].strip():
-                raise fail(f"the header announces {size} {k}-grams, found {len(table)}")
-            fields = lines[pos].split()
-            pos += 1
-            if len(fields) not in ((k + 1, k + 2) if k < len(sizes) else (k + 1,)):
-                raise fail(f"expected a {k}-gram line, got {lines[pos - 1]!r}", pos)
+            if self.pos == len(self.lines) or not self.lines[self.pos].strip():
+                raise self.fail(f"the header announces {size} {k}-grams, found {len(table)}")
+            text = self.lines[self.pos]
+            fields = text.split()
+            self.pos += 1
+            if len(fields) not in ((k + 1,) if last else (k + 1, k + 2)):
+                raise self.fail(f"expected a {k}-gram line, got {text!r}", self.pos)
             try:
                 prob = float(fields[0])
                 backoff = float(fields[k + 1]) if len(fields) == k + 2 else 0.0
             except ValueError:
-                raise fail(f"bad number in {lines[pos - 1]!r}", pos) from None
+                raise self.fail(f"bad number in {text!r}", self.pos) from None
             gram = tuple(fields[1 : k + 1])
             if gram in table:
-                raise fail(f"duplicate {k}-gram {' '.join(gram)!r}", pos)
+                raise self.fail(f"duplicate {k}-gram {' '.join(gram)!r}", self.pos)
             table[gram] = (prob, backoff)
-        tables.append(table)
-        line = next_nonblank("\\end\\" if k == len(sizes) else f"\\{k + 1}-grams:")
-    if line != "\\end\\":
-        raise fail(f"expected \\end\\, got {line!r}", pos)
-    tables[0].setdefault((UNK,), (MISSING_UNK_LOG10_PROB, 0.0))
-    return NgramLM(tables)
+        return table

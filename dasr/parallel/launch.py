@@ -113,46 +113,21 @@ def launch(
         nproc: workers on this node.
         nnodes: number of nodes; each runs this same call.
         node_rank: this node's index (a hint; c10d rendezvous assigns the final order).
-        rdzv_endpoint: ``host:port`` of the c10d rendezvous. ``None``: a single node bound
-            to 127.0.0.1 on a free port.
+        rdzv_endpoint: ``host:port`` of the c10d rendezvous. ``None``: a single node, on 127.0.0.1.
         max_restarts: how often the agent restarts failed workers before giving up.
         run_id: rendezvous id shared by all nodes of one job (default: a fresh one).
         log_dir: where the agent keeps per-worker logs and error files (default: a temp dir).
         rdzv_timeout_s: how long to wait for all nodes to join.
 
     Raises:
-        WorkerFailedError: a worker raised or died; the message names its rank and error.
-        ValueError: bad arguments.
+        WorkerFailedError: a worker raised or died (the message names its rank and error); ValueError: bad arguments.
     """
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    if nproc < 1 or nnodes < 1:
-        raise ValueError(f"nproc and nnodes must be >= 1, got nproc={nproc}, nnodes={nnodes}")
-    if not 0 <= node_rank < nnodes:
-        raise ValueError(f"node_rank must be in [0, {nnodes}), got {node_rank}")
-    if nnodes > 1 and not rdzv_endpoint:
-        raise ValueError("several nodes need rdzv_endpoint='host:port' (the same on every node)")
-    # torch's agent otherwise keeps one TCPStore across restarts: restarted workers would read
-    # the killed attempt's keys (its peers' old addresses) and fail to connect. With this set,
-    # every attempt's rank 0 hosts a fresh store on a port of the new rendezvous round.
-    os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
-    local_addr = rendezvous_server = None
-    if not rdzv_endpoint:
-        local_addr = "127.0.0.1"
-        port = free_port(local_addr)
-        rendezvous_server = serve_store(port)
-        rdzv_endpoint = f"{local_addr}:{port}"
-    else:  # several nodes: this node's address is the one its route to the rendezvous host leaves from
-        host, port_s = rdzv_endpoint.rsplit(":", 1)
-        local_addr = source_address(host)
-        if local_addr == host and node_rank == 0:
-            try:
-                rendezvous_server = serve_store(int(port_s), host)
-            except OSError as e:  # another node on this machine hosts it already: join as a client
-                if e.errno != errno.EADDRINUSE:
-                    raise
+    _check_launch_arguments(nproc, nnodes, node_rank, rdzv_endpoint)
+    rdzv_endpoint, local_addr, rendezvous_server = _rendezvous(rdzv_endpoint, node_rank)
     config = LaunchConfig(
         min_nodes=nnodes,
         max_nodes=nnodes,
@@ -167,19 +142,10 @@ def launch(
         local_addr=local_addr,
         logs_specs=DefaultLogsSpecs(log_dir=str(log_dir) if log_dir else None),
     )
-    name = getattr(entrypoint, "__name__", str(entrypoint))
     try:
         return elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as e:
-        failures = {rank: _failure_text(f) for rank, f in e.failures.items()}
-        root_rank, root = e.get_first_failure()
-        text = failures[root_rank]
-        last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "no message")
-        lines = [f"worker rank {root_rank} of {name!r} failed (exit code {root.exitcode}): {last}", text]
-        others = sorted(r for r in failures if r != root_rank)
-        if others:
-            lines.append(f"(ranks {others} failed too)")
-        raise WorkerFailedError("\n".join(lines), failures) from None
+        raise _worker_failed(e, getattr(entrypoint, "__name__", str(entrypoint))) from None
     finally:
         if rendezvous_server is not None:
             try:
@@ -187,6 +153,52 @@ def launch(
             except OSError as e:  # the store's server thread may have closed the fd it was handed
                 if e.errno != errno.EBADF:
                     raise
+
+
+def _check_launch_arguments(nproc: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None) -> None:
+    if nproc < 1 or nnodes < 1:
+        raise ValueError(f"nproc and nnodes must be >= 1, got nproc={nproc}, nnodes={nnodes}")
+    if not 0 <= node_rank < nnodes:
+        raise ValueError(f"node_rank must be in [0, {nnodes}), got {node_rank}")
+    if nnodes > 1 and not rdzv_endpoint:
+        raise ValueError("several nodes need rdzv_endpoint='host:port' (the same on every node)")
+
+
+def _rendezvous(rdzv_endpoint: str | None, node_rank: int) -> tuple[str, str, Any]:
+    """The rendezvous endpoint, this node's address, and the store server this node hosts (or None).
+
+    No endpoint: a single node, its store on 127.0.0.1 and a free port. Several nodes: this node's
+    address is the one its route to the rendezvous host leaves from, and node 0 on that host serves it.
+    """
+    # torch's agent otherwise keeps one TCPStore across restarts: restarted workers would read
+    # the killed attempt's keys (its peers' old addresses) and fail to connect. With this set,
+    # every attempt's rank 0 hosts a fresh store on a port of the new rendezvous round.
+    os.environ["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"] = "1"
+    if not rdzv_endpoint:
+        port = free_port("127.0.0.1")
+        return f"127.0.0.1:{port}", "127.0.0.1", serve_store(port)
+    host, port_s = rdzv_endpoint.rsplit(":", 1)
+    local_addr = source_address(host)
+    if local_addr == host and node_rank == 0:
+        try:
+            return rdzv_endpoint, local_addr, serve_store(int(port_s), host)
+        except OSError as e:  # another node on this machine hosts it already: join as a client
+            if e.errno != errno.EADDRINUSE:
+                raise
+    return rdzv_endpoint, local_addr, None
+
+
+def _worker_failed(error: Any, name: str) -> WorkerFailedError:
+    """A ChildFailedError of torch's agent as one WorkerFailedError naming the first failed rank and its error."""
+    failures = {rank: _failure_text(f) for rank, f in error.failures.items()}
+    root_rank, root = error.get_first_failure()
+    text = failures[root_rank]
+    last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip()), "no message")
+    lines = [f"worker rank {root_rank} of {name!r} failed (exit code {root.exitcode}): {last}", text]
+    others = sorted(r for r in failures if r != root_rank)
+    if others:
+        lines.append(f"(ranks {others} failed too)")
+    return WorkerFailedError("\n".join(lines), failures)
 
 
 def init_worker(timeout_s: float = 300.0, backend: str | None = None) -> Worker:
