@@ -48,6 +48,19 @@ def cmd_corpus_synth(args) -> None:
     print(_format_summary(summary))
 
 
+def cmd_corpus_prepare(args) -> None:
+    import json
+
+    from dasr.data.klettres import prepare_klettres
+    from dasr.data.uqm import prepare_uqm
+
+    if args.corpus == "uqm":
+        summary = prepare_uqm(args.out, args.source, args.deb_cache, args.jobs, args.drop_processed)
+    else:
+        summary = prepare_klettres(args.out, args.source, args.deb_cache)
+    print(json.dumps(summary, indent=1))
+
+
 def cmd_corpus_import_kaldi(args) -> None:
     from dasr.data.manifest import import_kaldi
 
@@ -261,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--train-text", default=None, help="more sentences (one per line) spoken in train only")
     p.set_defaults(func=cmd_corpus_synth)
+    p = corpus_sub.add_parser(
+        "prepare", help="real speech from Debian packages: uqm (train/dev/test), klettres (test only)"
+    )
+    p.add_argument("corpus", choices=["uqm", "klettres"])
+    p.add_argument("--out", required=True, help="data dir to create")
+    p.add_argument("--source", help="dir with the packages' .deb files or data (default: installed, else fetched)")
+    p.add_argument("--deb-cache", help="private apt cache to fetch into (default OUT/deb-cache)")
+    p.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    p.add_argument(
+        "--drop-processed", action="store_true", help="uqm: reject processed (robotic, pitch-shifted) voices"
+    )
+    p.set_defaults(func=cmd_corpus_prepare)
     p = corpus_sub.add_parser(
         "import-kaldi", help="Kaldi data dir (wav.scp, text, utt2spk[, segments]) -> JSONL manifest"
     )
