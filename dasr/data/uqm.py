@@ -75,6 +75,7 @@ class _Job:
     speaker: str
     split: str
     out_dir: str
+    max_s: float
 
 
 def speaker_of(character: str) -> str:
@@ -150,7 +151,7 @@ def read_texts(voice: Path, content: Path, rejections: RejectionLog) -> tuple[li
 
 
 def plan_jobs(
-    voice: Path, content: Path, out_dir: Path, drop_processed: bool, rejections: RejectionLog
+    voice: Path, content: Path, out_dir: Path, drop_processed: bool, rejections: RejectionLog, max_s: float = MAX_S
 ) -> tuple[list[_Job], int]:
     """One job per clip that has text, and the number of clips; clips and text blocks that cannot be
     used are rejected."""
@@ -173,7 +174,8 @@ def plan_jobs(
             continue
         split = split_of(text.character)
         ms = tuple(timings.get((text.character, text.ids[0]), []))
-        jobs.append(_Job(str(voice), members[key], text, ms, speaker_of(text.character), split, str(out_dir)))
+        speaker = speaker_of(text.character)
+        jobs.append(_Job(str(voice), members[key], text, ms, speaker, split, str(out_dir), max_s))
     for key, member in sorted(members.items()):
         if key not in seen:
             rejections.add(voice, None, key[1], f"no transcript: no text block names {member}")
@@ -211,17 +213,19 @@ def _cut(job: _Job) -> tuple[list[Utterance], list[tuple[str, str]]]:
     reasons = tuple("name inserted by the game" if k in job.text.slot_pages else r for k, r in enumerate(reasons))
     certain = [r is None for r in reasons]
     duration = len(samples) / rate
-    if len(certain) == 1 or (all(certain) and duration <= MAX_S):
-        segments, dropped = cuts.plan(duration, [None] * (len(certain) - 1), certain, MAX_S)
+    if len(certain) == 1 or (all(certain) and duration <= job.max_s):
+        segments, dropped = cuts.plan(duration, [None] * (len(certain) - 1), certain, job.max_s)
     else:
-        segments, dropped = cuts.plan(duration, _boundaries(job, samples, rate), certain, MAX_S)
+        segments, dropped = cuts.plan(duration, _boundaries(job, samples, rate), certain, job.max_s)
     many = len(segments) + len(dropped) > 1
     rejected = []
     for first, last, kind in dropped:
         why = next((r for r in reasons[first : last + 1] if r), "") if kind == "uncertain text" else ""
         detail = f"pages {first + 1}-{last + 1} of {len(certain)}" if many else job.member
         reason = (
-            f"{kind}: {why}, {detail}" if why else f"{kind}: over {MAX_S:g} s without a usable page boundary, {detail}"
+            f"{kind}: {why}, {detail}"
+            if why
+            else f"{kind}: over {job.max_s:g} s without a usable page boundary, {detail}"
         )
         rejected.append((job.text.clip, reason))
     utts = []
@@ -248,6 +252,7 @@ def prepare_uqm(
     cache: str | os.PathLike | None = None,
     jobs: int | None = None,
     drop_processed: bool = False,
+    max_s: float = MAX_S,
 ) -> dict:
     """Build train/dev/test manifests of The Ur-Quan Masters' voice-over (see the module docstring).
 
@@ -258,6 +263,7 @@ def prepare_uqm(
         cache: the private apt cache (default ``out_dir/deb-cache``).
         jobs: processes cutting clips (default: all cores).
         drop_processed: reject the PROCESSED voices instead of keeping them in train.
+        max_s: the longest utterance in seconds.
 
     Returns:
         A summary: clips, kept clips (whole and cut), rejections by reason, and per split the
@@ -269,7 +275,7 @@ def prepare_uqm(
     (out / "LICENSE-uqm.txt").write_text(LICENSE + "\n")
     voice, content = locate(source, Path(cache) if cache else out / "deb-cache")
     rejections = RejectionLog()
-    plan, clips = plan_jobs(voice, content, out, drop_processed, rejections)
+    plan, clips = plan_jobs(voice, content, out, drop_processed, rejections, max_s)
     jobs = jobs or os.cpu_count() or 1
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(progress(pool.map(_cut, plan, chunksize=8), total=len(plan), desc="cutting clips", unit="clip"))
