@@ -44,6 +44,8 @@ def cmd_corpus_synth(args) -> None:
         engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
         augment_audio=args.augment,
         train_text=read_sentences(args.train_text) if args.train_text else None,
+        fetch=args.fetch,
+        deb_cache=args.deb_cache,
     )
     print(_format_summary(summary))
 
@@ -267,8 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="parallel synthesis processes (default: all cores)")
     p.add_argument("--text", default=None, help="sentences from this file (one per line) instead of the generator")
     p.add_argument(
-        "--engines", default="espeak", help="comma-separated synthesizers: espeak, flite, festival (default espeak)"
+        "--engines",
+        default="espeak",
+        help="comma-separated synthesizers: espeak, flite, festival; optional natural ones: mbrola, rhvoice, pico, "
+        "rab (festival's rab_diphone), piper (default espeak)",
     )
+    p.add_argument(
+        "--fetch",
+        action="store_true",
+        help="fetch missing optional engines' Debian packages (contrib/non-free) into --deb-cache, never installing them",
+    )
+    p.add_argument("--deb-cache", help="private apt cache of the optional engines (default OUT/deb-cache)")
     p.add_argument(
         "--augment", action="store_true", help="speaker and channel variety: pitch, tempo, room, noise, telephone"
     )

@@ -263,3 +263,18 @@ def test_klettres_is_test_only(tmp_path):
     assert sorted(u.text for u in utts) == ["a", "b", "dog"] and summary["rejected"] == 1
     assert {u.speaker for u in utts} == {"klettres-en", "klettres-en_GB"}
     assert not (tmp_path / "out" / "train.jsonl").exists()
+
+
+def test_report_counts_hours_per_speaker_and_engine(prepared):
+    from dasr.data.report import data_report
+
+    out, _ = prepared
+    text = data_report(out)
+    report = json.loads((out / "report.json").read_text())
+    train = read_manifest(out / "train.jsonl")
+    arilou = sum(u.duration for u in train if u.speaker == "arilou") / 3600
+    assert report["hours_per_speaker"]["train"]["arilou"] == pytest.approx(arilou, abs=1e-4)
+    assert report["hours_per_engine"]["test"] == {
+        "recorded": pytest.approx(report["splits"]["test"]["hours"], abs=1e-4)
+    }
+    assert "train hours per speaker: 3 speakers" in text

@@ -133,6 +133,17 @@ class DebCache:
             raise DasrError(f"cannot unpack {deb.name}: {done.stderr.strip()}")
         log.info("unpacked %s into %s", deb.name, self.root)
 
+    def licences(self, packages: list[str]) -> dict[str, list[str]]:
+        """The ``License:`` names in each unpacked package's Debian copyright file."""
+        out = {}
+        for package in packages:
+            path = self.root / "usr/share/doc" / package / "copyright"
+            text = path.read_text(errors="replace") if path.exists() else ""
+            out[package] = list(dict.fromkeys(re.findall(r"^License:\s*(\S.*)$", text, re.M))) or [
+                "see its copyright file"
+            ]
+        return out
+
     def library_path(self) -> str:
         """``LD_LIBRARY_PATH`` entries for the unpacked libraries (multiarch dirs and /usr/lib)."""
         dirs = [d for d in sorted((self.root / "usr/lib").glob("*-linux-gnu*")) if d.is_dir()]

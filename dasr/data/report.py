@@ -16,6 +16,8 @@ def data_report(data_dir: str | os.PathLike) -> str:
     data_dir = Path(data_dir)
     rows = []
     durations = {}
+    speaker_hours: dict[str, dict[str, float]] = {}
+    engine_hours: dict[str, dict[str, float]] = {}
     vocab: set[str] = set()
     for split in SPLITS:
         path = data_dir / f"{split}.jsonl"
@@ -29,6 +31,8 @@ def data_report(data_dir: str | os.PathLike) -> str:
         except Exception:
             with_features = 0
         durations[split] = [u.duration for u in utts]
+        speaker_hours[split] = _hours_by(utts, lambda u: u.speaker or u.id)
+        engine_hours[split] = _hours_by(utts, lambda u: u.extra.get("engine", "recorded"))
         rows.append(
             (split, len(utts), sum(durations[split]) / 3600, len({u.speaker for u in utts}), len(words), with_features)
         )
@@ -39,6 +43,14 @@ def data_report(data_dir: str | os.PathLike) -> str:
         f"{'split':<6} {'utts':>7} {'hours':>7} {'speakers':>9} {'words':>8} {'features':>9}",
     ]
     lines += [f"{s:<6} {n:>7} {h:>7.2f} {spk:>9} {w:>8} {f:>9}" for s, n, h, spk, w, f in rows]
+    for split, hours in engine_hours.items():
+        lines.append(f"{split} hours per engine: " + ", ".join(f"{e} {h:.2f}" for e, h in hours.items()))
+    for split, hours in speaker_hours.items():
+        values = sorted(hours.values()) or [0.0]
+        lines.append(
+            f"{split} hours per speaker: {len(values)} speakers, min {values[0]:.3f}, "
+            f"median {values[len(values) // 2]:.3f}, max {values[-1]:.3f} (all in report.json)"
+        )
     lines.append(f"vocabulary: {len(vocab)} words; rejected entries: {rejected}")
     if durations:
         lines.append(f"duration histogram: {_plot_durations(durations, data_dir / 'durations.png')}")
@@ -49,6 +61,8 @@ def data_report(data_dir: str | os.PathLike) -> str:
                     s: {"utts": n, "hours": h, "speakers": spk, "words": w, "with_features": f}
                     for s, n, h, spk, w, f in rows
                 },
+                "hours_per_engine": engine_hours,
+                "hours_per_speaker": speaker_hours,
                 "vocabulary": len(vocab),
                 "rejected": rejected,
             },
@@ -56,6 +70,14 @@ def data_report(data_dir: str | os.PathLike) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def _hours_by(utts: list, key) -> dict[str, float]:
+    """Hours of audio per value of ``key(utterance)``, largest first."""
+    hours: dict[str, float] = {}
+    for u in utts:
+        hours[key(u)] = hours.get(key(u), 0.0) + u.duration / 3600
+    return {k: round(h, 4) for k, h in sorted(hours.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 def _plot_durations(durations: dict[str, list[float]], path: Path) -> Path:
