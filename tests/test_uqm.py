@@ -190,14 +190,14 @@ def test_splits_speakers_and_texts(prepared):
     out, summary = prepared
     manifests = {split: read_manifest(out / f"{split}.jsonl") for split in ("train", "dev", "test")}
     speakers = {split: {u.speaker for u in utts} for split, utts in manifests.items()}
-    assert speakers == {"train": {"arilou", "commander", "chmmr"}, "dev": {"vux"}, "test": {"syreen"}}
+    assert speakers == {"train": {"arilou", "chmmr"}, "dev": {"vux"}, "test": {"syreen", "commander"}}
     texts = {u.id: u.text for utts in manifests.values() for u in utts}
     assert texts["starbase-000"] == "open the garage door"  # continuation joined, the name slot silent
     assert texts["syreen-001"] == "how is the weather today"  # the voice add-on's text wins
     assert texts["vux-000"] == "remind me to buy milk"
     chmmr = next(u for u in manifests["train"] if u.speaker == "chmmr")
     assert chmmr.extra["processed"] is True
-    assert {u.speaker for u in manifests["train"] if u.extra["character"] == "starbase"} == {"commander"}
+    assert {u.speaker for u in manifests["test"] if u.extra["character"] == "starbase"} == {"commander"}
     for utts in manifests.values():
         for u in utts:
             info = audio.probe(u.audio)
@@ -241,7 +241,7 @@ def test_rejections_name_each_dropped_clip_and_page(prepared):
 def test_features_run_on_the_prepared_dir(prepared):
     out, _ = prepared
     summary = compute_features(out, jobs=1)
-    assert summary["train"] >= 5 and summary["dev"] == 1 and summary["test"] == 1
+    assert summary["train"] >= 4 and summary["dev"] == 1 and summary["test"] == 4
 
 
 def test_drop_processed_and_missing_archives(uqm_source, tmp_path):
@@ -277,4 +277,4 @@ def test_report_counts_hours_per_speaker_and_engine(prepared):
     assert report["hours_per_engine"]["test"] == {
         "recorded": pytest.approx(report["splits"]["test"]["hours"], abs=1e-4)
     }
-    assert "train hours per speaker: 3 speakers" in text
+    assert "train hours per speaker: 2 speakers" in text

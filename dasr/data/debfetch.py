@@ -112,6 +112,7 @@ class DebCache:
         stamps = self.dir / "unpacked"
         if all((stamps / name).exists() for name in packages):
             return self.root
+        print(f"fetching Debian {' '.join(packages)} into {self.dir} (private apt cache; nothing is installed)")
         self.update()
         before = set(self.archives.glob("*.deb"))
         if with_deps:

@@ -29,7 +29,6 @@ def _locate(source: str | os.PathLike | None, cache: Path) -> Path:
     if source is None and (SYSTEM_DIR / "en").is_dir():
         return SYSTEM_DIR
     if source is None:
-        print(f"fetching Debian {PACKAGE} into {cache}")
         root = DebCache(cache).fetch([PACKAGE])
     else:
         root = Path(source)

@@ -54,7 +54,6 @@ def use_cache(directory: Path, engines: tuple[str, ...], fetch: bool) -> None:
     for engine in engines:
         if fetch and engine in PACKAGES and missing(engine):
             packages = PACKAGES[engine].split()
-            print(f"fetching Debian {' '.join(packages)} into {directory}")
             cache_dir = DebCache(directory)
             cache_dir.fetch(packages, with_deps=True)
             for package, licences in cache_dir.licences(packages).items():

@@ -57,7 +57,7 @@ LICENSE = (
     "(https://creativecommons.org/licenses/by-nc-sa/2.5/): non-commercial use only, attribute, share alike."
 )
 MAX_S = 20.0
-TEST = ("syreen", "spathi")
+TEST = ("syreen", "commander")
 DEV = ("vux", "supox")
 SAME_SPEAKER = {"starbase": "commander", "yehatrebels": "yehat"}
 PROCESSED = ("chmmr", "kohrah", "mycon", "orz", "probe", "slylandro", "talkingpet", "urquan", "zoqfotpik")
@@ -122,7 +122,6 @@ def locate(source: str | os.PathLike | None, cache: Path) -> tuple[Path, Path]:
             return find_archives(SYSTEM_DIR)
         except DataError:
             pass
-    print(f"fetching Debian {' '.join(PACKAGES)} (non-free) into {cache}")
     return find_archives(DebCache(cache).fetch(list(PACKAGES)))
 
 
