@@ -134,15 +134,15 @@ class DebCache:
             raise DasrError(f"cannot unpack {deb.name}: {done.stderr.strip()}")
         log.info("unpacked %s into %s", deb.name, self.root)
 
-    def licences(self, packages: list[str]) -> dict[str, list[str]]:
-        """The ``License:`` names in each unpacked package's Debian copyright file."""
+    def licences(self, packages: list[str]) -> dict[str, str]:
+        """Per package: the licence names in its Debian copyright file, and where the full text is."""
         out = {}
         for package in packages:
             path = self.root / "usr/share/doc" / package / "copyright"
             text = path.read_text(errors="replace") if path.exists() else ""
-            out[package] = list(dict.fromkeys(re.findall(r"^License:\s*(\S.*)$", text, re.M))) or [
-                "see its copyright file"
-            ]
+            names = re.findall(r"^License:\s*([A-Za-z][\w.+-]*(?: (?:or|and) [\w.+-]+)*)\s*$", text, re.M)
+            short = ", ".join(dict.fromkeys(names)) or "not in DEP-5 form"
+            out[package] = f"{short} (full text: {path})"
         return out
 
     def library_path(self) -> str:

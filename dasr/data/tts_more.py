@@ -56,8 +56,8 @@ def use_cache(directory: Path, engines: tuple[str, ...], fetch: bool) -> None:
             packages = PACKAGES[engine].split()
             cache_dir = DebCache(directory)
             cache_dir.fetch(packages, with_deps=True)
-            for package, licences in cache_dir.licences(packages).items():
-                print(f"  {package}: licence {', '.join(licences)}")
+            for package, licence in cache_dir.licences(packages).items():
+                print(f"  {package}: licence {licence}")
             _locate.cache_clear()
 
 
