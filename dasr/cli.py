@@ -160,7 +160,18 @@ CHECKPOINT = arg("--checkpoint", default="best", help="model file EXP/<name>.pt 
     arg("--seed", type=int, default=0),
     arg("--jobs", type=int, default=None, help="parallel synthesis processes (default: all cores)"),
     arg("--text", default=None, help="sentences from this file (one per line) instead of the generator"),
-    arg("--engines", default="espeak", help="comma-separated synthesizers: espeak, flite, festival (default espeak)"),
+    arg(
+        "--engines",
+        default="espeak",
+        help="comma-separated synthesizers: espeak, flite, festival; optional natural ones: mbrola, rhvoice, pico, "
+        "rab (festival's rab_diphone), piper (default espeak)",
+    ),
+    arg(
+        "--fetch",
+        action="store_true",
+        help="fetch missing optional engines' Debian packages (contrib/non-free) into --deb-cache, never installing them",
+    ),
+    arg("--deb-cache", help="private apt cache of the optional engines (default OUT/deb-cache)"),
     arg("--augment", action="store_true", help="speaker and channel variety: pitch, tempo, room, noise, telephone"),
     arg("--train-text", default=None, help="more sentences (one per line) spoken in train only"),
 )
@@ -176,8 +187,33 @@ def cmd_corpus_synth(args) -> None:
         engines=tuple(e.strip() for e in args.engines.split(",") if e.strip()),
         augment_audio=args.augment,
         train_text=read_sentences(args.train_text) if args.train_text else None,
+        fetch=args.fetch,
+        deb_cache=args.deb_cache,
     )
     print("\n".join(f"{k}: {v}" for k, v in summary.items()))
+
+
+@command(
+    "corpus prepare",
+    "real speech from Debian packages: uqm (train/dev/test), klettres (test only)",
+    arg("corpus", choices=["uqm", "klettres"]),
+    arg("--out", required=True, help="data dir to create"),
+    arg("--source", help="dir with the packages' .deb files or data (default: installed, else fetched)"),
+    arg("--deb-cache", help="private apt cache to fetch into (default OUT/deb-cache)"),
+    arg("--jobs", type=int, default=None, help="parallel processes (default: all cores)"),
+    arg("--drop-processed", action="store_true", help="uqm: reject processed (robotic, pitch-shifted) voices"),
+)
+def cmd_corpus_prepare(args) -> None:
+    import json
+
+    from dasr.data.klettres import prepare_klettres
+    from dasr.data.uqm import prepare_uqm
+
+    if args.corpus == "uqm":
+        summary = prepare_uqm(args.out, args.source, args.deb_cache, args.jobs, args.drop_processed)
+    else:
+        summary = prepare_klettres(args.out, args.source, args.deb_cache)
+    print(json.dumps(summary, indent=1))
 
 
 @command(

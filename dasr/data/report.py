@@ -18,6 +18,8 @@ def data_report(data_dir: str | os.PathLike) -> str:
     data_dir = Path(data_dir)
     rows = []
     durations = {}
+    speaker_hours: dict[str, dict[str, float]] = {}
+    engine_hours: dict[str, dict[str, float]] = {}
     vocab: set[str] = set()
     for split in SPLITS:
         path = data_dir / f"{split}.jsonl"
@@ -31,6 +33,8 @@ def data_report(data_dir: str | os.PathLike) -> str:
         except Exception:
             with_features = 0
         durations[split] = [u.duration for u in utts]
+        speaker_hours[split] = _hours_by(utts, lambda u: u.speaker or u.id)
+        engine_hours[split] = _hours_by(utts, lambda u: u.extra.get("engine", "recorded"))
         rows.append(
             (split, len(utts), sum(durations[split]) / 3600, len({u.speaker for u in utts}), len(words), with_features)
         )
@@ -41,6 +45,7 @@ def data_report(data_dir: str | os.PathLike) -> str:
         f"{'split':<6} {'utts':>7} {'hours':>7} {'speakers':>9} {'words':>8} {'features':>9}",
     ]
     lines += [f"{s:<6} {n:>7} {h:>7.2f} {spk:>9} {w:>8} {f:>9}" for s, n, h, spk, w, f in rows]
+    lines += _hours_lines(engine_hours, speaker_hours)
     lines.append(f"vocabulary: {len(vocab)} words; rejected entries: {rejected}")
     if durations:
         try:
@@ -54,6 +59,8 @@ def data_report(data_dir: str | os.PathLike) -> str:
                     s: {"utts": n, "hours": h, "speakers": spk, "words": w, "with_features": f}
                     for s, n, h, spk, w, f in rows
                 },
+                "hours_per_engine": engine_hours,
+                "hours_per_speaker": speaker_hours,
                 "vocabulary": len(vocab),
                 "rejected": rejected,
             },
@@ -61,6 +68,29 @@ def data_report(data_dir: str | os.PathLike) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def _hours_lines(engine_hours: dict[str, dict[str, float]], speaker_hours: dict[str, dict[str, float]]) -> list[str]:
+    """Per split: hours of each engine, and the spread of hours over its speakers."""
+    lines = [
+        f"{split} hours per engine: " + ", ".join(f"{e} {h:.2f}" for e, h in hours.items())
+        for split, hours in engine_hours.items()
+    ]
+    for split, hours in speaker_hours.items():
+        values = sorted(hours.values()) or [0.0]
+        lines.append(
+            f"{split} hours per speaker: {len(values)} speakers, min {values[0]:.3f}, "
+            f"median {values[len(values) // 2]:.3f}, max {values[-1]:.3f} (all in report.json)"
+        )
+    return lines
+
+
+def _hours_by(utts: list, key) -> dict[str, float]:
+    """Hours of audio per value of ``key(utterance)``, largest first."""
+    hours: dict[str, float] = {}
+    for u in utts:
+        hours[key(u)] = hours.get(key(u), 0.0) + u.duration / 3600
+    return {k: round(h, 4) for k, h in sorted(hours.items(), key=lambda kv: (-kv[1], kv[0]))}
 
 
 def _plot_durations(durations: dict[str, list[float]], path: Path) -> Path:

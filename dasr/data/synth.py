@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from dasr.data import audio, augment, tts
+from dasr.data import audio, augment, tts, tts_more
 from dasr.data.manifest import Utterance, write_manifest
 from dasr.data.sentences import generate_sentences
 from dasr.data.text import normalize
@@ -71,7 +71,7 @@ GRID = 8  # a voice (base i, variant j) is test when (i + j + seed) % GRID == 0,
 _GRID_SPLIT = {0: "test", 1: "dev"}
 DEFAULT_ENGINES = ("espeak",)
 TRAIN_TEXT_REPEATS = 3
-_NATURAL_NAME = re.compile(r"(?P<base>[a-z]+:\w+)(?P<shift>[+-][\d.]+)st")
+_NATURAL_NAME = re.compile(r"(?P<base>[a-z]+:[\w-]+?)(?P<shift>[+-][\d.]+)st")
 
 RATE_WPM = (140, 185)  # espeak-ng -s
 PITCH = (30, 70)  # espeak-ng -p
@@ -291,6 +291,8 @@ def synthesize_corpus(
     engines: tuple[str, ...] = DEFAULT_ENGINES,
     augment_audio: bool = False,
     train_text: list[str] | None = None,
+    fetch: bool = False,
+    deb_cache: str | os.PathLike | None = None,
 ) -> dict:
     """Synthesize the demo corpus into a data dir (see the module docstring for the layout and splits).
 
@@ -305,6 +307,8 @@ def synthesize_corpus(
         engines: synthesizers to use, from ``espeak``, ``flite``, ``festival``.
         augment_audio: add the speaker and channel variety of :mod:`dasr.data.augment`.
         train_text: sentences spoken in train only, each ``TRAIN_TEXT_REPEATS`` times.
+        fetch: fetch the Debian packages of missing optional engines into ``deb_cache``.
+        deb_cache: the private apt cache of the optional engines (default ``out_dir/deb-cache``).
 
     Returns:
         A summary: ``splits`` (per split: ``utterances``, ``hours``, ``voices``,
@@ -324,6 +328,7 @@ def synthesize_corpus(
     engines = tuple(dict.fromkeys(engines))
     if not engines:
         raise DasrError("no speech engine given: choose from " + ", ".join(tts.ENGINES))
+    tts_more.use_cache(Path(deb_cache or Path(out_dir) / "deb-cache").resolve(), engines, fetch)
     tts.check_engines(engines)
     if text_file is None:
         # Mean planned duration is ~3 s; 2 s per sentence leaves enough so that none repeats.

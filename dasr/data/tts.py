@@ -1,11 +1,13 @@
-"""Offline speech synthesizers behind one call: espeak-ng, flite and festival, all from Debian packages.
+"""Offline speech synthesizers behind one call: espeak-ng, flite, festival and the optional natural engines.
 
 A voice is named ``engine:name`` (``espeak:en-gb+f3``, ``flite:slt``, ``festival:kal_diphone``);
 :func:`speak` returns its speech as float32 samples at 16 kHz. espeak-ng's formant voices are
 far from human speech; flite's and festival's are made from recordings of people (diphones,
 clustergen or HTS models), the "natural" voices of the demo corpus. The natural voices come
 from five people: kal (flite kal16 and festival kal_diphone), slt (flite slt and festival
-cmu_us_slt_arctic_hts), awb, rms and ked.
+cmu_us_slt_arctic_hts), awb, rms and ked. The optional engines of :mod:`dasr.data.tts_more` add
+mbrola (us1, us2, us3, en1), rhvoice (alan, bdl, clb, slt, evgeniy-eng, lyubov), pico (en-US,
+en-GB), festival's rab_diphone (engine ``rab``) and piper's joe.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from dasr.data import audio
+from dasr.data import audio, tts_more
 from dasr.errors import DasrError
 
 _DONE = "@@dasr-done"
@@ -31,11 +33,14 @@ ENGINES = {
     "espeak": ("espeak-ng", "espeak-ng"),
     "flite": ("flite", "flite"),
     "festival": ("festival", "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"),
+    **{engine: ("", packages) for engine, packages in tts_more.PACKAGES.items()},
+    "piper": ("", "pip install 'dasr[voices]'"),
 }
 #: the natural voices of each engine (flite's awb_time speaks only clock times, so it is left out)
 NATURAL_VOICES = {
     "flite": ("kal16", "awb", "rms", "slt"),
     "festival": ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts"),
+    **tts_more.VOICES,  # after the first ones: the voice grid of existing corpora stays as it was
 }
 TIMEOUT_S = 120
 
@@ -46,7 +51,11 @@ def check_engines(engines: tuple[str, ...]) -> None:
         if engine not in ENGINES:
             raise DasrError(f"unknown speech engine {engine!r}: choose from {', '.join(ENGINES)}")
         program, packages = ENGINES[engine]
-        if shutil.which(program) is None:
+        if not program:
+            reason = tts_more.missing(engine)
+            if reason:
+                raise DasrError(reason)
+        elif shutil.which(program) is None:
             raise DasrError(
                 f"{program} ({engine}) is not installed: run `make demo` (or `apt-get install {packages}`) first."
             )
@@ -87,7 +96,7 @@ class _Festival:
 
     running: dict[str, _Festival] = {}
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, setup: str = "") -> None:
         self.name = name
         self.dir = tempfile.TemporaryDirectory(prefix="dasr-festival-")
         self.process = subprocess.Popen(
@@ -97,7 +106,7 @@ class _Festival:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        self._send(f"(voice_{name})")
+        self._send(f"{setup}(voice_{name})")
 
     def _send(self, scheme: str) -> None:
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -131,9 +140,9 @@ class _Festival:
         self.dir.cleanup()
 
     @classmethod
-    def voice(cls, name: str) -> _Festival:
+    def voice(cls, name: str, setup: str = "") -> _Festival:
         if name not in cls.running:
-            cls.running[name] = cls(name)
+            cls.running[name] = cls(name, setup)
         return cls.running[name]
 
     @classmethod
@@ -146,7 +155,7 @@ atexit.register(_Festival.close_all)
 
 
 def speak(voice: str, text: str) -> np.ndarray:
-    """Speak ``text`` with a flite, festival or plain espeak-ng voice (``engine:name``); 16 kHz float32."""
+    """Speak ``text`` with a voice ``engine:name`` of any engine in ENGINES; 16 kHz float32."""
     engine, _, name = voice.partition(":")
     if engine == "espeak":
         samples, rate = espeak(text, name, 160, 50)
@@ -158,4 +167,9 @@ def speak(voice: str, text: str) -> np.ndarray:
             return _read_wav(out.read_bytes() if out.exists() else b"", voice)
     if engine == "festival":
         return _Festival.voice(name).speak(text)
+    if engine == "rab":
+        return _Festival.voice(name, tts_more.rab_setup()).speak(text)
+    if engine in tts_more.VOICES:
+        samples, rate = tts_more.speak(engine, name, text)
+        return audio.resample(samples, rate, audio.TARGET_RATE)
     raise DasrError(f"unknown speech engine in voice {voice!r}: choose from {', '.join(ENGINES)}")
