@@ -169,6 +169,19 @@ def _planned_seconds(text: str, rate: int | None, speed: float | None, aug: augm
     return per_char * len(text) / aug.tempo
 
 
+def _draw_augmentation(rng: random.Random, shift: float, variety: bool) -> augment.Augmentation:
+    """The voice's vocal-tract shift, with ``variety`` the speaker and channel draw, else only the noise draw."""
+    if variety:
+        return augment.draw(rng, shift)
+    noisy = rng.random() < augment.NOISE_FRACTION
+    return augment.Augmentation(
+        semitones=shift,
+        noise=rng.choice(augment.NOISE_KINDS) if noisy else None,
+        snr_db=round(rng.uniform(*augment.SNR_DB), 1) if noisy else None,
+        noise_seed=rng.getrandbits(63),
+    )
+
+
 def _plan(
     out_dir: Path,
     hours: float,
@@ -196,17 +209,7 @@ def _plan(
             rate = speed = pitch = None
             if engine == "espeak":
                 rate, speed, pitch = rng.randint(*RATE_WPM), rng.choice(SPEEDS), rng.randint(*PITCH)
-            shift = _parse_voice(voice)[1]
-            if use_augment and split == "train":
-                aug = augment.draw(rng, shift)
-            else:
-                noisy = rng.random() < augment.NOISE_FRACTION
-                aug = augment.Augmentation(
-                    semitones=shift,
-                    noise=rng.choice(augment.NOISE_KINDS) if noisy else None,
-                    snr_db=round(rng.uniform(*augment.SNR_DB), 1) if noisy else None,
-                    noise_seed=rng.getrandbits(63),
-                )
+            aug = _draw_augmentation(rng, _parse_voice(voice)[1], use_augment and split == "train")
             babble: tuple[tuple[str, str], ...] = ()
             if aug.noise == "babble":
                 talkers = rng.randint(*BABBLE_TALKERS)
@@ -282,6 +285,68 @@ def _extra(job: _Job) -> dict:
     return {**out, **job.aug.extra()}
 
 
+def _checked_request(hours: float, jobs: int | None, engines: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+    """The process count and the distinct engines of a request, or why it cannot be made."""
+    if hours <= 0:
+        raise ValueError(f"hours must be positive, got {hours}")
+    jobs = (os.cpu_count() or 1) if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    engines = tuple(dict.fromkeys(engines))
+    if not engines:
+        raise DasrError("no speech engine given: choose from " + ", ".join(tts.ENGINES))
+    return jobs, engines
+
+
+def _prepare_dir(out: Path, plan: list[_Job], seed: int, lm_text: bool) -> None:
+    """The audio dirs, and with ``lm_text`` the grammar's other sentences as LM text (no dev or test one)."""
+    for split, _ in SPLITS:
+        (out / "audio" / split).mkdir(parents=True, exist_ok=True)
+    if lm_text:
+        held_out = {job.text for job in plan if job.split != "train"}
+        _write_lm_text(out / LM_TEXT_FILE, generate_sentences(LM_TEXT_SENTENCES, seed + 1), held_out)
+
+
+def _corpus_sentences(text_file: str | os.PathLike | None, hours: float, seed: int) -> list[str]:
+    """The sentences to speak: ``text_file``'s, or enough from the grammar that none repeats."""
+    if text_file is None:
+        # Mean planned duration is ~3 s; 2 s per sentence leaves enough so that none repeats.
+        return generate_sentences(math.ceil(hours * 3600 / 2.0) + 10 * len(SPLITS), seed)
+    sentences = read_sentences(text_file)
+    if len(sentences) < len(SPLITS):
+        raise DasrError(
+            f"{text_file} holds {len(sentences)} distinct sentences; at least {len(SPLITS)} are needed (one per split)."
+        )
+    return sentences
+
+
+def _write_manifests(out: Path, plan: list[_Job], lengths: list[int]) -> dict:
+    """Write each split's manifest of the synthesized utterances; returns the per-split summary."""
+    splits = {}
+    for split, _ in SPLITS:
+        utts = [
+            Utterance(
+                id=job.id,
+                audio=job.path,
+                duration=n / audio.TARGET_RATE,
+                text=job.text,
+                speaker=job.voice,
+                sample_rate=audio.TARGET_RATE,
+                extra=_extra(job),
+            )
+            for job, n in zip(plan, lengths)
+            if job.split == split
+        ]
+        write_manifest(out / f"{split}.jsonl", utts)
+        splits[split] = {
+            "utterances": len(utts),
+            "hours": sum(u.duration for u in utts) / 3600,
+            "voices": len({u.speaker for u in utts}),
+            "sentences": len({u.extra["sentence"] for u in utts}),
+        }
+    return splits
+
+
 def synthesize_corpus(
     out_dir: str | os.PathLike,
     hours: float = 1.0,
@@ -320,34 +385,14 @@ def synthesize_corpus(
             holds fewer sentences than there are splits.
         ValueError: ``hours`` or ``jobs`` is not positive.
     """
-    if hours <= 0:
-        raise ValueError(f"hours must be positive, got {hours}")
-    jobs = (os.cpu_count() or 1) if jobs is None else jobs
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
-    engines = tuple(dict.fromkeys(engines))
-    if not engines:
-        raise DasrError("no speech engine given: choose from " + ", ".join(tts.ENGINES))
+    jobs, engines = _checked_request(hours, jobs, engines)
     tts_more.use_cache(Path(deb_cache or Path(out_dir) / "deb-cache").resolve(), engines, fetch)
     tts.check_engines(engines)
-    if text_file is None:
-        # Mean planned duration is ~3 s; 2 s per sentence leaves enough so that none repeats.
-        sentences = generate_sentences(math.ceil(hours * 3600 / 2.0) + 10 * len(SPLITS), seed)
-    else:
-        sentences = read_sentences(text_file)
-        if len(sentences) < len(SPLITS):
-            raise DasrError(
-                f"{text_file} holds {len(sentences)} distinct sentences; "
-                f"at least {len(SPLITS)} are needed (one per split)."
-            )
+    sentences = _corpus_sentences(text_file, hours, seed)
     train_only = list(dict.fromkeys(t for t in map(normalize, train_text or []) if t))
     out = Path(out_dir).resolve()
-    for split, _ in SPLITS:
-        (out / "audio" / split).mkdir(parents=True, exist_ok=True)
     plan = _plan(out, hours, seed, sentences, engines, augment_audio, train_only)
-    if text_file is None:
-        held_out = {job.text for job in plan if job.split != "train"}
-        _write_lm_text(out / LM_TEXT_FILE, generate_sentences(LM_TEXT_SENTENCES, seed + 1), held_out)
+    _prepare_dir(out, plan, seed, lm_text=text_file is None)
 
     start = time.perf_counter()
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -356,28 +401,8 @@ def synthesize_corpus(
         )
     elapsed = time.perf_counter() - start
 
-    summary: dict = {"splits": {}, "jobs": jobs, "engines": list(engines), "augment": augment_audio}
-    for split, _ in SPLITS:
-        utts = [
-            Utterance(
-                id=job.id,
-                audio=job.path,
-                duration=n / audio.TARGET_RATE,
-                text=job.text,
-                speaker=job.voice,
-                sample_rate=audio.TARGET_RATE,
-                extra=_extra(job),
-            )
-            for job, n in zip(plan, lengths)
-            if job.split == split
-        ]
-        write_manifest(out / f"{split}.jsonl", utts)
-        summary["splits"][split] = {
-            "utterances": len(utts),
-            "hours": sum(u.duration for u in utts) / 3600,
-            "voices": len({u.speaker for u in utts}),
-            "sentences": len({u.extra["sentence"] for u in utts}),
-        }
+    summary: dict = {"splits": _write_manifests(out, plan, lengths), "jobs": jobs}
+    summary.update(engines=list(engines), augment=augment_audio)
     summary["hours"] = sum(s["hours"] for s in summary["splits"].values())
     summary["elapsed_s"] = elapsed
     summary["x_real_time"] = summary["hours"] * 3600 / elapsed
