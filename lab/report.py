@@ -240,3 +240,8 @@ def plot_evals(ax, runs: list[dict], metric: str) -> None:
     """One line per run of ``metric`` over training time (``run["evals"]``: dicts with ``train_s``), labelled by strategy."""
     for r in runs:
         ax.plot([e["train_s"] for e in r["evals"]], [e[metric] for e in r["evals"]], marker="o", label=r["strategy"])
+
+
+def measures_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column Markdown table of timed measures: ``(measure, "median (IQR, n)" text)`` per row."""
+    return table(["measure", "median (IQR, n)"], [list(r) for r in rows])
