@@ -70,12 +70,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tuple[dict, Trainer]:
-    """Rounds of ``steps`` trainer steps and ``steps`` bare steps on the same batches, interleaved.
-
-    Returns:
-        The results, and the trainer (its model has now been trained briefly).
-    """
+def demo_trainer(data_dir: str, exp_dir: str, steps: int) -> tuple[TrainConfig, Trainer]:
+    """A single-process CPU trainer of the `demo` settings for ``steps`` steps, no checkpoints, in ``exp_dir``."""
     settings = demo_settings()
     config = TrainConfig(
         **{
@@ -91,7 +87,23 @@ def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tup
     )
     config.validate()
     prepare_experiment(config)
-    trainer = Trainer(config, SingleStrategy(), Worker())
+    return config, Trainer(config, SingleStrategy(), Worker())
+
+
+def _round_size(sampler: DistributedBucketSampler, frames: np.ndarray, steps: int) -> tuple[int, int]:
+    """Utterances and feature frames of the first ``steps`` batches of epoch 0 (what every round trains on)."""
+    sampler.set_epoch(0)
+    round_batches = list(itertools.islice(sampler, steps))
+    return sum(len(b) for b in round_batches), sum(int(frames[i]) for b in round_batches for i in b)
+
+
+def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tuple[dict, Trainer]:
+    """Rounds of ``steps`` trainer steps and ``steps`` bare steps on the same batches, interleaved.
+
+    Returns:
+        The results, and the trainer (its model has now been trained briefly).
+    """
+    config, trainer = demo_trainer(data_dir, exp_dir, steps)
     steps = min(steps, len(trainer.sampler))
     model = BlstmCtc(trainer.model_config)
     model.load_state_dict(trainer.model.state_dict())
@@ -117,10 +129,7 @@ def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tup
     bare_round()
     load_times.clear()
     times = interleave({"trainer": trainer_round, "bare": bare_round}, rounds)
-    sampler.set_epoch(0)
-    round_batches = list(itertools.islice(sampler, steps))
-    utts = sum(len(b) for b in round_batches)
-    frames = sum(int(trainer.train_set.frames[i]) for b in round_batches for i in b)
+    utts, frames = _round_size(sampler, trainer.train_set.frames, steps)
     trainer_shares = [m["data_share"] for m in read_metrics(Path(exp_dir)) if m.get("kind") == "train"]
     trainer.metrics.close()
     trainer_time = stats(times["trainer"])
