@@ -209,3 +209,39 @@ def bar(
     ax.set_title(title, fontsize=10)
     ax.set_ylabel(ylabel)
     ax.tick_params(axis="x", labelsize=8)
+
+
+def stats_bar(ax, labels: list[str], values: list[dict], title: str, ylabel: str, goal: float | None = None) -> None:
+    """:func:`bar` of stored statistics (dicts with ``median``, ``q1``, ``q3``): median bars, IQR error bars."""
+    bar(
+        ax,
+        labels,
+        [v["median"] for v in values],
+        [v["q1"] for v in values],
+        [v["q3"] for v in values],
+        title,
+        ylabel,
+        goal,
+    )
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table: a header row, its rule, and one row per list of cells (no trailing newline)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def verdict(met: bool) -> str:
+    """How a report states a goal: ``met``, or a bold ``**not met**``."""
+    return "met" if met else "**not met**"
+
+
+def plot_evals(ax, runs: list[dict], metric: str) -> None:
+    """One line per run of ``metric`` over training time (``run["evals"]``: dicts with ``train_s``), labelled by strategy."""
+    for r in runs:
+        ax.plot([e["train_s"] for e in r["evals"]], [e[metric] for e in r["evals"]], marker="o", label=r["strategy"])
+
+
+def measures_table(rows: list[tuple[str, str]]) -> str:
+    """A two-column Markdown table of timed measures: ``(measure, "median (IQR, n)" text)`` per row."""
+    return table(["measure", "median (IQR, n)"], [list(r) for r in rows])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import accuracy, data, real_speech, reliability
+from lab.bench import accuracy, consensus, data, real_speech, reliability, stragglers
 from lab.report import Report, new_figure, publish, rerender
 from lab.sim import run as simulate
 
@@ -16,10 +16,12 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
     "name, module",
     [
         ("accuracy", accuracy),
+        ("consensus", consensus),
         ("data", data),
         ("real-speech", real_speech),
         ("reliability", reliability),
         ("simulate", simulate),
+        ("stragglers", stragglers),
     ],
     ids=lambda x: x if isinstance(x, str) else "",
 )

@@ -20,11 +20,14 @@ import statistics
 import numpy as np
 
 from dasr.parallel import topology
-from lab.report import Report, machine_info, new_figure
+from lab.report import Report, new_figure, publish
 from lab.summary import update_summary
 
+TITLE = "Consensus speed of the gossip graphs"
 SIZES = (4, 8, 16)
 SHRINK = 10.0
+#: seeds of the seeded schedules, and rounds of one seed whose mean matrix gives the spectral gap
+SEEDS, GAP_ROUNDS = 20, 64
 
 
 def round_matrix(graph: str, n: int, seed: int, round_k: int) -> np.ndarray:
@@ -58,7 +61,7 @@ def spectral_gap(graph: str, n: int, seed: int, rounds: int) -> float:
     return float(1.0 - eig[1])
 
 
-def measure(seeds: int = 20, gap_rounds: int = 64) -> dict:
+def measure(seeds: int = SEEDS, gap_rounds: int = GAP_ROUNDS) -> dict:
     """Rounds to shrink the spread 10x (mean, min, max over seeds) and the spectral gap, per graph and N."""
     out: dict[str, dict[str, dict]] = {}
     for graph in topology.GRAPHS:
@@ -75,33 +78,43 @@ def measure(seeds: int = 20, gap_rounds: int = 64) -> dict:
     return out
 
 
-def run(out_dir: str | os.PathLike, command: str, seeds: int = 20) -> dict:
+def run(out_dir: str | os.PathLike, command: str) -> dict:
     """Compute the table; write ``consensus.md/.json/.png`` and the summary's two headline figures."""
-    report = Report("consensus", "Consensus speed of the gossip graphs", command, machine_info())
-    results = measure(seeds)
+    results = measure(SEEDS, GAP_ROUNDS)
+    report = publish("consensus", TITLE, command, results, render, out_dir)
+    best = _rounds_at_16(results)
+    update_summary(
+        out_dir,
+        {
+            "gossip_rounds_to_10x_n16_exponential": best["exponential"],
+            "gossip_rounds_to_10x_n16_random_matching": best["random-matching"],
+        },
+        report,
+    )
+    return results
+
+
+def _rounds_at_16(results: dict) -> dict[str, float]:
+    return {g: results[g]["16"]["rounds_mean"] for g in results}
+
+
+def render(results: dict, report: Report):
+    """consensus.md's sections and figure, from the ``results`` alone."""
     report.add(
         "What is measured",
         (
             "Rounds of gossip (no training) until the replicas' spread around their mean is at most 1/10 of "
             "where it started, for every starting point (spectral norm of the product of the rounds' averaging "
             "matrices minus the averaging projector). Exact linear algebra on the schedule "
-            f"(`dasr.parallel.topology.matching`), mean [min, max] over seeds 0..{seeds - 1}; no timing, so "
-            "the machine does not matter (no worker processes run). Spectral gap: 1 - |second eigenvalue| of the expected averaging "
-            "matrix (mean of the rounds' matrices over 64 rounds of one seed, averaged over seeds); larger is faster. Pair groups: the gloo groups each "
+            f"(`dasr.parallel.topology.matching`), mean [min, max] over seeds 0..{SEEDS - 1}; no timing, so "
+            "the machine does not matter (no worker processes run). Spectral gap: 1 - |second eigenvalue| of the "
+            f"expected averaging matrix (mean of the rounds' matrices over {GAP_ROUNDS} rounds of one seed, averaged "
+            "over seeds); larger is faster. Pair groups: the gloo groups each "
             "run creates (all N(N-1)/2 for random-matching)."
         ),
     )
-    rows = ["| graph | " + " | ".join(f"N = {n}: rounds to 10x | gap" for n in SIZES) + " | pair groups at N = 16 |"]
-    rows.append("|---|" + "---:|---:|" * len(SIZES) + "---:|")
-    for graph, by_n in results.items():
-        cells = []
-        for n in SIZES:
-            r = by_n[str(n)]
-            spanned = f" [{r['rounds_min']}, {r['rounds_max']}]" if r["rounds_min"] != r["rounds_max"] else ""
-            cells.append(f"{r['rounds_mean']:.1f}{spanned} | {r['spectral_gap']:.3f}")
-        rows.append(f"| {graph} | " + " | ".join(cells) + f" | {by_n['16']['pair_groups']} |")
-    report.add("Results", "\n".join(rows))
-    best = {g: results[g]["16"]["rounds_mean"] for g in results}
+    report.add("Results", _results_table(results))
+    best = _rounds_at_16(results)
     report.add(
         "Reading it",
         (
@@ -117,6 +130,24 @@ def run(out_dir: str | os.PathLike, command: str, seeds: int = 20) -> dict:
             "(fine up to N = 16 or so)."
         ),
     )
+    return _figure(results)
+
+
+def _results_table(results: dict) -> str:
+    """Per graph and N: rounds to 10x (mean [min, max]) and the gap; numbers right-aligned."""
+    rows = ["| graph | " + " | ".join(f"N = {n}: rounds to 10x | gap" for n in SIZES) + " | pair groups at N = 16 |"]
+    rows.append("|---|" + "---:|---:|" * len(SIZES) + "---:|")
+    for graph, by_n in results.items():
+        cells = []
+        for n in SIZES:
+            r = by_n[str(n)]
+            spanned = f" [{r['rounds_min']}, {r['rounds_max']}]" if r["rounds_min"] != r["rounds_max"] else ""
+            cells.append(f"{r['rounds_mean']:.1f}{spanned} | {r['spectral_gap']:.3f}")
+        rows.append(f"| {graph} | " + " | ".join(cells) + f" | {by_n['16']['pair_groups']} |")
+    return "\n".join(rows)
+
+
+def _figure(results: dict):
     fig, (ax,) = new_figure(1, 6.0, 4.0)
     for graph in results:
         ax.plot(SIZES, [results[graph][str(n)]["rounds_mean"] for n in SIZES], marker="o", label=graph)
@@ -127,16 +158,7 @@ def run(out_dir: str | os.PathLike, command: str, seeds: int = 20) -> dict:
     ax.set_ylabel("gossip rounds to shrink the spread 10x")
     ax.set_title("Consensus speed per gossip graph (exact, mean over seeds)", fontsize=10)
     ax.legend(fontsize=8)
-    report.write(out_dir, results, fig)
-    update_summary(
-        out_dir,
-        {
-            "gossip_rounds_to_10x_n16_exponential": best["exponential"],
-            "gossip_rounds_to_10x_n16_random_matching": best["random-matching"],
-        },
-        report,
-    )
-    return results
+    return fig
 
 
 def run_cli(args, command: str) -> dict:

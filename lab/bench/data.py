@@ -27,7 +27,7 @@ from dasr.data.manifest import read_manifest
 from dasr.data.tokenizer import CharTokenizer
 from dasr.model.blstm import BlstmCtc, preset_config
 from lab.bench.timing import interleave, paired_ratio, stats, stats_text
-from lab.report import Report, bar, new_figure, publish, sharing
+from lab.report import Report, bar, measures_table, new_figure, publish, sharing, stats_bar, verdict
 from lab.workload import bare_step, demo_settings, synthesize
 
 TITLE = "Data pipeline speed"
@@ -153,73 +153,70 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
 def render(results: dict, report: Report):
     """The sections and figure of the measured ``results``."""
     _, passes, rounds = SIZES[results["quick"]]
-    cores = report.machine["cores"]
-    synth, features, loading = results["synthesis"], results["features"], results["loader"]
+    synth = results["synthesis"]
     report.add(
         "Synthesis",
         (
             f"{synth['hours']:.3f} h of demo corpus in {synth['elapsed_s']:.1f} s: **{synth['x_real_time']:.1f}x real time** "
-            f"({sharing(synth['jobs'], cores, 'espeak-ng job')}). One run, so no spread."
+            f"({sharing(synth['jobs'], report.machine['cores'], 'espeak-ng job')}). One run, so no spread."
         ),
     )
+    report.add("Feature extraction per core", _features_text(results["features"], passes))
+    report.add("Loader against training", _loader_text(results["loader"], rounds))
+    return _figure(results)
+
+
+def _features_text(features: dict, passes: int) -> str:
     x = features["x_real_time"]
-    met = "met" if x["median"] >= FEATURE_GOAL_X_RT else "**not met**"
-    report.add(
-        "Feature extraction per core",
-        (
-            f"80-dim fbank (kaldi-native-fbank) of {features['utterances']} train utterances "
-            f"({features['audio_s']:.0f} s of audio), 1 process, 1 thread, {passes} passes interleaved with the "
-            "same extraction without reading the frames out.\n\n"
-            "| measure | median (IQR, n) |\n|---|---|\n"
-            f"| fbank, x real time per core | {stats_text(x, '.0f')} |\n"
-            f"| compute only (no `get_frame` loop), x real time | {stats_text(features['x_real_time_compute_only'], '.0f')} |\n"
-            f"| share of fbank time in the per-frame `get_frame` loop | {stats_text(features['get_frame_share'], '.2f')} |\n\n"
-            f"Goal ≥ {FEATURE_GOAL_X_RT:.0f}x real time per core: {met}. {_bottleneck(features)}"
-        ),
-    )
-    report.add(
-        "Loader against training",
-        (
-            f"`demo` preset batches of {loading['batch_frames']} padded frames from the on-disk features "
-            f"(AsrDataset + DistributedBucketSampler + collate), each timed right before a training step on it "
-            f"(forward + backward + AdamW, 1 thread); {rounds} batches.\n\n"
-            "| measure | median (IQR, n) |\n|---|---|\n"
-            f"| loader, batches/s | {stats_text(loading['loader_batches_per_s'])} |\n"
-            f"| training step, batches/s | {stats_text(loading['step_batches_per_s'])} |\n"
-            f"| loader ÷ training speed (per batch) | {stats_text(loading['loader_over_step'])} |\n\n"
-            f"The loader produces batches {loading['loader_over_step']['median']:.0f}x as fast as one training "
-            "process consumes them."
-        ),
+    rows = [
+        ("fbank, x real time per core", stats_text(x, ".0f")),
+        ("compute only (no `get_frame` loop), x real time", stats_text(features["x_real_time_compute_only"], ".0f")),
+        ("share of fbank time in the per-frame `get_frame` loop", stats_text(features["get_frame_share"], ".2f")),
+    ]
+    return (
+        f"80-dim fbank (kaldi-native-fbank) of {features['utterances']} train utterances "
+        f"({features['audio_s']:.0f} s of audio), 1 process, 1 thread, {passes} passes interleaved with the "
+        "same extraction without reading the frames out.\n\n"
+        + measures_table(rows)
+        + f"\n\nGoal ≥ {FEATURE_GOAL_X_RT:.0f}x real time per core: {verdict(x['median'] >= FEATURE_GOAL_X_RT)}. "
+        + _bottleneck(features)
     )
 
-    fig, (ax1, ax2, ax3) = new_figure(3)
-    bar(
-        ax1,
-        ["synthesis\n(all cores)"],
-        [synth["x_real_time"]],
-        [synth["x_real_time"]],
-        [synth["x_real_time"]],
-        f"synthesis ({synth['jobs']} jobs)",
-        "x real time",
+
+def _loader_text(loading: dict, rounds: int) -> str:
+    rows = [
+        ("loader, batches/s", stats_text(loading["loader_batches_per_s"])),
+        ("training step, batches/s", stats_text(loading["step_batches_per_s"])),
+        ("loader ÷ training speed (per batch)", stats_text(loading["loader_over_step"])),
+    ]
+    return (
+        f"`demo` preset batches of {loading['batch_frames']} padded frames from the on-disk features "
+        f"(AsrDataset + DistributedBucketSampler + collate), each timed right before a training step on it "
+        f"(forward + backward + AdamW, 1 thread); {rounds} batches.\n\n"
+        + measures_table(rows)
+        + f"\n\nThe loader produces batches {loading['loader_over_step']['median']:.0f}x as fast as one training "
+        "process consumes them."
     )
-    xc = features["x_real_time_compute_only"]
-    bar(
+
+
+def _figure(results: dict):
+    """Synthesis speed, fbank speed against its goal, loader against training step."""
+    synth, features, loading = results["synthesis"], results["features"], results["loader"]
+    fig, (ax1, ax2, ax3) = new_figure(3)
+    x = synth["x_real_time"]
+    bar(ax1, ["synthesis\n(all cores)"], [x], [x], [x], f"synthesis ({synth['jobs']} jobs)", "x real time")
+    stats_bar(
         ax2,
         ["fbank", "compute only"],
-        [x["median"], xc["median"]],
-        [x["q1"], xc["q1"]],
-        [x["q3"], xc["q3"]],
+        [features["x_real_time"], features["x_real_time_compute_only"]],
         "features, 1 core",
         "x real time",
         goal=FEATURE_GOAL_X_RT,
     )
-    lb, sb = loading["loader_batches_per_s"], loading["step_batches_per_s"]
-    bar(
+    stats_bar(
         ax3,
         ["loader", "demo train step"],
-        [lb["median"], sb["median"]],
-        [lb["q1"], sb["q1"]],
-        [lb["q3"], sb["q3"]],
+        [loading["loader_batches_per_s"], loading["step_batches_per_s"]],
         "batches/s, 1 thread (median, IQR)",
         "batches/s",
     )

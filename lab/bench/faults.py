@@ -8,7 +8,6 @@ tests run the same functions at different sizes.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import resource
@@ -23,7 +22,9 @@ import torch
 from dasr.errors import DasrError
 from dasr.parallel.launch import free_port
 from dasr.train import checkpoint
+from dasr.train.plots import read_metrics
 from lab.bench.procs import Run, workers
+from lab.bench.runs import TrainRun
 
 
 def train_command(
@@ -36,46 +37,14 @@ def train_command(
     batch_frames: int = 1200,
 ) -> list[str]:
     """`dasr train` of the tiny preset, one metrics record per step, dev evaluation only at the end."""
-    return [
-        sys.executable,
-        "-m",
-        "dasr",
-        "train",
-        "--data",
-        str(data),
-        "--exp",
-        str(exp),
-        "--model",
-        "tiny",
-        "--strategy",
-        strategy,
-        "--nproc",
-        str(nproc),
-        "--max-steps",
-        str(steps),
-        "--batch-frames",
-        str(batch_frames),
-        "--log-every",
-        "1",
-        "--gossip-period-s",
-        "0.05",
-        "--eval-every-epochs",
-        "100000",
-        *map(str, extra),
-    ]
-
-
-def read_metrics(exp: str | os.PathLike) -> list[dict]:
-    """The records of ``EXP/metrics.jsonl`` (none when it does not exist yet)."""
-    path = Path(exp) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    options = ["--model", "tiny", "--max-steps", steps, "--batch-frames", batch_frames, "--log-every", 1]
+    options += ["--gossip-period-s", 0.05, "--eval-every-epochs", 100000, *extra]
+    return TrainRun(strategy, strategy, nproc, list(map(str, options))).command(data, exp)
 
 
 def final_dev_loss(exp: str | os.PathLike) -> float | None:
     """The dev loss of the last evaluation of a run."""
-    evals = [r for r in read_metrics(exp) if r["kind"] == "eval"]
+    evals = [r for r in read_metrics(Path(exp)) if r["kind"] == "eval"]
     return evals[-1]["dev_loss"] if evals else None
 
 
@@ -93,6 +62,26 @@ def restarts(records: list[dict]) -> list[dict]:
             found.append({"rank": r["rank"], "last_step": before["step"], "resumed_from": r["step"] - 1})
         last[r["rank"]] = r
     return found
+
+
+def _start(exp: Path, data, strategy: str, nproc: int, steps: int, checkpoint_every: int, seed: int, *extra) -> Run:
+    """A tiny-preset run checkpointing every ``checkpoint_every`` steps, logging beside ``exp``."""
+    command = train_command(
+        data, exp, strategy, nproc, steps, "--checkpoint-every", checkpoint_every, "--seed", seed, *extra
+    )
+    return Run.start(command, exp.parent / f"{exp.name}.log")
+
+
+def _kill_at(run: Run, exp: Path, kill_at_step: int, victim: int, deadline: float) -> int | None:
+    """SIGKILL worker ``victim`` once any rank logged ``kill_at_step``; the step logged then (None: no kill)."""
+    while run.process.poll() is None and time.monotonic() < deadline:
+        logged = [r["step"] for r in read_metrics(exp) if r["kind"] == "train"]
+        procs = workers(run.pid)
+        if logged and max(logged) >= kill_at_step and len(procs) > victim:
+            os.kill(procs[victim], signal.SIGKILL)
+            return max(logged)
+        time.sleep(0.05)
+    return None
 
 
 def kill_worker_run(
@@ -115,31 +104,10 @@ def kill_worker_run(
         steps any rank redid), the final dev loss and the wall time.
     """
     exp = Path(exp)
-    run = Run.start(
-        train_command(
-            data,
-            exp,
-            strategy,
-            nproc,
-            steps,
-            "--checkpoint-every",
-            checkpoint_every,
-            "--max-restarts",
-            1,
-            "--seed",
-            seed,
-        ),
-        exp.parent / f"{exp.name}.log",
-    )
-    start, killed = time.monotonic(), None
+    run = _start(exp, data, strategy, nproc, steps, checkpoint_every, seed, "--max-restarts", 1)
+    start = time.monotonic()
     try:
-        while killed is None and run.process.poll() is None and time.monotonic() - start < timeout_s:
-            logged = [r["step"] for r in read_metrics(exp) if r["kind"] == "train"]
-            procs = workers(run.pid)
-            if logged and max(logged) >= kill_at_step and len(procs) > victim:
-                os.kill(procs[victim], signal.SIGKILL)
-                killed = max(logged)
-            time.sleep(0.05)
+        killed = _kill_at(run, exp, kill_at_step, victim, start + timeout_s)
         code = run.wait(max(1.0, timeout_s - (time.monotonic() - start)))
     finally:
         if run.process.poll() is None:
@@ -183,11 +151,7 @@ def reference_run(
     timeout_s: float = 300.0,
 ) -> float | None:
     """The final dev loss of the same run uninterrupted (None when it failed)."""
-    exp = Path(exp)
-    run = Run.start(
-        train_command(data, exp, strategy, nproc, steps, "--checkpoint-every", checkpoint_every, "--seed", seed),
-        exp.parent / f"{exp.name}.log",
-    )
+    run = _start(Path(exp), data, strategy, nproc, steps, checkpoint_every, seed)
     return final_dev_loss(exp) if run.wait(timeout_s) == 0 else None
 
 

@@ -118,19 +118,36 @@ def _strategies(seeds: dict[str, Path], sentinel: Path) -> dict[str, tuple]:
     """The hypothesis strategies of every target: name -> (strategies..., case function)."""
     from hypothesis import strategies as st
 
-    seed_bytes = {k: p.read_bytes() for k, p in seeds.items()}
+    audio_bytes = _audio_bytes([p.read_bytes() for p in seeds.values()])
+    return {
+        "manifest": (st.lists(_manifest_line(seeds["wav"]), max_size=5), manifest_case),
+        "kaldi": (_kaldi_files(seeds, sentinel), lambda w, f: kaldi_case(w, f, sentinel)),
+        "librispeech": (*_librispeech_tree(audio_bytes), librispeech_case),
+        "audio": (audio_bytes, st.sampled_from([".wav", ".flac", ".ogg", ".mp3", ".bin"]), audio_case),
+    }
+
+
+def _manifest_line(wav: Path):
+    """One manifest line: random bytes, a JSON record of known and unknown fields, or a broken literal."""
+    from hypothesis import strategies as st
+
     json_value = st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
         max_leaves=6,
     )
     keys = st.sampled_from(["id", "audio", "duration", "text", "speaker", "sample_rate", "start", "end", "extra", "x"])
-    record = st.dictionaries(keys, json_value | st.sampled_from([str(seeds["wav"]), "a", 1.5, -1]), max_size=10)
-    manifest_line = st.one_of(
+    record = st.dictionaries(keys, json_value | st.sampled_from([str(wav), "a", 1.5, -1]), max_size=10)
+    return st.one_of(
         st.binary(max_size=40),
         record.map(lambda d: json.dumps(d).encode()),
         st.sampled_from([b"{", b"[]", b"null", b'{"id": "a"}', b"\xff\xfe"]),
     )
+
+
+def _kaldi_files(seeds: dict[str, Path], sentinel: Path):
+    """A Kaldi data dir's files as lists of lines: wav.scp entries (shell pipes among them), text, utt2spk, segments."""
+    from hypothesis import strategies as st
 
     token = st.sampled_from(["u1", "u2", "r1", "r2", "a-b", "\u00e9", "u1 extra"]) | st.text(max_size=6)
     entry = st.sampled_from(
@@ -155,7 +172,7 @@ def _strategies(seeds: dict[str, Path], sentinel: Path) -> dict[str, tuple]:
         )
 
     segments_rest = st.builds(lambda r, a, b: f"{r} {a} {b}", token, number, number)
-    kaldi_files = st.fixed_dictionaries(
+    return st.fixed_dictionaries(
         {
             "wav.scp": st.lists(table_line(entry), max_size=5),
             "text": st.lists(table_line(st.text(max_size=12)), max_size=5),
@@ -166,20 +183,33 @@ def _strategies(seeds: dict[str, Path], sentinel: Path) -> dict[str, tuple]:
         },
     )
 
-    def mutate(base: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
-        data = bytearray(base)
-        for position, value in edits:
-            data[position % len(data)] = value
-        return bytes(data[:cut] if cut is not None else data)
+
+def _mutate(base: bytes, edits: list[tuple[int, int]], cut: int | None) -> bytes:
+    """``base`` with the bytes at the ``edits`` positions (modulo its length) replaced, cut at ``cut``."""
+    data = bytearray(base)
+    for position, value in edits:
+        data[position % len(data)] = value
+    return bytes(data[:cut] if cut is not None else data)
+
+
+def _audio_bytes(seed_bytes: list[bytes]):
+    """An audio file's bytes: a mutated valid file, random bytes, or random bytes behind a RIFF or fLaC magic."""
+    from hypothesis import strategies as st
 
     edits = st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=8)
-    mutated = st.builds(mutate, st.sampled_from(list(seed_bytes.values())), edits, st.none() | st.integers(0, 4000))
-    audio_bytes = st.one_of(
+    mutated = st.builds(_mutate, st.sampled_from(seed_bytes), edits, st.none() | st.integers(0, 4000))
+    return st.one_of(
         mutated,
         st.binary(max_size=200),
         st.binary(max_size=60).map(lambda b: b"RIFF" + b),
         st.binary(max_size=60).map(lambda b: b"fLaC" + b),
     )
+
+
+def _librispeech_tree(audio_bytes) -> tuple:
+    """(transcript lines, audio files by name) of one LibriSpeech chapter."""
+    from hypothesis import strategies as st
+
     ids = st.sampled_from(["19-198-0001", "19-198-0002", "19-198-0003", "x", ""])
     transcript = st.lists(
         st.one_of(st.builds(lambda i, t: f"{i} {t}".encode(), ids, st.text(max_size=12)), st.binary(max_size=30)),
@@ -188,12 +218,7 @@ def _strategies(seeds: dict[str, Path], sentinel: Path) -> dict[str, tuple]:
     libri_audio = st.dictionaries(
         st.sampled_from(["19-198-0001.flac", "19-198-0002.wav", "19-198-0003.flac"]), audio_bytes, max_size=3
     )
-    return {
-        "manifest": (st.lists(manifest_line, max_size=5), manifest_case),
-        "kaldi": (kaldi_files, lambda w, f: kaldi_case(w, f, sentinel)),
-        "librispeech": (transcript, libri_audio, librispeech_case),
-        "audio": (audio_bytes, st.sampled_from([".wav", ".flac", ".ogg", ".mp3", ".bin"]), audio_case),
-    }
+    return transcript, libri_audio
 
 
 TARGETS = ("manifest", "kaldi", "librispeech", "audio")

@@ -37,7 +37,7 @@ from lab.bench.netns import Testbed
 from lab.bench.runs import TrainRun, summarise, time_to_target, train
 from lab.bench.stragglers import common_target
 from lab.bench.strategies import num_parameters_of_demo
-from lab.report import Report, machine_info, new_figure, sharing
+from lab.report import Report, machine_info, new_figure, plot_evals, publish, sharing, table, verdict
 from lab.sim import calibrate
 from lab.sim import network as simnet
 from lab.sim.model import fit_link
@@ -63,6 +63,7 @@ RDZV_PORT = 29400
 RUN_OVERHEAD_LIMIT_S = 300
 #: the rates of the headline figures
 HEADLINE = (4, 50)
+TITLE = "Every strategy over rate-limited links (network namespaces)"
 
 
 def train_options(strategy: str, train_s: float, eval_s: float) -> list[str]:
@@ -262,56 +263,59 @@ def ratio(runs: list[dict], key: tuple[int, int], field: str, numerator: str, de
     return a / b if a and b else None
 
 
+def setup_of(quick: bool, cores: int, load_before: tuple, load_after: tuple) -> dict:
+    """The settings every run of this benchmark shared, as the report states them."""
+    node_counts, rates, wanted = SETTINGS[quick]
+    train_s, eval_s = SIZES[quick]
+    return {
+        "preset": "demo",
+        "param_bytes": 4 * num_parameters_of_demo(),
+        "batch_frames": BATCH_FRAMES,
+        "train_seconds": train_s,
+        "eval_every_s": eval_s,
+        "gossip_period_s": GOSSIP_PERIOD_S,
+        "hybrid_group_size": GROUP_SIZE,
+        "localsgd_period": LOCALSGD_PERIOD,
+        "nodes": list(node_counts),
+        "rates_mbit": list(rates),
+        "cores": cores,
+        "threads_per_worker": 1,
+        "workers_per_node": 1,
+        "loadavg_before": list(load_before),
+        "loadavg_after": list(load_after),
+        "missing_strategies": [s for s in wanted if s not in AVAILABLE],
+    }
+
+
+def measure_all(data_dir: str | None, quick: bool, work: Path) -> dict:
+    """The reference run, the CPU contention and every run on the test bed (``data_dir`` None: synthesise one)."""
+    train_s, eval_s = SIZES[quick]
+    if data_dir is None:
+        from lab.workload import synthesize
+
+        data_dir = str(work / "corpus")
+        synthesize(data_dir, quick)
+    single = reference(data_dir, work, train_s, eval_s)
+    setup = {"utts_per_step": single["utts_per_step"], "batch_frames": BATCH_FRAMES}
+    speedup = calibrate.measure_contention(*calibrate.batch_shape(setup), window_s=2.0 if quick else 3.0)
+    failed: list[dict] = []
+    links: dict = {}
+    runs = measure(data_dir, work, quick, failed, links)
+    return {"reference_single": single, "contention_speedup": speedup, "links": links, "runs": runs, "failed": failed}
+
+
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """Run the network benchmark; write ``network.md/.json/.png`` and, for the full run, the summary's figures."""
     reason = netns.available()
     if reason:
         raise DasrError(f"dasr bench network: {reason}")
-    report = Report("network", "Every strategy over rate-limited links (network namespaces)", command, machine_info())
-    cores = report.machine["cores"]
-    train_s, eval_s = SIZES[quick]
+    machine = machine_info()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="dasr-bench-net-") as tmp:
-        if data_dir is None:
-            from lab.workload import synthesize
-
-            data_dir = str(Path(tmp) / "corpus")
-            synthesize(data_dir, quick)
-        single = reference(data_dir, Path(tmp), train_s, eval_s)
-        setup = {"utts_per_step": single["utts_per_step"], "batch_frames": BATCH_FRAMES}
-        speedup = calibrate.measure_contention(*calibrate.batch_shape(setup), window_s=2.0 if quick else 3.0)
-        failed: list[dict] = []
-        links: dict = {}
-        runs = measure(data_dir, Path(tmp), quick, failed, links)
-    load_after = os.getloadavg()
-    node_counts, rates, wanted = SETTINGS[quick]
-    results = {
-        "setup": {
-            "preset": "demo",
-            "param_bytes": 4 * num_parameters_of_demo(),
-            "batch_frames": BATCH_FRAMES,
-            "train_seconds": train_s,
-            "eval_every_s": eval_s,
-            "gossip_period_s": GOSSIP_PERIOD_S,
-            "hybrid_group_size": GROUP_SIZE,
-            "localsgd_period": LOCALSGD_PERIOD,
-            "nodes": list(node_counts),
-            "rates_mbit": list(rates),
-            "cores": cores,
-            "threads_per_worker": 1,
-            "workers_per_node": 1,
-            "loadavg_before": list(load_before),
-            "loadavg_after": list(load_after),
-            "missing_strategies": [s for s in wanted if s not in AVAILABLE],
-        },
-        "reference_single": single,
-        "contention_speedup": speedup,
-        "links": links,
-        "runs": runs,
-        "failed": failed,
-    }
+        measured = measure_all(data_dir, quick, Path(tmp))
+    results = {"setup": setup_of(quick, machine["cores"], load_before, os.getloadavg()), **measured}
     headline = analyse(results)
-    write_report(report, results, out_dir)
+    report = publish("network", TITLE, command, results, render, out_dir, machine=machine)
     if not quick:
         update_summary(out_dir, headline, report)
     return results
@@ -341,119 +345,174 @@ def _fmt(x: float | None, spec: str = ".2f", none: str = "–") -> str:
     return none if x is None else format(x, spec)
 
 
-def write_report(report: Report, results: dict, out_dir: str) -> None:
-    """network.md/.json/.png from ``results`` (see :func:`run`)."""
-    setup, runs, cores = results["setup"], results["runs"], results["setup"]["cores"]
-    mb = setup["param_bytes"] / 1e6
-    kmax = max(setup["nodes"])
-    report.add(
-        "Setup",
-        (
-            f"K nodes = K Linux network namespaces, each with one veth to a bridge in a switch namespace, addresses "
-            f"198.18.0.0/24 (RFC 2544 benchmarking range, existing only inside the namespaces). Every link is shaped "
-            f"with `tc qdisc ... tbf` in both directions (node egress and the switch port's egress), bucket 10 ms of "
-            f"traffic, queue 50 ms. **No delay is emulated**: `netem` does not work on this kernel, so a link has a rate "
-            f"but no latency beyond the veth's. One worker per node with one torch thread; at K = {kmax} the "
-            f"{sharing(kmax, cores)} (all on this one machine). Each node runs `dasr train "
-            f"--nnodes K --node-rank r --rdzv-endpoint 198.18.0.1:{RDZV_PORT}` inside its namespace with "
-            f"`GLOO_SOCKET_IFNAME=eth0`; the rendezvous and rank 0's store bind to node 0's address.\n\n"
-            f"`demo` model ({mb:.1f} MB of float32 parameters), SGD lr 0.05, {BATCH_FRAMES} padded frames per worker "
-            f"step; every run trains {setup['train_seconds']} s of training time (time mode), evaluating every "
-            f"{setup['eval_every_s']} s; the first {SKIP_STEPS} steps are not counted in samples/s. adpsgd gossips "
-            f"every {setup['gossip_period_s']} s; hybrid: a group is {GROUP_SIZE} nodes with one worker each "
-            f"(sync over the links inside a group, gossip between groups), so it runs at K = 4 only (at K = 2 it "
-            f"would be sync). Load average (1/5/15 min) before: "
-            f"{'/'.join(f'{x:.2f}' for x in setup['loadavg_before'])}, after: "
-            f"{'/'.join(f'{x:.2f}' for x in setup['loadavg_after'])}; the machine is shared with other jobs."
-            + (
-                f"\n\nNot measured: {', '.join(setup['missing_strategies'])} (not among this tree's strategies)."
-                if setup["missing_strategies"]
-                else ""
-            )
-        ),
+def render(results: dict, report: Report):
+    """network.md's sections and figure, from the ``results`` alone (see :func:`run`)."""
+    report.add("Setup", _setup_text(results["setup"]))
+    report.add("Links as measured", _links_text(results))
+    report.add("Results", _results_text(results))
+    lines = _goal_lines(results) + _slowest_lines(results) + _calibration_lines(results)
+    if results["failed"]:
+        lines.append("- failed runs: " + "; ".join(f"{f['label']}: {f['error'][-300:]}" for f in results["failed"]))
+    report.add("Headline", "\n".join(lines) or "No K = 4 rows (quick run).")
+    return _figure(results)
+
+
+def _loadavg(values: list[float]) -> str:
+    return "/".join(f"{x:.2f}" for x in values)
+
+
+def _setup_text(setup: dict) -> str:
+    kmax, mb = max(setup["nodes"]), setup["param_bytes"] / 1e6
+    missing = setup["missing_strategies"]
+    return (
+        f"K nodes = K Linux network namespaces, each with one veth to a bridge in a switch namespace, addresses "
+        f"198.18.0.0/24 (RFC 2544 benchmarking range, existing only inside the namespaces). Every link is shaped "
+        f"with `tc qdisc ... tbf` in both directions (node egress and the switch port's egress), bucket 10 ms of "
+        f"traffic, queue 50 ms. **No delay is emulated**: `netem` does not work on this kernel, so a link has a rate "
+        f"but no latency beyond the veth's. One worker per node with one torch thread; at K = {kmax} the "
+        f"{sharing(kmax, setup['cores'])} (all on this one machine). Each node runs `dasr train "
+        f"--nnodes K --node-rank r --rdzv-endpoint 198.18.0.1:{RDZV_PORT}` inside its namespace with "
+        f"`GLOO_SOCKET_IFNAME=eth0`; the rendezvous and rank 0's store bind to node 0's address.\n\n"
+        f"`demo` model ({mb:.1f} MB of float32 parameters), SGD lr 0.05, {setup['batch_frames']} padded frames per "
+        f"worker step; every run trains {setup['train_seconds']} s of training time (time mode), evaluating every "
+        f"{setup['eval_every_s']} s; the first {SKIP_STEPS} steps are not counted in samples/s. adpsgd gossips "
+        f"every {setup['gossip_period_s']} s; hybrid: a group is {setup['hybrid_group_size']} nodes with one worker "
+        f"each (sync over the links inside a group, gossip between groups), so it runs at K = 4 only (at K = 2 it "
+        f"would be sync). Load average (1/5/15 min) before: {_loadavg(setup['loadavg_before'])}, after: "
+        f"{_loadavg(setup['loadavg_after'])}; the machine is shared with other jobs."
+        + (f"\n\nNot measured: {', '.join(missing)} (not among this tree's strategies)." if missing else "")
     )
-    mb_model = f"{setup['param_bytes'] / 1e6:.1f} MB"
-    probes = (
-        "| link | gloo all-reduce of 1 / 4 MB / the model (2 nodes), s | fitted, Mbit/s | one TCP stream, Mbit/s |\n"
+
+
+def _links_text(results: dict) -> str:
+    setup = results["setup"]
+    rows = [
+        [
+            f"{rate} Mbit/s",
+            " / ".join(f"{t:.3f}" for _, t in sorted((int(b), t) for b, t in p["allreduce_s"].items())),
+            f"{8 * p['bandwidth_Bps'] / 1e6:.1f}",
+            f"{p['goodput_mbit']:.1f}",
+        ]
+        for rate, p in results.get("links", {}).items()
+    ]
+    header = [
+        "link",
+        "gloo all-reduce of 1 / 4 MB / the model (2 nodes), s",
+        "fitted, Mbit/s",
+        "one TCP stream, Mbit/s",
+    ]
+    return (
+        table(header, rows)
+        + f"\n\nEach rate's link probed between two nodes (gloo all-reduce medians of 3; the model is "
+        f"{setup['param_bytes'] / 1e6:.1f} MB); the simulator uses the fitted bandwidth and latency. "
+        + setup.get("link_probe_note", "Probed on the first test bed of each rate, before its runs.")
     )
-    probes += "|---|---|---|---|\n"
-    for rate, p in results.get("links", {}).items():
-        ar = " / ".join(f"{t:.3f}" for _, t in sorted((int(b), t) for b, t in p["allreduce_s"].items()))
-        probes += f"| {rate} Mbit/s | {ar} | {8 * p['bandwidth_Bps'] / 1e6:.1f} | {p['goodput_mbit']:.1f} |\n"
-    report.add(
-        "Links as measured",
-        probes
-        + (
-            f"\nEach rate's link probed between two nodes (gloo all-reduce medians of 3; the model is {mb_model}); the "
-            "simulator uses the fitted bandwidth and latency. "
-            + setup.get("link_probe_note", "Probed on the first test bed of each rate, before its runs.")
-        ),
-    )
-    table = (
-        "| K | link | strategy | samples/s | simulated | error | link model alone | error | step, s | compute, s | "
-        "exposed comm, s/step | compute ÷ model transfer | time to target, s | MB sent over links |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    for r in runs:
-        sent = sum(b["tx_bytes"] for b in r["link_bytes"]) / 1e6
-        table += (
-            f"| {r['nproc']} | {r['rate_mbit']} Mbit/s | {r['strategy']} | {r['samples_per_s']:.2f} | "
-            f"{r['simulated_samples_per_s']:.2f} | {r['rel_err']:.0%} | {r['measured_compute_simulated_samples_per_s']:.2f} | "
-            f"{r['measured_compute_rel_err']:.0%} | {r['step_s']:.2f} | {r['compute_s']:.2f} | "
-            f"{r['exposed_comm_s']:.2f} | {r['compute_over_comm']:.2f} | {_fmt(r.get('time_to_target_s'), '.0f', 'not reached')} | "
-            f"{sent:.0f} |\n"
-        )
+
+
+#: the columns of the results table
+RESULT_COLUMNS = [
+    "K",
+    "link",
+    "strategy",
+    "samples/s",
+    "simulated",
+    "error",
+    "link model alone",
+    "error",
+    "step, s",
+    "compute, s",
+    "exposed comm, s/step",
+    "compute ÷ model transfer",
+    "time to target, s",
+    "MB sent over links",
+]
+
+
+def _result_row(r: dict) -> list[str]:
+    return [
+        r["nproc"],
+        f"{r['rate_mbit']} Mbit/s",
+        r["strategy"],
+        f"{r['samples_per_s']:.2f}",
+        f"{r['simulated_samples_per_s']:.2f}",
+        f"{r['rel_err']:.0%}",
+        f"{r['measured_compute_simulated_samples_per_s']:.2f}",
+        f"{r['measured_compute_rel_err']:.0%}",
+        f"{r['step_s']:.2f}",
+        f"{r['compute_s']:.2f}",
+        f"{r['exposed_comm_s']:.2f}",
+        f"{r['compute_over_comm']:.2f}",
+        _fmt(r.get("time_to_target_s"), ".0f", "not reached"),
+        f"{sum(b['tx_bytes'] for b in r['link_bytes']) / 1e6:.0f}",
+    ]
+
+
+def _results_text(results: dict) -> str:
     targets = "; ".join(
         f"{k}: {t['metric'].replace('_', ' ')} {t['target']:.3g}" for k, t in results["targets"].items()
     )
-    report.add(
-        "Results",
-        table
-        + (
-            f"\n*compute ÷ model transfer*: the worker's compute per step over the time one copy of the model "
-            f"({mb:.1f} MB) takes on the link (the compute/communication ratio; below 1 the link, not the CPU, "
-            f"bounds a step that moves the whole model). *Simulated*: `lab.sim.network` with the link rate as input, "
-            f"calibrated on a one-worker run of the same options outside the test bed "
-            f"({results['reference_single']['compute_s']:.3f} s compute per step) and the measured CPU contention "
-            f"(aggregate speed of k processes: "
-            f"{', '.join(f'k={k}: {s:.2f}' for k, s in results['contention_speedup'].items())}). *Link model alone*: "
-            f"the same simulator fed each run's own measured compute per step (which already holds the CPU sharing "
-            f"and the machine's background load at that time) and the link rate: its error is the network model's, "
-            f"without the drift of the machine's load since the reference run. Common targets "
-            f"(the lowest value every strategy of the setting reached): {targets}."
-        ),
+    contention = ", ".join(f"k={k}: {s:.2f}" for k, s in results["contention_speedup"].items())
+    return (
+        table(RESULT_COLUMNS, [_result_row(r) for r in results["runs"]])
+        + f"\n\n*compute ÷ model transfer*: the worker's compute per step over the time one copy of the model "
+        f"({results['setup']['param_bytes'] / 1e6:.1f} MB) takes on the link (the compute/communication ratio; below "
+        f"1 the link, not the CPU, bounds a step that moves the whole model). *Simulated*: `lab.sim.network` with the "
+        f"link rate as input, calibrated on a one-worker run of the same options outside the test bed "
+        f"({results['reference_single']['compute_s']:.3f} s compute per step) and the measured CPU contention "
+        f"(aggregate speed of k processes: {contention}). *Link model alone*: "
+        f"the same simulator fed each run's own measured compute per step (which already holds the CPU sharing "
+        f"and the machine's background load at that time) and the link rate: its error is the network model's, "
+        f"without the drift of the machine's load since the reference run. Common targets "
+        f"(the lowest value every strategy of the setting reached): {targets}."
     )
-    tp, tt = (
-        results["network_50mbit_k4_throughput_ratio_adpsgd_vs_sync"],
-        results["network_50mbit_k4_time_to_target_ratio_sync_over_adpsgd"],
-    )
+
+
+def _goal_lines(results: dict) -> list[str]:
+    """The headline ratios and the simulator's largest error, each against its goal."""
+    tp = results["network_50mbit_k4_throughput_ratio_adpsgd_vs_sync"]
+    tt = results["network_50mbit_k4_time_to_target_ratio_sync_over_adpsgd"]
     err = results["sim_vs_network_measured_max_rel_err"]
     lines = []
     if tp is not None:
-        lines.append(
-            f"- adpsgd ÷ sync samples/s at 50 Mbit/s, K = 4: **{tp:.2f}** (goal ≥ 2: {'met' if tp >= 2 else '**not met**'})."
-        )
+        lines.append(f"- adpsgd ÷ sync samples/s at 50 Mbit/s, K = 4: **{tp:.2f}** (goal ≥ 2: {verdict(tp >= 2)}).")
     if tt is not None:
         lines.append(
-            f"- sync ÷ adpsgd time to target at 50 Mbit/s, K = 4: **{tt:.2f}** (goal ≥ 1.5: {'met' if tt >= 1.5 else '**not met**'})."
+            f"- sync ÷ adpsgd time to target at 50 Mbit/s, K = 4: **{tt:.2f}** (goal ≥ 1.5: {verdict(tt >= 1.5)})."
         )
     if err is not None:
         lines.append(
             f"- simulator vs measured samples/s, largest error over all rows: **{err:.0%}** (goal ≤ 15 %: "
-            f"{'met' if err <= 0.15 else '**not met**'})."
+            f"{verdict(err <= 0.15)})."
         )
-    slowest = (max(setup["nodes"]), min(setup["rates_mbit"]))
-    at = sorted((r for r in runs if (r["nproc"], r["rate_mbit"]) == slowest), key=lambda r: -r["samples_per_s"])
-    if at:
-        first_eval = min(e["train_s"] for r in at for e in r["evals"])
-        lines.append(
-            f"- every strategy at K = {slowest[0]}, {slowest[1]} Mbit/s, by samples/s: "
-            + " > ".join(f"{r['strategy']} {r['samples_per_s']:.1f}" for r in at)
-            + "; time to the common target: "
-            + ", ".join(f"{r['strategy']} {_fmt(r.get('time_to_target_s'), '.0f', 'not reached')} s" for r in at)
-            + f" (a run at the target by its first evaluation, ~{first_eval:.0f} s, shows that time: its true time "
-            "is at most that)."
-        )
+    return lines
+
+
+def _slowest(results: dict) -> tuple[int, float]:
+    """The setting (K, rate) with the most nodes on the slowest link."""
+    return max(results["setup"]["nodes"]), min(results["setup"]["rates_mbit"])
+
+
+def _slowest_lines(results: dict) -> list[str]:
+    """Every strategy of the slowest setting by samples/s, and its time to the common target."""
+    slowest = _slowest(results)
+    at = [r for r in results["runs"] if (r["nproc"], r["rate_mbit"]) == slowest]
+    if not at:
+        return []
+    at.sort(key=lambda r: -r["samples_per_s"])
+    first_eval = min(e["train_s"] for r in at for e in r["evals"])
+    return [
+        f"- every strategy at K = {slowest[0]}, {slowest[1]} Mbit/s, by samples/s: "
+        + " > ".join(f"{r['strategy']} {r['samples_per_s']:.1f}" for r in at)
+        + "; time to the common target: "
+        + ", ".join(f"{r['strategy']} {_fmt(r.get('time_to_target_s'), '.0f', 'not reached')} s" for r in at)
+        + f" (a run at the target by its first evaluation, ~{first_eval:.0f} s, shows that time: its true time "
+        "is at most that)."
+    ]
+
+
+def _calibration_lines(results: dict) -> list[str]:
+    """Where the simulator missed: the reference run's compute against the runs', and the link model alone."""
+    runs, err, lines = results["runs"], results["sim_vs_network_measured_max_rel_err"], []
     if err is not None and err > 0.15:
         ref, own = results["reference_single"]["compute_s"], [r["compute_s"] for r in runs]
         lines.append(
@@ -464,10 +523,12 @@ def write_report(report: Report, results: dict, out_dir: str) -> None:
     if runs:
         alone = max(r["measured_compute_rel_err"] for r in runs)
         lines.append(f"- the link model alone (each run's own compute time as input): largest error **{alone:.0%}**.")
-    if results["failed"]:
-        lines.append("- failed runs: " + "; ".join(f"{f['label']}: {f['error'][-300:]}" for f in results["failed"]))
-    report.add("Headline", "\n".join(lines) or "No K = 4 rows (quick run).")
+    return lines
 
+
+def _figure(results: dict):
+    """Throughput against link rate per strategy and K; the dev curves of the slowest setting."""
+    setup, runs = results["setup"], results["runs"]
     fig, (ax1, ax2) = new_figure(2, width_per_panel=5.5)
     for strategy in dict.fromkeys(r["strategy"] for r in runs):
         for k, style in zip(setup["nodes"], ("--", "-")):
@@ -475,30 +536,21 @@ def write_report(report: Report, results: dict, out_dir: str) -> None:
                 (r for r in runs if r["strategy"] == strategy and r["nproc"] == k), key=lambda r: r["rate_mbit"]
             )
             if mine:
-                ax1.plot(
-                    [r["rate_mbit"] for r in mine],
-                    [r["samples_per_s"] for r in mine],
-                    style,
-                    marker="o",
-                    label=f"{strategy} K={k}",
-                )
+                rates, speeds = [r["rate_mbit"] for r in mine], [r["samples_per_s"] for r in mine]
+                ax1.plot(rates, speeds, style, marker="o", label=f"{strategy} K={k}")
     ax1.set_xscale("log")
     ax1.set_xlabel("link rate, Mbit/s")
     ax1.set_ylabel("samples/s, all workers")
-    ax1.set_title(f"throughput ({cores} cores shared)", fontsize=10)
+    ax1.set_title(f"throughput ({setup['cores']} cores shared)", fontsize=10)
     ax1.legend(fontsize=6)
-    slowest = (kmax, min(setup["rates_mbit"]))
-    for r in runs:
-        if (r["nproc"], r["rate_mbit"]) == slowest and r["evals"]:
-            metric = r.get("target_metric", "dev_loss")
-            ax2.plot(
-                [e["train_s"] for e in r["evals"]], [e[metric] for e in r["evals"]], marker="o", label=r["strategy"]
-            )
+    slowest = _slowest(results)
+    at = [r for r in runs if (r["nproc"], r["rate_mbit"]) == slowest and r["evals"]]
+    plot_evals(ax2, at, at[0].get("target_metric", "dev_loss") if at else "dev_loss")
     ax2.set_xlabel("training time, s")
     ax2.set_ylabel("dev loss / WER (the target's metric)")
     ax2.set_title(f"K = {slowest[0]}, {slowest[1]} Mbit/s", fontsize=10)
     ax2.legend(fontsize=7)
-    report.write(out_dir, results, fig)
+    return fig
 
 
 def run_cli(args, command: str) -> dict:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from lab.bench import faults, fuzz, soak
-from lab.report import Report, publish, sharing
+from lab.report import Report, publish, sharing, table
 from lab.workload import synthesize
 
 #: the sizes of a quick smoke run and of the full soak
@@ -110,101 +110,127 @@ def _yes(flag) -> str:
 def render(results: dict, report: Report) -> None:
     """The Markdown sections of reliability.md (no figure)."""
     cores = report.machine["cores"]
-    size, kills, vanished = SIZES[results["quick"]], results["killed_workers"], results["vanished_partner"]
-    ckpt, fuzzed, soaked = results["checkpoints"], results["fuzz"], results["soak"]
-    head = summary(kills, vanished, ckpt, fuzzed, soaked)
-    rows = "\n".join(
-        f"| {r['strategy']} | {r['killed_at_step']} | {r['resumed_from']} | {r['lost_steps']} (≤ {r['checkpoint_every']}) "
-        f"| {_yes(r['recovered'])} | {r['final_dev_loss'] if r['final_dev_loss'] is None else round(r['final_dev_loss'], 3)} "
-        f"| {_yes(r['within_variation'])} | {r['wall_s']} |"
-        for r in kills["runs"]
+    report.add("1. Killed workers", _killed_text(results, cores))
+    report.add("2. Torn checkpoints", _checkpoints_text(results["checkpoints"]))
+    report.add("3. Hostile inputs", _fuzz_text(results["fuzz"]))
+    report.add("4. Soak", _soak_text(results["soak"], cores))
+    head = summary(
+        results["killed_workers"], results["vanished_partner"], results["checkpoints"], results["fuzz"], results["soak"]
     )
-    refs = (
+    report.add(
+        "Summary",
+        table(list(head), [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in head.values()]])
+        + "\n\n`kills`: workers killed (restarted runs and vanished gossip partners); `kills_recovered`: runs "
+        "that completed after their restart, and vanished-partner runs whose survivors all stopped with "
+        "an error; `soak_steps`: steps every soak worker reached; `soak_rss_growth`: a fraction.",
+    )
+
+
+def _killed_row(r: dict) -> list:
+    loss = r["final_dev_loss"]
+    return [
+        r["strategy"],
+        r["killed_at_step"],
+        r["resumed_from"],
+        f"{r['lost_steps']} (≤ {r['checkpoint_every']})",
+        _yes(r["recovered"]),
+        loss if loss is None else round(loss, 3),
+        _yes(r["within_variation"]),
+        r["wall_s"],
+    ]
+
+
+def _references_text(references: dict) -> str:
+    """The uninterrupted runs' final dev loss per strategy and seed."""
+    return (
         "; ".join(
             f"{s}: "
             + ", ".join(f"seed {k} → {v:.3f}" if v is not None else f"seed {k} failed" for k, v in seeds.items())
-            for s, seeds in kills["references"].items()
+            for s, seeds in references.items()
             if seeds
         )
         or "none in a quick run"
     )
-    report.add(
-        "1. Killed workers",
-        (
-            f"`dasr train --model tiny --nproc 2 --max-steps {size['steps']} --checkpoint-every {size['checkpoint_every']} "
-            f"--max-restarts 1`; one worker gets SIGKILL mid-interval; torch's agent restarts all workers, which resume "
-            f"from the latest checkpoint ({sharing(2, cores)}).\n\n"
-            "| strategy | killed at step | resumed from | steps lost (≤ interval) | completed | final dev loss "
-            "| within run-to-run variation | wall s |\n|---|---|---|---|---|---|---|---|\n"
-            + rows
-            + f"\n\nUninterrupted runs, final dev loss: {refs}. Within variation: |killed − same seed| ≤ the spread over "
-            "seeds (at least 1 %).\n\n"
-            "A vanished adpsgd partner, with no agent to stop the others (3 workers, gossip timeout 5 s):\n\n"
-            "| partner | survivors stopped with an error | hung | seconds to stop | message |\n|---|---|---|---|---|\n"
-            + "\n".join(
-                f"| {v['how']} | {v['stopped']} of {v['nproc'] - 1} | {v['hung']} | {v['stop_after_s']} "
-                f"| `{(v['messages'] or ['–'])[0][:160]}` |"
-                for v in vanished
-            )
-        ),
+
+
+def _killed_text(results: dict, cores: int) -> str:
+    size, kills = SIZES[results["quick"]], results["killed_workers"]
+    header = ["strategy", "killed at step", "resumed from", "steps lost (≤ interval)", "completed", "final dev loss"]
+    header += ["within run-to-run variation", "wall s"]
+    vanished = [
+        [
+            v["how"],
+            f"{v['stopped']} of {v['nproc'] - 1}",
+            v["hung"],
+            v["stop_after_s"],
+            f"`{(v['messages'] or ['–'])[0][:160]}`",
+        ]
+        for v in results["vanished_partner"]
+    ]
+    return (
+        f"`dasr train --model tiny --nproc 2 --max-steps {size['steps']} --checkpoint-every {size['checkpoint_every']} "
+        f"--max-restarts 1`; one worker gets SIGKILL mid-interval; torch's agent restarts all workers, which resume "
+        f"from the latest checkpoint ({sharing(2, cores)}).\n\n"
+        + table(header, [_killed_row(r) for r in kills["runs"]])
+        + f"\n\nUninterrupted runs, final dev loss: {_references_text(kills['references'])}. Within variation: "
+        "|killed − same seed| ≤ the spread over seeds (at least 1 %).\n\n"
+        "A vanished adpsgd partner, with no agent to stop the others (3 workers, gossip timeout 5 s):\n\n"
+        + table(["partner", "survivors stopped with an error", "hung", "seconds to stop", "message"], vanished)
     )
+
+
+def _checkpoints_text(ckpt: dict) -> str:
     loop, full = ckpt["kill_loop"], ckpt["full_disk"]
-    report.add(
-        "2. Torn checkpoints",
-        (
-            f"A process writing 2-rank checkpoints (2 × 2 MB files + `COMPLETE`) back to back, SIGKILLed at a random "
-            f"moment {loop['kills']} times: the newest complete checkpoint loaded with the values written after "
-            f"**{loop['intact']} of {loop['kills']}** kills.\n\n"
-            "| damage | error | resume falls back to the previous checkpoint |\n|---|---|---|\n"
-            + "\n".join(f"| {k} | `{v['error']}` | {_yes(v['fell_back'])} |" for k, v in ckpt["damaged"].items())
-            + f"\n| full disk (RLIMIT_FSIZE) | `{full['messages'][0] if full['messages'] else '–'}` "
-            f"| {_yes(full['checkpoint_intact'])} (old best.pt intact: {_yes(full['best_intact'])}, "
-            f"temp files left: {len(full['temp_files_left'])}) |"
-        ),
+    rows = [[k, f"`{v['error']}`", _yes(v["fell_back"])] for k, v in ckpt["damaged"].items()]
+    rows.append(
+        [
+            "full disk (RLIMIT_FSIZE)",
+            f"`{full['messages'][0] if full['messages'] else '–'}`",
+            f"{_yes(full['checkpoint_intact'])} (old best.pt intact: {_yes(full['best_intact'])}, "
+            f"temp files left: {len(full['temp_files_left'])})",
+        ]
     )
-    report.add(
-        "3. Hostile inputs",
-        (
-            "hypothesis-generated inputs (random bytes, mutated valid files, malformed JSON, wav.scp shell pipes, "
-            "bad segments); allowed outcomes: a result, a rejection record, or `DataError`.\n\n"
-            "| target | cases | tracebacks |\n|---|---|---|\n"
-            + "\n".join(f"| {t} | {fuzzed[t]['cases']} | {fuzzed[t]['tracebacks']} |" for t in fuzz.TARGETS)
-            + f"\n| **total** | **{fuzzed['total']['cases']}** | **{fuzzed['total']['tracebacks']}** |\n\n"
-            + (
-                "\n".join(f"```\n{e}\n```" for t in fuzz.TARGETS for e in fuzzed[t]["examples"])
-                or "No wav.scp pipe ran (a pipe entry would create a file; `allow_pipes` is off)."
-            )
-        ),
+    return (
+        f"A process writing 2-rank checkpoints (2 × 2 MB files + `COMPLETE`) back to back, SIGKILLed at a random "
+        f"moment {loop['kills']} times: the newest complete checkpoint loaded with the values written after "
+        f"**{loop['intact']} of {loop['kills']}** kills.\n\n"
+        + table(["damage", "error", "resume falls back to the previous checkpoint"], rows)
     )
+
+
+def _fuzz_text(fuzzed: dict) -> str:
+    rows = [[t, fuzzed[t]["cases"], fuzzed[t]["tracebacks"]] for t in fuzz.TARGETS]
+    rows.append(["**total**", f"**{fuzzed['total']['cases']}**", f"**{fuzzed['total']['tracebacks']}**"])
+    return (
+        "hypothesis-generated inputs (random bytes, mutated valid files, malformed JSON, wav.scp shell pipes, "
+        "bad segments); allowed outcomes: a result, a rejection record, or `DataError`.\n\n"
+        + table(["target", "cases", "tracebacks"], rows)
+        + "\n\n"
+        + (
+            "\n".join(f"```\n{e}\n```" for t in fuzz.TARGETS for e in fuzzed[t]["examples"])
+            or "No wav.scp pipe ran (a pipe entry would create a file; `allow_pipes` is off)."
+        )
+    )
+
+
+def _soak_text(soaked: dict, cores: int) -> str:
     growth = soaked["rss_growth"]
-    report.add(
-        "4. Soak",
-        (
-            f"{soaked['nproc']} adpsgd workers ({sharing(soaked['nproc'], cores)}), {soaked['steps']} steps each, "
-            f"checkpoint every {max(soaked['steps'] // 4, 1)} steps.\n\n"
-            "| measure | value |\n|---|---|\n"
-            f"| steps per rank (claimed batches: the mean over ranks) | {soaked['steps_per_rank']:g} |\n| deadlocks | {soaked['deadlocks']} |\n"
-            f"| exit code | {soaked['exit_code']} |\n"
-            f"| RSS growth from step {soaked['rss_from_step']} to the end (worst rank) | "
-            f"{'–' if growth is None else f'{100 * growth:+.2f} %'} (goal < 5 %) |\n"
-            f"| threads a worker gained after that step (max) | {soaked['thread_growth']} |\n"
-            f"| processes of the run left after it exited | {soaked['processes_left']} |\n"
-            f"| addresses its sockets listened on | {', '.join(soaked['listened_on'])} |\n"
-            f"| wall time | {soaked['wall_s']} s |"
-        ),
-    )
-    report.add(
-        "Summary",
-        "| "
-        + " | ".join(head)
-        + " |\n|"
-        + "---|" * len(head)
-        + "\n| "
-        + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in head.values())
-        + " |\n\n"
-        "`kills`: workers killed (restarted runs and vanished gossip partners); `kills_recovered`: runs "
-        "that completed after their restart, and vanished-partner runs whose survivors all stopped with "
-        "an error; `soak_steps`: steps every soak worker reached; `soak_rss_growth`: a fraction.",
+    rows = [
+        ["steps per rank (claimed batches: the mean over ranks)", f"{soaked['steps_per_rank']:g}"],
+        ["deadlocks", soaked["deadlocks"]],
+        ["exit code", soaked["exit_code"]],
+        [
+            f"RSS growth from step {soaked['rss_from_step']} to the end (worst rank)",
+            f"{'–' if growth is None else f'{100 * growth:+.2f} %'} (goal < 5 %)",
+        ],
+        ["threads a worker gained after that step (max)", soaked["thread_growth"]],
+        ["processes of the run left after it exited", soaked["processes_left"]],
+        ["addresses its sockets listened on", ", ".join(soaked["listened_on"])],
+        ["wall time", f"{soaked['wall_s']} s"],
+    ]
+    return (
+        f"{soaked['nproc']} adpsgd workers ({sharing(soaked['nproc'], cores)}), {soaked['steps']} steps each, "
+        f"checkpoint every {max(soaked['steps'] // 4, 1)} steps.\n\n" + table(["measure", "value"], rows)
     )
 
 

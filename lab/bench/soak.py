@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.bench.faults import train_command
@@ -69,40 +70,21 @@ def soak(
         sockets listened on.
     """
     exp = Path(exp)
-    run = Run.start(
-        train_command(
-            data, exp, "adpsgd", nproc, steps, "--checkpoint-every", max(steps // 4, 1), batch_frames=batch_frames
-        ),
-        exp.parent / f"{exp.name}.log",
+    command = train_command(
+        data, exp, "adpsgd", nproc, steps, "--checkpoint-every", max(steps // 4, 1), batch_frames=batch_frames
     )
-    tail, records, thread_counts, addresses = MetricsTail(exp), [], {}, set()
-    start = progress_at = time.monotonic()
-    stalled = False
-    while run.process.poll() is None:
-        new = tail.new()
-        records += new
-        now = time.monotonic()
-        if new:
-            progress_at = now
-        elif now - progress_at > stall_s or now - start > limit_s:
-            stalled = True
-            break
-        addresses |= listening_addresses([run.pid, *descendants(run.pid)])
-        if records and max(r["step"] for r in records) >= rss_from:
-            for pid in workers(run.pid):
-                n = threads(pid)
-                if n is not None:
-                    counts = thread_counts.setdefault(pid, [n, n])
-                    counts[1] = max(counts[1], n)
-        time.sleep(1.0)
-    if stalled:
+    run = Run.start(command, exp.parent / f"{exp.name}.log")
+    start = time.monotonic()
+    tail = MetricsTail(exp)
+    watched = _watch(run, tail, rss_from, stall_s, limit_s)
+    if watched.stalled:
         run.kill()
     code = run.process.wait()
     time.sleep(0.5)  # let the kernel reap what the launcher left
     leftovers = session_leftovers(run.pid)
-    records += tail.new()
+    records = watched.records + tail.new()
     growth = rss_growth(records, rss_from)
-    last_steps = {}
+    last_steps: dict[int, int] = {}
     for r in records:
         last_steps[r["rank"]] = max(last_steps.get(r["rank"], 0), r["step"])
     return {
@@ -110,14 +92,56 @@ def soak(
         "steps": steps,
         "rss_from_step": rss_from,
         "exit_code": code,
-        "deadlocks": int(stalled),
+        "deadlocks": int(watched.stalled),
         "steps_per_rank": sum(last_steps.values()) / nproc,
         "rss_growth": max(growth.values(), default=None),
         "rss_growth_per_rank": growth,
         "rss_mib_end": {r["rank"]: r["rss_mib"] for r in records},
-        "thread_growth": max((b - a for a, b in thread_counts.values()), default=None),
+        "thread_growth": max((b - a for a, b in watched.thread_counts.values()), default=None),
         "processes_left": len(leftovers),
-        "listened_on": sorted(addresses),
+        "listened_on": sorted(watched.addresses),
         "wall_s": round(time.monotonic() - start, 1),
         "log_tail": "" if code == 0 else run.tail(),
     }
+
+
+@dataclass
+class Watched:
+    """What watching a run saw: train records, thread counts, listening addresses, and whether it stalled.
+
+    ``thread_counts``: per worker pid, [threads when first counted (at step ``rss_from``), the most since].
+    """
+
+    records: list[dict] = field(default_factory=list)
+    thread_counts: dict[int, list[int]] = field(default_factory=dict)
+    addresses: set[str] = field(default_factory=set)
+    stalled: bool = False
+
+
+def _watch(run: Run, tail: MetricsTail, rss_from: int, stall_s: float, limit_s: float) -> Watched:
+    """Poll ``run`` every second until it exits, logs nothing for ``stall_s`` or runs past ``limit_s``."""
+    seen = Watched()
+    start = progress_at = time.monotonic()
+    while run.process.poll() is None:
+        new = tail.new()
+        seen.records += new
+        now = time.monotonic()
+        if new:
+            progress_at = now
+        elif now - progress_at > stall_s or now - start > limit_s:
+            seen.stalled = True
+            break
+        seen.addresses |= listening_addresses([run.pid, *descendants(run.pid)])
+        if seen.records and max(r["step"] for r in seen.records) >= rss_from:
+            _count_threads(run.pid, seen.thread_counts)
+        time.sleep(1.0)
+    return seen
+
+
+def _count_threads(launcher_pid: int, thread_counts: dict[int, list[int]]) -> None:
+    """Record each worker's thread count: the first seen, and the most since."""
+    for pid in workers(launcher_pid):
+        n = threads(pid)
+        if n is not None:
+            counts = thread_counts.setdefault(pid, [n, n])
+            counts[1] = max(counts[1], n)

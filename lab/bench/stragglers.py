@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 
 from lab.bench.runs import TrainRun, require_data, time_to_target, train
-from lab.report import Report, machine_info, new_figure, sharing
+from lab.report import Report, new_figure, plot_evals, publish, sharing, table, verdict
 from lab.summary import update_summary
 
+TITLE = "Stragglers: time to a common target"
 NPROC = 4
 SLOW_RANK = 3
 #: the strategies this benchmark compares (a subset of dasr.parallel.STRATEGIES)
@@ -102,21 +103,21 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """Run the straggler benchmark; write ``stragglers.md/.json/.png`` and the summary's headline ratio."""
     require_data(data_dir, "stragglers")
     train_s, eval_s = SIZES[quick]
-    report = Report("stragglers", "Stragglers: time to a common target", command, machine_info())
-    return write_report(measure(data_dir, train_s, eval_s), train_s, eval_s, report, out_dir)
+    results = analyse(measure(data_dir, train_s, eval_s), train_s, eval_s)
+    report = publish("stragglers", TITLE, command, results, render, out_dir)
+    headline = results["sync_over_adpsgd_time_to_target"][2]
+    update_summary(out_dir, {"straggler2x_time_to_target_ratio_sync_over_adpsgd": headline}, report)
+    return results
 
 
-def write_report(runs: list[dict], train_s: float, eval_s: float, report: Report, out_dir: str) -> dict:
-    """Times to the common target, ratios and limits from the ``runs``; the report and the summary figure."""
-    cores = report.machine["cores"]
+def analyse(runs: list[dict], train_s: float, eval_s: float) -> dict:
+    """The results of the ``runs``: the common target, every run's time to it, the ratios and their limits."""
     metric, target = common_target(runs)
-    name = {"dev_wer": "dev WER (greedy)", "dev_loss": "dev loss (CTC per utterance)"}[metric]
-    shown = f"{100 * target:.1f} %" if metric == "dev_wer" else f"{target:.1f}"
     for r in runs:
         r["time_to_target_s"] = time_to_target(r["evals"], target, metric, 1.0 if metric == "dev_wer" else None)
     table = {(r["strategy"], r["factor"]): r for r in runs}
     ratios = {f: table[("sync", f)]["time_to_target_s"] / table[("adpsgd", f)]["time_to_target_s"] for f in FACTORS}
-    results = {
+    return {
         "nproc": NPROC,
         "slow_rank": SLOW_RANK,
         "train_seconds": train_s,
@@ -127,44 +128,34 @@ def write_report(runs: list[dict], train_s: float, eval_s: float, report: Report
         "sync_over_adpsgd_time_to_target": ratios,
         "limits": {f: limit(f) for f in FACTORS},
     }
-    report.add(
-        "Setup",
-        (
-            f"`demo` model, AdamW, {BATCH_FRAMES} frames per worker step, the demo's LR for a reference batch of 4000 "
-            f"frames scaled linearly (x {NPROC * BATCH_FRAMES // 4000}); N = {NPROC} workers, one torch thread each "
-            f"({sharing(NPROC, cores)}); rank {SLOW_RANK} slowed by F (it sleeps (F − 1) × its compute time per step; "
-            f"sleeping takes no CPU, so on shared cores the others speed up a little meanwhile). Every run trains "
-            f"{train_s} s of training time in time mode (evaluations excluded), evaluating every {eval_s} s. "
-            f"Target: the lowest {name} every run reached, **{shown}**"
-            + (
-                ""
-                if metric == "dev_wer"
-                else f" (the lowest WER every run reached was above {100 * MEANINGFUL_WER:.0f} %, "
-                "too close to the blank-only stage to time, so the target is on the dev loss, which falls smoothly "
-                "from the start)"
-            )
-            + "; time to it interpolated between evaluations."
-        ),
-    )
-    rows = (
-        "| F | strategy | samples/s | time to target, s | sync ÷ this | limit (mean ÷ slowest speed) | "
-        "final dev WER | final dev loss |\n|---|---|---|---|---|---|---|---|\n"
-    )
-    for r in runs:
-        sync_t, t = table[("sync", r["factor"])]["time_to_target_s"], r["time_to_target_s"]
-        rows += (
-            f"| {r['factor']}x | {r['strategy']} | {r['samples_per_s']:.1f} | {t:.0f} | {sync_t / t:.2f} | "
-            f"{limit(r['factor']):.2f} | {100 * r['evals'][-1]['dev_wer']:.1f} % | "
-            f"{r['evals'][-1]['dev_loss']:.1f} |\n"
-        )
-    report.add("Results", rows)
-    headline = ratios[2]
+
+
+#: how the report names each target metric
+METRIC_NAMES = {"dev_wer": "dev WER (greedy)", "dev_loss": "dev loss (CTC per utterance)"}
+
+
+def _shown_target(results: dict) -> str:
+    target = results["target"]
+    return f"{100 * target:.1f} %" if results["target_metric"] == "dev_wer" else f"{target:.1f}"
+
+
+def _ratios(results: dict) -> dict[int, float]:
+    """sync ÷ adpsgd time to target per factor (the JSON stores the factors as strings)."""
+    return {int(f): v for f, v in results["sync_over_adpsgd_time_to_target"].items()}
+
+
+def render(results: dict, report: Report):
+    """stragglers.md's sections and figure, from the ``results`` alone (see :func:`analyse`)."""
+    nproc, name = results["nproc"], METRIC_NAMES[results["target_metric"]]
+    report.add("Setup", _setup_text(results, report.machine["cores"]))
+    report.add("Results", _results_table(results))
+    ratios = _ratios(results)
     report.add(
         "Headline",
         (
-            f"With one worker 2x slow at N = {NPROC}, adpsgd reached the target {name} **{headline:.2f}x** sooner than "
-            f"sync (limit {limit(2):.2f}x; goal ≥ 1.6x: {'met' if headline >= 1.6 else '**not met**'}). At 4x: "
-            f"{ratios[4]:.2f}x (limit {limit(4):.2f}x); without a straggler {ratios[1]:.2f}x."
+            f"With one worker 2x slow at N = {nproc}, adpsgd reached the target {name} **{ratios[2]:.2f}x** sooner "
+            f"than sync (limit {limit(2, nproc):.2f}x; goal ≥ 1.6x: {verdict(ratios[2] >= 1.6)}). At 4x: "
+            f"{ratios[4]:.2f}x (limit {limit(4, nproc):.2f}x); without a straggler {ratios[1]:.2f}x."
         ),
     )
     report.add(
@@ -179,20 +170,62 @@ def write_report(runs: list[dict], train_s: float, eval_s: float, report: Report
             "and read single cells with care."
         ),
     )
+    return _figure(results, report.machine["cores"])
 
-    fig, axes = new_figure(len(FACTORS))
-    for ax, factor in zip(axes, FACTORS):
-        for strategy in COMPARED:
-            evals = table[(strategy, factor)]["evals"]
-            ax.plot([e["train_s"] for e in evals], [e[metric] for e in evals], marker="o", label=strategy)
-        ax.axhline(target, color="k", linestyle="--", linewidth=1, label=f"target {shown}")
-        ax.set_title(f"rank {SLOW_RANK} {factor}x slower ({sharing(NPROC, cores)})", fontsize=9)
+
+def _setup_text(results: dict, cores: int) -> str:
+    nproc, metric = results["nproc"], results["target_metric"]
+    return (
+        f"`demo` model, AdamW, {BATCH_FRAMES} frames per worker step, the demo's LR for a reference batch of 4000 "
+        f"frames scaled linearly (x {nproc * BATCH_FRAMES // 4000}); N = {nproc} workers, one torch thread each "
+        f"({sharing(nproc, cores)}); rank {results['slow_rank']} slowed by F (it sleeps (F − 1) × its compute time "
+        f"per step; sleeping takes no CPU, so on shared cores the others speed up a little meanwhile). Every run "
+        f"trains {results['train_seconds']} s of training time in time mode (evaluations excluded), evaluating every "
+        f"{results['eval_every_s']} s. Target: the lowest {METRIC_NAMES[metric]} every run reached, "
+        f"**{_shown_target(results)}**"
+        + (
+            ""
+            if metric == "dev_wer"
+            else f" (the lowest WER every run reached was above {100 * MEANINGFUL_WER:.0f} %, "
+            "too close to the blank-only stage to time, so the target is on the dev loss, which falls smoothly "
+            "from the start)"
+        )
+        + "; time to it interpolated between evaluations."
+    )
+
+
+def _results_table(results: dict) -> str:
+    runs, nproc = results["runs"], results["nproc"]
+    sync = {r["factor"]: r["time_to_target_s"] for r in runs if r["strategy"] == "sync"}
+    header = ["F", "strategy", "samples/s", "time to target, s", "sync ÷ this", "limit (mean ÷ slowest speed)"]
+    rows = [
+        [
+            f"{r['factor']}x",
+            r["strategy"],
+            f"{r['samples_per_s']:.1f}",
+            f"{r['time_to_target_s']:.0f}",
+            f"{sync[r['factor']] / r['time_to_target_s']:.2f}",
+            f"{limit(r['factor'], nproc):.2f}",
+            f"{100 * r['evals'][-1]['dev_wer']:.1f} %",
+            f"{r['evals'][-1]['dev_loss']:.1f}",
+        ]
+        for r in runs
+    ]
+    return table([*header, "final dev WER", "final dev loss"], rows)
+
+
+def _figure(results: dict, cores: int):
+    """Per straggler factor: every strategy's dev curve over training time, and the target."""
+    factors, metric = sorted(_ratios(results)), results["target_metric"]
+    fig, axes = new_figure(len(factors))
+    for ax, factor in zip(axes, factors):
+        plot_evals(ax, [r for r in results["runs"] if r["factor"] == factor], metric)
+        ax.axhline(results["target"], color="k", linestyle="--", linewidth=1, label=f"target {_shown_target(results)}")
+        ax.set_title(f"rank {results['slow_rank']} {factor}x slower ({sharing(results['nproc'], cores)})", fontsize=9)
         ax.set_xlabel("training time, s")
-        ax.set_ylabel(name)
+        ax.set_ylabel(METRIC_NAMES[metric])
         ax.legend(fontsize=7)
-    report.write(out_dir, results, fig)
-    update_summary(out_dir, {"straggler2x_time_to_target_ratio_sync_over_adpsgd": headline}, report)
-    return results
+    return fig
 
 
 def run_cli(args, command: str) -> dict:

@@ -23,10 +23,11 @@ from dasr.data.manifest import read_manifest
 from dasr.model.blstm import num_parameters, preset_config
 from dasr.parallel import STRATEGIES
 from lab.bench.runs import TrainRun, train
-from lab.report import Report, machine_info, new_figure, sharing
+from lab.report import Report, machine_info, new_figure, publish, sharing, table, verdict
 from lab.summary import update_summary
 from lab.workload import synthesize
 
+TITLE = "Throughput of the strategies"
 #: the runs' settings: SGD (the only optimizer ps supports) for every strategy, so steps cost the same
 GOSSIP_PERIOD_S = 0.5
 GROUP_SIZE = 2
@@ -109,8 +110,7 @@ def paired_ratio(runs: list[dict], numerator: str, denominator: str) -> dict:
 def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     """Run the throughput benchmark; write ``strategies.md/.json/.png`` and the summary's headline ratio."""
     steps, skip, rounds = SIZES[quick]
-    report = Report("strategies", "Throughput of the strategies", command, machine_info())
-    cores = report.machine["cores"]
+    machine = machine_info()
     with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
         if data_dir is None:
             data_dir = str(Path(tmp) / "corpus")
@@ -127,7 +127,7 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
         "utts_per_step": single["samples_per_s"] * single["step_s"],
         "gossip_period_s": GOSSIP_PERIOD_S,
         "group_size": GROUP_SIZE,
-        "cores": cores,
+        "cores": machine["cores"],
         "threads_per_worker": 1,
         "steps": steps,
         "warmup_steps_skipped": skip,
@@ -136,48 +136,70 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     }
     setup["param_bytes"] = 4 * setup["params"]
     results = {"setup": setup, "runs": rows, "each_run": runs, "adpsgd_over_sync_x4": ratio}
+    report = publish("strategies", TITLE, command, results, render, out_dir, machine=machine)
+    update_summary(out_dir, {"throughput_ratio_adpsgd_vs_sync": ratio["median"]}, report)
+    return results
 
-    report.add(
-        "Setup",
-        (
-            f"`demo` model ({setup['params'] / 1e6:.2f} M parameters), SGD, {BATCH_FRAMES} padded frames per worker step "
-            f"(~{setup['utts_per_step']:.1f} utterances), SpecAugment and speed perturbation on (as in `dasr/recipes/demo.yaml`); {steps} steps per worker per run, the first "
-            f"{skip} not counted; {rounds} round(s), every other in reverse order. Every worker has one torch thread: "
-            f"at N = 4, {sharing(4, cores)}, at N = 2 {sharing(2, cores)}. adpsgd gossips every {GOSSIP_PERIOD_S} s; "
-            f"hybrid has groups of {GROUP_SIZE}. Time per epoch = {train_utterances} training utterances ÷ samples/s."
-        ),
-    )
-    table = (
-        "| configuration | samples/s | time per epoch, s | step, s | compute, s/step | communication, s/step | "
-        "exposed, s/step | overlap |\n|---|---|---|---|---|---|---|---|\n"
-    )
-    for r in rows:
-        overlap = "–" if r["overlap"] is None else f"{100 * r['overlap']:.0f} %"
-        table += (
-            f"| {r['label']} | {r['samples_per_s']:.1f} | {r['epoch_s']:.0f} | {r['step_s']:.3f} | "
-            f"{r['compute_s']:.3f} | {r['comm_s']:.3f} | {r['exposed_comm_s']:.3f} | {overlap} |\n"
-        )
+
+def render(results: dict, report: Report):
+    """strategies.md's sections and figure, from the ``results`` alone."""
+    setup, ratio = results["setup"], results["adpsgd_over_sync_x4"]
+    report.add("Setup", _setup_text(setup, report.machine["cores"]))
     report.add(
         "Results (medians over rounds; per step: median over workers)",
-        table
+        _results_table(results["runs"])
         + (
-            "\n*Communication* is the time the exchange took whether hidden or not (sync/hybrid: first bucket "
+            "\n\n*Communication* is the time the exchange took whether hidden or not (sync/hybrid: first bucket "
             "launched to last bucket done in DDP's hook; adpsgd: the gossip thread's exchanges per step; ps: push + "
             "pull); *exposed* is what the training thread waited for (DDP's last bucket, adpsgd's merge lock, ps's "
             "whole exchange). *Overlap* = 1 − exposed ÷ communication. On shared cores hidden communication still "
             "takes CPU from the compute, which shows in the compute time rather than as exposed time."
         ),
     )
-    verdict = "met" if ratio["median"] >= 1.0 else "**not met**"
     report.add(
         "Headline",
         (
             f"adpsgd ÷ sync samples/s at N = 4, no straggler, per round side by side: "
             f"{', '.join(f'{x:.3f}' for x in ratio['each_round'])}; median **{ratio['median']:.3f}** "
-            f"(goal ≥ 1.0: {verdict})."
+            f"(goal ≥ 1.0: {verdict(ratio['median'] >= 1.0)})."
         ),
     )
+    return _figure(results["runs"], report.machine["cores"])
 
+
+def _setup_text(setup: dict, cores: int) -> str:
+    return (
+        f"`demo` model ({setup['params'] / 1e6:.2f} M parameters), SGD, {setup['batch_frames']} padded frames per "
+        f"worker step (~{setup['utts_per_step']:.1f} utterances), SpecAugment and speed perturbation on (as in "
+        f"`dasr/recipes/demo.yaml`); {setup['steps']} steps per worker per run, the first "
+        f"{setup['warmup_steps_skipped']} not counted; {setup['rounds']} round(s), every other in reverse order. "
+        f"Every worker has one torch thread: at N = 4, {sharing(4, cores)}, at N = 2 {sharing(2, cores)}. adpsgd "
+        f"gossips every {setup['gossip_period_s']} s; hybrid has groups of {setup['group_size']}. Time per epoch = "
+        f"{setup['train_utterances']} training utterances ÷ samples/s."
+    )
+
+
+def _results_table(rows: list[dict]) -> str:
+    header = ["configuration", "samples/s", "time per epoch, s", "step, s", "compute, s/step"]
+    header += ["communication, s/step", "exposed, s/step", "overlap"]
+    cells = [
+        [
+            r["label"],
+            f"{r['samples_per_s']:.1f}",
+            f"{r['epoch_s']:.0f}",
+            f"{r['step_s']:.3f}",
+            f"{r['compute_s']:.3f}",
+            f"{r['comm_s']:.3f}",
+            f"{r['exposed_comm_s']:.3f}",
+            "–" if r["overlap"] is None else f"{100 * r['overlap']:.0f} %",
+        ]
+        for r in rows
+    ]
+    return table(header, cells)
+
+
+def _figure(rows: list[dict], cores: int):
+    """Throughput against N per strategy; where each configuration's step time goes."""
     fig, (ax1, ax2) = new_figure(2, width_per_panel=5.5)
     for strategy in [s for s in STRATEGIES if any(r["strategy"] == s for r in rows)]:
         mine = [r for r in rows if r["strategy"] == strategy or (strategy != "single" and r["strategy"] == "single")]
@@ -199,9 +221,7 @@ def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
     ax2.set_title("where a step's time goes", fontsize=10)
     ax2.legend(fontsize=7)
     ax2.invert_yaxis()
-    report.write(out_dir, results, fig)
-    update_summary(out_dir, {"throughput_ratio_adpsgd_vs_sync": ratio["median"]}, report)
-    return results
+    return fig
 
 
 def num_parameters_of_demo() -> int:

@@ -37,7 +37,7 @@ from dasr.train.experiment import prepare_experiment
 from dasr.train.plots import read_metrics
 from dasr.train.trainer import Trainer, build_optimizer
 from lab.bench.timing import interleave, paired_ratio, stats, stats_text
-from lab.report import Report, bar, new_figure, publish, sharing
+from lab.report import Report, measures_table, new_figure, publish, sharing, stats_bar, verdict
 from lab.workload import bare_step, demo_settings, ensure_lm, random_batch, synthesize
 
 ARGUMENTS = (arg("--exp", default=None, help="decode with EXP/best.pt (default: the briefly trained demo model)"),)
@@ -70,12 +70,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tuple[dict, Trainer]:
-    """Rounds of ``steps`` trainer steps and ``steps`` bare steps on the same batches, interleaved.
-
-    Returns:
-        The results, and the trainer (its model has now been trained briefly).
-    """
+def demo_trainer(data_dir: str, exp_dir: str, steps: int) -> tuple[TrainConfig, Trainer]:
+    """A single-process CPU trainer of the `demo` settings for ``steps`` steps, no checkpoints, in ``exp_dir``."""
     settings = demo_settings()
     config = TrainConfig(
         **{
@@ -91,7 +87,23 @@ def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tup
     )
     config.validate()
     prepare_experiment(config)
-    trainer = Trainer(config, SingleStrategy(), Worker())
+    return config, Trainer(config, SingleStrategy(), Worker())
+
+
+def _round_size(sampler: DistributedBucketSampler, frames: np.ndarray, steps: int) -> tuple[int, int]:
+    """Utterances and feature frames of the first ``steps`` batches of epoch 0 (what every round trains on)."""
+    sampler.set_epoch(0)
+    round_batches = list(itertools.islice(sampler, steps))
+    return sum(len(b) for b in round_batches), sum(int(frames[i]) for b in round_batches for i in b)
+
+
+def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tuple[dict, Trainer]:
+    """Rounds of ``steps`` trainer steps and ``steps`` bare steps on the same batches, interleaved.
+
+    Returns:
+        The results, and the trainer (its model has now been trained briefly).
+    """
+    config, trainer = demo_trainer(data_dir, exp_dir, steps)
     steps = min(steps, len(trainer.sampler))
     model = BlstmCtc(trainer.model_config)
     model.load_state_dict(trainer.model.state_dict())
@@ -117,10 +129,7 @@ def trainer_vs_bare(data_dir: str, exp_dir: str, rounds: int, steps: int) -> tup
     bare_round()
     load_times.clear()
     times = interleave({"trainer": trainer_round, "bare": bare_round}, rounds)
-    sampler.set_epoch(0)
-    round_batches = list(itertools.islice(sampler, steps))
-    utts = sum(len(b) for b in round_batches)
-    frames = sum(int(trainer.train_set.frames[i]) for b in round_batches for i in b)
+    utts, frames = _round_size(sampler, trainer.train_set.frames, steps)
     trainer_shares = [m["data_share"] for m in read_metrics(Path(exp_dir)) if m.get("kind") == "train"]
     trainer.metrics.close()
     trainer_time = stats(times["trainer"])
@@ -255,99 +264,98 @@ def run(data_dir: str | None, exp: str | None, quick: bool, out_dir: str, comman
 def render(results: dict, report: Report):
     """The sections and figure of the measured ``results``."""
     sizes, cores = SIZES[results["quick"]], report.machine["cores"]
-    steps, decoding, paper, source = results["trainer"], results["decode"], results["paper"], results["emissions_from"]
+    report.add(
+        "(a) Trainer against a bare PyTorch loop (`demo` preset)", _trainer_text(results["trainer"], sizes, cores)
+    )
+    report.add("(b) Decoding speed per core", _decode_text(results["decode"], results["emissions_from"], sizes))
+    report.add("(c) The `paper` preset", _paper_text(results["paper"], sizes, cores))
+    return _figure(results)
+
+
+def _trainer_text(steps: dict, sizes: Sizes, cores: int) -> str:
     overhead = steps["trainer_over_bare"]["median"] - 1
     share = steps["data_share_bare"]["median"]
     trainer_share = steps["data_share_trainer_metrics"]
-    report.add(
-        "(a) Trainer against a bare PyTorch loop (`demo` preset)",
-        (
-            f"{sizes.rounds} rounds, interleaved, of {steps['steps_per_round']} steps each of the dasr trainer "
-            "(`Trainer.train_one_epoch`: loader, LR schedule, clipping, `strategy.step`, metrics) and of a bare loop "
-            "(loader, forward, `ctc_loss`, backward, clip, AdamW step) on the same model, optimizer and batches; "
-            f"1 process, 1 thread ({sharing(1, cores, 'worker')}).\n\n"
-            "| measure | median (IQR, n) |\n|---|---|\n"
-            f"| trainer step, s | {stats_text(steps['trainer_step_s'])} |\n"
-            f"| bare step, s | {stats_text(steps['bare_step_s'])} |\n"
-            f"| trainer ÷ bare (per round) | {stats_text(steps['trainer_over_bare'], '.3f')} |\n"
-            f"| samples/s (trainer) | {stats_text(steps['samples_per_s'])} |\n"
-            f"| x real time (trainer) | {stats_text(steps['x_real_time'])} |\n"
-            f"| loader share of step time (bare loop) | {stats_text(steps['data_share_bare'], '.4f')} |\n"
-            + (
-                f"| loader share (trainer's own metrics.jsonl) | {stats_text(trainer_share, '.4f')} |\n"
-                if trainer_share
-                else ""
-            )
-            + f"| peak RSS of the process, MiB | {steps['peak_rss_mib']:.0f} |\n\n"
-            f"Overhead {100 * overhead:+.1f} % (goal ≤ {100 * OVERHEAD_GOAL:.0f} %: "
-            f"{'met' if overhead <= OVERHEAD_GOAL else '**not met**'}); loader share {100 * share:.2f} % "
-            f"(goal ≤ {100 * DATA_SHARE_GOAL:.0f} %: {'met' if share <= DATA_SHARE_GOAL else '**not met**'})."
-        ),
-    )
-    search = decoding["search_x_real_time"]
-    report.add(
-        "(b) Decoding speed per core",
-        (
-            f"{decoding['utterances']} test utterances ({decoding['audio_s']:.0f} s of audio), 1 thread, "
-            f"{sizes.decode_passes} passes interleaved. Emissions from {source}. Lexicon beam search "
-            f"(flashlight) over {decoding['lexicon_words']} words with the data dir's `lm.arpa`, beam {BEAM_SIZE}, "
-            f"LM weight {LM_WEIGHT}, word score {WORD_SCORE}; {decoding['mean_words_per_hypothesis']:.1f} words per "
-            "hypothesis on average.\n\n"
-            "| measure | median (IQR, n) |\n|---|---|\n"
-            f"| acoustic model forward, x real time | {stats_text(decoding['acoustic_x_real_time'], '.0f')} |\n"
-            f"| beam search + LM, x real time | {stats_text(search, '.0f')} |\n\n"
-            f"Beam search goal ≥ {DECODE_GOAL_X_RT:.0f}x real time per core: "
-            f"{'met' if search['median'] >= DECODE_GOAL_X_RT else '**not met**'}."
-        ),
-    )
-    report.add(
-        "(c) The `paper` preset",
-        (
-            f"{paper['parameters'] / 1e6:.1f} M parameters ({paper['output_units']} output units). One training step "
-            f"(forward + backward + AdamW) on a random batch of {paper['utterances']} utterances x "
-            f"{paper['seconds_each']:g} s, {sizes.paper_repeats} steps per thread count, interleaved.\n\n"
-            "| measure | median (IQR, n) |\n|---|---|\n"
-            + "".join(
-                f"| step, {sharing(n, cores, 'thread')}, s | {stats_text(d)} |\n" for n, d in paper["step_s"].items()
-            )
-            + "".join(
-                f"| speed-up of {n} threads over 1 | {stats_text(d, '.2f')} |\n"
-                for n, d in paper["speedup_over_1_thread"].items()
-            )
-            + "\nMore threads help only where the cores are free: beside other busy processes (see the load "
-            "average above) OpenMP threads wait on each other and a step can take many times longer."
-        ),
+    rows = [
+        ("trainer step, s", stats_text(steps["trainer_step_s"])),
+        ("bare step, s", stats_text(steps["bare_step_s"])),
+        ("trainer ÷ bare (per round)", stats_text(steps["trainer_over_bare"], ".3f")),
+        ("samples/s (trainer)", stats_text(steps["samples_per_s"])),
+        ("x real time (trainer)", stats_text(steps["x_real_time"])),
+        ("loader share of step time (bare loop)", stats_text(steps["data_share_bare"], ".4f")),
+    ]
+    if trainer_share:
+        rows.append(("loader share (trainer's own metrics.jsonl)", stats_text(trainer_share, ".4f")))
+    rows.append(("peak RSS of the process, MiB", f"{steps['peak_rss_mib']:.0f}"))
+    return (
+        f"{sizes.rounds} rounds, interleaved, of {steps['steps_per_round']} steps each of the dasr trainer "
+        "(`Trainer.train_one_epoch`: loader, LR schedule, clipping, `strategy.step`, metrics) and of a bare loop "
+        "(loader, forward, `ctc_loss`, backward, clip, AdamW step) on the same model, optimizer and batches; "
+        f"1 process, 1 thread ({sharing(1, cores, 'worker')}).\n\n"
+        + measures_table(rows)
+        + f"\n\nOverhead {100 * overhead:+.1f} % (goal ≤ {100 * OVERHEAD_GOAL:.0f} %: "
+        f"{verdict(overhead <= OVERHEAD_GOAL)}); loader share {100 * share:.2f} % "
+        f"(goal ≤ {100 * DATA_SHARE_GOAL:.0f} %: {verdict(share <= DATA_SHARE_GOAL)})."
     )
 
+
+def _decode_text(decoding: dict, source: str, sizes: Sizes) -> str:
+    search = decoding["search_x_real_time"]
+    rows = [
+        ("acoustic model forward, x real time", stats_text(decoding["acoustic_x_real_time"], ".0f")),
+        ("beam search + LM, x real time", stats_text(search, ".0f")),
+    ]
+    return (
+        f"{decoding['utterances']} test utterances ({decoding['audio_s']:.0f} s of audio), 1 thread, "
+        f"{sizes.decode_passes} passes interleaved. Emissions from {source}. Lexicon beam search "
+        f"(flashlight) over {decoding['lexicon_words']} words with the data dir's `lm.arpa`, beam {BEAM_SIZE}, "
+        f"LM weight {LM_WEIGHT}, word score {WORD_SCORE}; {decoding['mean_words_per_hypothesis']:.1f} words per "
+        "hypothesis on average.\n\n"
+        + measures_table(rows)
+        + f"\n\nBeam search goal ≥ {DECODE_GOAL_X_RT:.0f}x real time per core: "
+        f"{verdict(search['median'] >= DECODE_GOAL_X_RT)}."
+    )
+
+
+def _paper_text(paper: dict, sizes: Sizes, cores: int) -> str:
+    rows = [(f"step, {sharing(n, cores, 'thread')}, s", stats_text(d)) for n, d in paper["step_s"].items()]
+    rows += [
+        (f"speed-up of {n} threads over 1", stats_text(d, ".2f")) for n, d in paper["speedup_over_1_thread"].items()
+    ]
+    return (
+        f"{paper['parameters'] / 1e6:.1f} M parameters ({paper['output_units']} output units). One training step "
+        f"(forward + backward + AdamW) on a random batch of {paper['utterances']} utterances x "
+        f"{paper['seconds_each']:g} s, {sizes.paper_repeats} steps per thread count, interleaved.\n\n"
+        + measures_table(rows)
+        + "\n\nMore threads help only where the cores are free: beside other busy processes (see the load "
+        "average above) OpenMP threads wait on each other and a step can take many times longer."
+    )
+
+
+def _figure(results: dict):
+    """Trainer against bare step, decoding speed against its goal, the paper preset's step per thread count."""
+    steps, decoding, paper = results["trainer"], results["decode"], results["paper"]
+    overhead = steps["trainer_over_bare"]["median"] - 1
     fig, (ax1, ax2, ax3) = new_figure(3)
-    t, b = steps["trainer_step_s"], steps["bare_step_s"]
-    bar(
+    stats_bar(
         ax1,
         ["dasr trainer", "bare PyTorch"],
-        [t["median"], b["median"]],
-        [t["q1"], b["q1"]],
-        [t["q3"], b["q3"]],
+        [steps["trainer_step_s"], steps["bare_step_s"]],
         f"demo step, 1 thread (overhead {100 * overhead:+.1f} %)",
         "seconds per step",
     )
-    a = decoding["acoustic_x_real_time"]
-    bar(
+    stats_bar(
         ax2,
         ["acoustic model", "beam search + LM"],
-        [a["median"], search["median"]],
-        [a["q1"], search["q1"]],
-        [a["q3"], search["q3"]],
+        [decoding["acoustic_x_real_time"], decoding["search_x_real_time"]],
         "decoding, 1 core",
         "x real time",
         goal=DECODE_GOAL_X_RT,
     )
-    p = list(paper["step_s"].values())
-    bar(
+    stats_bar(
         ax3,
         [f"{n} thread{'s' if int(n) > 1 else ''}" for n in paper["step_s"]],
-        [d["median"] for d in p],
-        [d["q1"] for d in p],
-        [d["q3"] for d in p],
+        list(paper["step_s"].values()),
         f"paper preset step, {paper['utterances']} x {paper['seconds_each']:g} s",
         "seconds per step",
     )

@@ -14,7 +14,7 @@ import sys
 
 from dasr.cli import add_arguments, arg
 from dasr.parallel import STRATEGIES
-from lab.report import Report, new_figure, publish
+from lab.report import Report, new_figure, publish, table
 from lab.sim import calibrate, hardware, paper
 from lab.sim.cluster import simulate
 from lab.summary import update_summary
@@ -50,10 +50,15 @@ def validate(results: dict, work, cluster, steps: int) -> list[dict]:
 
 def assumptions(results: dict, link: dict, work, contention: dict) -> list[tuple[str, str, str]]:
     """(what, value, source) of everything the simulator takes as given."""
+    return machine_assumptions(results, link, work, contention) + cluster_assumptions()
+
+
+def machine_assumptions(results: dict, link: dict, work, contention: dict) -> list[tuple[str, str, str]]:
+    """(what, value, source) of this machine, as calibrated from ``results`` and the micro-benchmarks."""
     one, setup = calibrate.single_run(results), results["setup"]
     utterances, seconds = calibrate.batch_shape(setup)
     factors = ", ".join(f"k={k}: {s:.2f}x" for k, s in contention["speedup"].items() if k > 1)
-    cpu = [
+    return [
         (
             "this machine: cores shared by all workers",
             f"{setup['cores']} (processor sharing at the measured contention)",
@@ -97,6 +102,10 @@ def assumptions(results: dict, link: dict, work, contention: dict) -> list[tuple
         ("this machine: compute variation", f"lognormal, coefficient of variation {CPU_COMPUTE_CV}", "assumed"),
         ("single run used", f"{one['samples_per_s']:.1f} samples/s", "strategies.json (the only run calibrated on)"),
     ]
+
+
+def cluster_assumptions() -> list[tuple[str, str, str]]:
+    """(what, value, source) of the paper's runs, its model, the GPUs and the cluster nodes."""
     gpu = [
         (g.name, f"{g.fp32_tflops} TFLOPS FP32, {g.memory_GBps} GB/s", g.source) for g in (hardware.V100, hardware.P100)
     ]
@@ -110,12 +119,7 @@ def assumptions(results: dict, link: dict, work, contention: dict) -> list[tuple
             "ICASSP 2019 model description; input size assumed",
         )
     ]
-    return cpu + list(paper.ASSUMPTIONS) + model + gpu + nodes
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+    return list(paper.ASSUMPTIONS) + model + gpu + nodes
 
 
 def _figure(validation: list[dict], published: list[dict], scale: list[dict]):
@@ -210,80 +214,84 @@ def run(calibration: str, out: str, learners: list[int], quick: bool, command: s
 def render(res: dict, report: Report):
     """The report's tables and figure, from the results alone."""
     given = [(a["what"], a["value"], a["source"]) for a in res["assumptions"]]
-    validation, published, scale = res["validation"], res["published"], res["scaling"]
-    max_measured, max_paper = res["sim_vs_measured_max_rel_err"], res["sim_vs_paper_max_rel_err"]
-    report.add("Assumptions (every number the simulator takes as given)", _table(["what", "value", "source"], given))
+    report.add("Assumptions (every number the simulator takes as given)", table(["what", "value", "source"], given))
     report.add(
         f"This machine: simulated vs measured (goal: within {MEASURED_GOAL:.0%})",
-        _table(
-            [
-                "strategy",
-                "N",
-                "measured samples/s",
-                "simulated samples/s",
-                "error",
-                "measured step s",
-                "simulated step s",
-            ],
-            [
-                [
-                    r["strategy"],
-                    r["nproc"],
-                    f"{r['measured_samples_per_s']:.1f}",
-                    f"{r['simulated_samples_per_s']:.1f}",
-                    f"{r['rel_err']:.1%}",
-                    f"{r['measured_step_s']:.3f}",
-                    f"{r['simulated_step_s']:.3f}",
-                ]
-                for r in validation
-            ],
-        )
-        + (f"\n\nLargest error: **{max_measured:.1%}**" if validation else "\n\nNo multi-worker runs to compare."),
+        _validation_text(res["validation"], res["sim_vs_measured_max_rel_err"]),
     )
     report.add(
         f"The paper's clusters: predicted vs published (goal: speed-up within {PAPER_GOAL:.0%})",
-        _table(
-            ["run", "published", "batch", "predicted h", "published speed-up", "predicted speed-up", "error"],
-            [
-                [
-                    r["label"],
-                    r["source"],
-                    f"{r['batch']} ({r['batch_source']})",
-                    f"{r['hours']:.2f}",
-                    f"{r['published_speedup']:.1f}x",
-                    f"{r['speedup']:.1f}x",
-                    f"{r['rel_err']:.0%}",
-                ]
-                for r in published
-            ],
-        )
+        _published_text(res["published"], res["sim_vs_paper_max_rel_err"]),
+    )
+    report.add(
+        "Predicted scaling: 4 V100 per node, NVLink 2.0 + EDR InfiniBand, 80 samples per learner",
+        _scaling_table(res["scaling"]),
+    )
+    return _figure(res["validation"], res["published"], res["scaling"])
+
+
+def _validation_text(validation: list[dict], max_measured: float | None) -> str:
+    header = ["strategy", "N", "measured samples/s", "simulated samples/s", "error"]
+    header += ["measured step s", "simulated step s"]
+    rows = [
+        [
+            r["strategy"],
+            r["nproc"],
+            f"{r['measured_samples_per_s']:.1f}",
+            f"{r['simulated_samples_per_s']:.1f}",
+            f"{r['rel_err']:.1%}",
+            f"{r['measured_step_s']:.3f}",
+            f"{r['simulated_step_s']:.3f}",
+        ]
+        for r in validation
+    ]
+    return table(header, rows) + (
+        f"\n\nLargest error: **{max_measured:.1%}**" if validation else "\n\nNo multi-worker runs to compare."
+    )
+
+
+def _published_text(published: list[dict], max_paper: float) -> str:
+    header = ["run", "published", "batch", "predicted h", "published speed-up", "predicted speed-up", "error"]
+    rows = [
+        [
+            r["label"],
+            r["source"],
+            f"{r['batch']} ({r['batch_source']})",
+            f"{r['hours']:.2f}",
+            f"{r['published_speedup']:.1f}x",
+            f"{r['speedup']:.1f}x",
+            f"{r['rel_err']:.0%}",
+        ]
+        for r in published
+    ]
+    above = ", ".join(f"{r['label']} ({r['rel_err']:.0%})" for r in published if r["rel_err"] > PAPER_GOAL)
+    return (
+        table(header, rows)
         + f"\n\nLargest error: **{max_paper:.0%}**; above the {PAPER_GOAL:.0%} goal: "
-        + (", ".join(f"{r['label']} ({r['rel_err']:.0%})" for r in published if r["rel_err"] > PAPER_GOAL) or "none")
+        + (above or "none")
         + ". Speed-ups are over the single-V100 week for every row "
         "(the P100 row too: no single-P100 time is published). The simulator models throughput only: "
         "a prediction above the published speed-up means the published run lost time the model does not "
         "contain (data loading, evaluation, implementation overheads, more epochs, or a GPU less "
         "efficient at small per-learner batches than the cuDNN LSTM benchmark says); one below it means the published system processed samples faster "
-        "than the single-GPU week implies.",
+        "than the single-GPU week implies."
     )
-    report.add(
-        "Predicted scaling: 4 V100 per node, NVLink 2.0 + EDR InfiniBand, 80 samples per learner",
-        _table(
-            ["N", "strategy", "samples/s", "hours per epoch", f"hours for {paper.EPOCHS} epochs", "speed-up"],
-            [
-                [
-                    r["learners"],
-                    r["strategy"],
-                    f"{r['samples_per_s']:,.0f}",
-                    f"{r['epoch_h']:.2f}",
-                    f"{r['hours']:.1f}",
-                    f"{r['speedup']:.1f}x",
-                ]
-                for r in scale
-            ],
-        ),
-    )
-    return _figure(validation, published, scale)
+
+
+def _scaling_table(scale: list[dict]) -> str:
+    header = ["N", "strategy", "samples/s", "hours per epoch", f"hours for {paper.EPOCHS} epochs", "speed-up"]
+    rows = [
+        [
+            r["learners"],
+            r["strategy"],
+            f"{r['samples_per_s']:,.0f}",
+            f"{r['epoch_h']:.2f}",
+            f"{r['hours']:.1f}",
+            f"{r['speedup']:.1f}x",
+        ]
+        for r in scale
+    ]
+    return table(header, rows)
 
 
 ARGUMENTS = (
