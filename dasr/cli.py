@@ -159,6 +159,18 @@ def cmd_transcribe(args) -> None:
         raise DasrError(f"{failed} of {len(files)} files could not be transcribed")
 
 
+def cmd_serve(args) -> None:
+    from dasr.serve import require_dependencies
+
+    require_dependencies()
+    from dasr.serve.app import serve
+    from dasr.serve.service import ServeSettings
+
+    options = ("host", "port", "workers", "max_queue", "timeout_s", "max_stream_s", "cors")
+    settings = ServeSettings(max_bytes=int(args.max_mb * 1024 * 1024), **{k: getattr(args, k) for k in options})
+    serve(args.model, args.lm, settings, args.log_level)
+
+
 def cmd_export(args) -> None:
     from dasr.decode.export import export_onnx
 
@@ -339,6 +351,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-weight", type=float, help="default: tuned by `dasr decode --lm` (else 1.0)")
     p.add_argument("--word-score", type=float, help="default: tuned by `dasr decode --lm` (else 0.0)")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("serve", help="HTTP service: OpenAI transcription API, microphone WebSocket, web page, metrics")
+    p.add_argument(
+        "model", metavar="EXP_OR_ONNX_DIR", help="experiment dir (or `dasr demo`'s OUT) or `dasr export`'s dir"
+    )
+    p.add_argument("--lm", metavar="DATA", help="decode with DATA/lm.arpa (an export dir's own lm.arpa is the default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="decoding threads, one core each (default 1)")
+    p.add_argument("--max-queue", type=int, default=8, help="requests that may wait; more get 503 (default 8)")
+    p.add_argument("--timeout", dest="timeout_s", type=float, default=30.0, help="seconds per decode (default 30)")
+    p.add_argument("--max-mb", type=float, default=25.0, help="largest upload in MiB (default 25)")
+    p.add_argument("--max-stream-s", type=float, default=300.0, help="longest microphone stream (default 300 s)")
+    p.add_argument("--cors", action="append", default=[], metavar="ORIGIN", help="allow this browser origin")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("export", help="write EXP's model as ONNX + tokens.txt for onnxruntime and sherpa-onnx")
     p.add_argument("exp", help="experiment dir (or `dasr demo`'s OUT)")

@@ -57,9 +57,8 @@ def tiny_data_dir(tmp_path, make_wav):
 SPEECH = Path(__file__).parent / "data" / "speech"
 
 
-@pytest.fixture
-def speech_data_dir(tmp_path):
-    """A data dir of the 8 committed espeak utterances (train = dev = test), features computed."""
+def make_speech_data_dir(root: Path) -> Path:
+    """ROOT/speech: a data dir of the 8 committed espeak utterances (train = dev = test), features computed."""
     from dasr.data.features import compute_features
 
     utts = []
@@ -67,8 +66,14 @@ def speech_data_dir(tmp_path):
         utt_id, speaker, text = line.split("\t")
         path = SPEECH / f"{utt_id}.flac"
         utts.append(Utterance(utt_id, str(path), audio.probe(str(path)).duration, text, speaker))
-    data = tmp_path / "speech"
+    data = root / "speech"
     for split in ("train", "dev", "test"):
         write_manifest(data / f"{split}.jsonl", utts)
     compute_features(data, jobs=1)
     return data
+
+
+@pytest.fixture
+def speech_data_dir(tmp_path):
+    """A data dir of the 8 committed espeak utterances (train = dev = test), features computed."""
+    return make_speech_data_dir(tmp_path)
