@@ -77,3 +77,21 @@ def make_speech_data_dir(root: Path) -> Path:
 def speech_data_dir(tmp_path):
     """A data dir of the 8 committed espeak utterances (train = dev = test), features computed."""
     return make_speech_data_dir(tmp_path)
+
+
+def train_tiny(data: Path, exp: Path, steps: int = 60, **units) -> None:
+    """``steps`` steps of the tiny model on the 8 fixture utterances: seconds, and far from perfect text."""
+    config = dict(
+        model="tiny",
+        epochs=1000,
+        batch_frames=100000,
+        optimizer="adamw",
+        lr=0.01,
+        warmup_steps=10,
+        anneal_start_epoch=10000,
+        **units,
+    )
+    from dasr.config import TrainConfig
+    from dasr.train.run import train
+
+    train(TrainConfig(data=str(data), exp=str(exp), max_steps=steps, eval_every_epochs=1000, seed=1, **config))
