@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,9 +28,12 @@ from dasr.cli import main
 from dasr.data import audio
 from dasr.decode.export import export_onnx
 from dasr.decode.lm_build import build_lm
+from dasr.decode.recognizer import open_recognizer
+from dasr.errors import DasrError
 
 openai = pytest.importorskip("openai", reason="the test extra: pip install 'dasr[test]'")
 websockets_client = pytest.importorskip("websockets.sync.client", reason="the test extra: pip install 'dasr[test]'")
+from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted(str(p) for p in SPEECH.glob("*.flac"))
@@ -263,3 +267,164 @@ def test_bad_inputs_get_a_clear_4xx_and_the_service_keeps_serving(server, model,
 def _metric(text: str, name: str) -> float:
     """The value of one sample line of a Prometheus text exposition."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def _pcm16(path: str) -> bytes:
+    """The 16 kHz mono samples of ``path`` as 16-bit PCM (exact for the 16-bit fixture files)."""
+    return (audio.load(path) * 32768.0).round().astype("<i2").tobytes()
+
+
+def _ws(server: str, query: str = "", **kw):
+    return websockets_client.connect(
+        f"ws{server.removeprefix('http')}/v1/audio/stream{query}", proxy=None, open_timeout=30, **kw
+    )
+
+
+def _until_closed(ws) -> list[dict]:
+    """The messages the service sends until it closes the WebSocket (normally or not)."""
+    messages = []
+    try:
+        while True:
+            messages.append(json.loads(ws.recv(timeout=60)))
+    except ConnectionClosed:
+        return messages
+
+
+def test_websocket_streams_partials_then_the_final_text_of_dasr_transcribe(server, model, transcribed):
+    path = FILES[4]
+    pcm = _pcm16(path)
+    first = 2 * audio.TARGET_RATE  # 1.0 s of audio: past the 0.5 s a partial waits for
+    with _ws(server) as ws:
+        ws.send(pcm[:first])
+        partial = json.loads(ws.recv(timeout=60))  # the decoder is idle: a partial of exactly this second
+        for start in range(first, len(pcm), 3200):  # then 0.1 s chunks
+            ws.send(pcm[start : start + 3200])
+        ws.send(json.dumps({"type": "end"}))
+        messages = _until_closed(ws)
+    final = messages[-1]
+    assert {m["type"] for m in messages[:-1]} <= {"partial"} and final["type"] == "final"
+    assert final["text"] == transcribed[path] and abs(final["duration"] - len(pcm) / 2 / audio.TARGET_RATE) < 1e-3
+    assert " ".join(w["word"] for w in final["words"]) == final["text"]
+    recognizer = open_recognizer(model[1])
+    assert partial == {"type": "partial", "text": recognizer.recognize(audio.load(path)[: first // 2]).text}
+
+
+def test_websocket_garbage_and_disconnects_are_refused_and_the_service_keeps_serving(server):
+    pcm = _pcm16(FILES[0])
+    cases = {
+        "text that is not JSON": ("hello", 1003, "JSON"),
+        "an unknown event": (json.dumps({"type": "pause"}), 1003, "end"),
+        "odd bytes": (b"\x01\x02\x03", 1003, "16-bit"),
+    }
+    for name, (message, code, words) in cases.items():
+        with _ws(server) as ws:
+            ws.send(pcm[:6400])
+            ws.send(message)
+            replies = _until_closed(ws)
+            assert replies[-1]["type"] == "error" and words in replies[-1]["message"], name
+            assert ws.close_code == code, name
+    with _ws(server, "?sample_rate=7") as ws:
+        assert "sample_rate" in json.loads(ws.recv(timeout=30))["message"]
+    with _ws(server) as ws:  # the end at once: no audio to decode
+        ws.send(json.dumps({"type": "end"}))
+        assert "zero-length audio" in json.loads(ws.recv(timeout=30))["message"]
+    for abrupt in (False, True, True):  # disconnects mid-stream, with a partial decode running
+        with _ws(server) as ws:
+            ws.send(pcm[: 2 * audio.TARGET_RATE])
+            if abrupt:  # the connection drops without a close frame
+                ws.socket.shutdown(socket.SHUT_RDWR)
+    with pytest.raises(InvalidStatus) as refused:
+        _ws(server, origin="https://elsewhere.example").close()
+    assert refused.value.response.status_code == 403
+
+    assert _get(f"{server}/healthz")[0] == 200
+    with _ws(server) as ws:  # and a good stream still works
+        ws.send(pcm)
+        ws.send(json.dumps({"type": "end"}))
+        assert _until_closed(ws)[-1]["type"] == "final"
+    metrics = _get(f"{server}/metrics")[1].decode()
+    assert _metric(metrics, 'dasr_requests_total{endpoint="/v1/audio/stream",status="499"}') == 3
+    assert _metric(metrics, 'dasr_requests_total{endpoint="/v1/audio/stream",status="400"}') == 5
+
+
+def test_page_health_and_metrics(server):
+    status, page = _get(server)
+    assert status == 200 and b'id="mic"' in page and b'type="file"' in page and b"http" not in page.split(b"<script")[0]
+    status, worklet = _get(f"{server}/pcm-worklet.js")
+    assert status == 200 and b"registerProcessor" in worklet
+    status, health = _get(f"{server}/healthz")
+    assert status == 200 and json.loads(health)["status"] == "ok"
+    with open(FILES[2], "rb") as f:
+        _client(server).audio.transcriptions.create(model="dasr", file=f)
+    text = _get(f"{server}/metrics")[1].decode()
+    for name in (
+        "dasr_requests_total",
+        "dasr_errors_total",
+        "dasr_audio_seconds_total",
+        "dasr_decode_seconds_total",
+        "dasr_real_time_factor_bucket",
+        "dasr_request_latency_seconds_bucket",
+        "dasr_decodes_in_flight",
+    ):
+        assert f"\n{name}" in text, name
+    assert _metric(text, 'dasr_requests_total{endpoint="/v1/audio/transcriptions",status="200"}') >= 1
+    assert _metric(text, "dasr_audio_seconds_total") >= soundfile.info(FILES[2]).duration
+    assert _metric(text, "dasr_real_time_factor_count") >= 1
+
+
+def test_missing_extra_names_the_install_command(monkeypatch, capsys):
+    import importlib.util
+
+    from dasr.serve import require_dependencies
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    with pytest.raises(DasrError, match=r"pip install 'dasr\[serve\]'"):
+        require_dependencies()
+    assert main(["serve", "no-such-dir"]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == "dasr: error: dasr serve needs uvicorn: install them with pip install 'dasr[serve]'"
+    )
+
+
+def test_pool_bounds_the_queue_refuses_with_503_and_times_out(model):
+    """Jobs held on an event fill the pool: the next request is refused at once (503 + Retry-After),
+    a partial is skipped, a held job times out but keeps its place until it really ends."""
+    from starlette.testclient import TestClient
+
+    from dasr.serve.app import create_app
+    from dasr.serve.pool import DecodeTimeout
+    from dasr.serve.service import ServeSettings
+
+    release = threading.Event()
+
+    def held(recognizer):
+        release.wait(timeout=60)
+        return "released"
+
+    app = create_app(open_recognizer(model[1]), ServeSettings(workers=1, max_queue=1, timeout_s=1.0))
+    pool = app.state.service.pool
+    data = Path(FILES[0]).read_bytes()
+    try:
+        with TestClient(app) as client:
+            holders = [client.portal.start_task_soon(pool.run, held) for _ in range(2)]  # 1 running + 1 queued
+            while pool.in_flight < 2:
+                time.sleep(0.01)
+            refused = client.post("/v1/audio/transcriptions", files={"file": ("a.flac", data)})
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+            assert "busy" in refused.json()["error"]["message"]
+            assert client.portal.call(lambda: pool.run(held, only_if_idle=True)) is None
+            for holder in holders:  # neither finishes within the 1 s timeout
+                with pytest.raises(DecodeTimeout):
+                    holder.result(timeout=30)
+            assert pool.in_flight == 1  # the running job keeps its place until it ends; the queued one was dropped
+            late = client.post("/v1/audio/transcriptions", files={"file": ("a.flac", data)})
+            assert late.status_code == 503 and "longer than 1 s" in late.json()["error"]["message"]
+            release.set()
+            while pool.in_flight:
+                time.sleep(0.01)
+            served = client.post("/v1/audio/transcriptions", files={"file": ("a.flac", data)}, data={"model": "dasr"})
+            assert served.status_code == 200 and served.json()["text"] == open_recognizer(model[1]).transcribe(FILES[0])
+    finally:
+        release.set()

@@ -25,8 +25,9 @@ class DecodePool:
     """``workers`` threads decode; at most ``max_queue`` more jobs wait; any beyond are refused at once.
 
     A job is a function of a recognizer (each thread has its own :meth:`BaseRecognizer.for_another_thread`
-    view: the beam search is stateful, the model and LM are shared). A job keeps its place until it
-    really ends, also after its caller timed out, so the bound holds for the CPU, not just the callers.
+    view: the beam search is stateful, the model and LM are shared). A running job keeps its place
+    until it really ends, also after its caller timed out, so the bound holds for the CPU, not just
+    the callers; a queued job whose caller timed out is dropped.
     The threads release the GIL inside onnxruntime and PyTorch, so the event loop keeps answering.
     """
 
