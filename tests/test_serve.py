@@ -7,10 +7,13 @@ free loopback port and is stopped at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import io
+import itertools
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,6 +29,8 @@ from conftest import SPEECH, make_speech_data_dir, train_tiny
 
 from dasr.cli import main
 from dasr.data import audio
+from dasr.data.features import compute_features
+from dasr.data.manifest import read_manifest, write_manifest
 from dasr.decode.export import export_onnx
 from dasr.decode.lm_build import build_lm
 from dasr.decode.recognizer import open_recognizer
@@ -67,11 +72,32 @@ def _wait_until_up(url: str, process: subprocess.Popen, timeout_s: float = 120.0
     raise TimeoutError(f"dasr serve did not answer on {url} within {timeout_s:g} s")
 
 
+def _add_padded_copies(data: Path) -> None:
+    """Train also on each utterance after 0.5 s and before 0.5 s or 2 s of digital silence (what a
+    microphone button records around it), so that the tiny model reads those too; features recomputed."""
+    train = read_manifest(data / "train.jsonl")
+    padded = []
+    for utt, after_s in itertools.product(train, (0.5, 2.0)):
+        path = data / f"{utt.id}-{after_s}.flac"
+        samples = np.concatenate([_silence(0.5), audio.load(utt.audio), _silence(after_s)])
+        soundfile.write(path, samples, audio.TARGET_RATE)
+        padded.append(
+            dataclasses.replace(utt, id=path.stem, audio=str(path), duration=len(samples) / audio.TARGET_RATE)
+        )
+    write_manifest(data / "train.jsonl", train + padded)
+    compute_features(data, jobs=1)
+
+
+def _silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * audio.TARGET_RATE), np.float32)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """(exp dir, export dir with lm.arpa, data dir) of the tiny model."""
     root = tmp_path_factory.mktemp("serve")
     data = make_speech_data_dir(root)
+    _add_padded_copies(data)
     build_lm(data, order=2)
     train_tiny(data, root / "exp", steps=150)
     export_onnx(root / "exp", root / "onnx", lm_data=data)
@@ -428,3 +454,81 @@ def test_pool_bounds_the_queue_refuses_with_503_and_times_out(model):
             assert served.status_code == 200 and served.json()["text"] == open_recognizer(model[1]).transcribe(FILES[0])
     finally:
         release.set()
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+#: page script that keeps a copy of every PCM message the page sends (read back by the test)
+RECORD_SENT = (
+    "window.sentPcm = []; const send = WebSocket.prototype.send;"
+    "WebSocket.prototype.send = function (data) {"
+    "  if (data instanceof ArrayBuffer) window.sentPcm.push(...new Int16Array(data));"
+    "  return send.call(this, data); };"
+)
+
+
+def _snr_db(got: np.ndarray, want: np.ndarray) -> float:
+    """SNR of ``got`` against ``want`` after aligning them (the microphone starts a few ms late or early)."""
+    lag = int(np.argmax(np.correlate(got[: len(want) + 8000], want[:16000], "valid")))
+    got = got[lag : lag + len(want)]
+    want = want[: len(got)]
+    return float(10 * np.log10(np.sum(want**2) / np.sum((got - want) ** 2)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver packages")
+def test_browser_microphone_gets_the_text_of_dasr_transcribe(server, model, tmp_path, capsys):
+    """Headless Chromium plays FILE.wav as its microphone into the page. The page sends that audio
+    (checked against FILE after Chromium's resampling) and shows the final text, which is
+    `dasr transcribe`'s on exactly the audio sent. Also saves a screenshot (docs/serve-page.png is one).
+
+    The tiny test model is too fragile for the text of FILE itself to survive Chromium's resampling
+    (16 dB SNR) and the longer pauses."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wav = tmp_path / "utterance.wav"
+    samples = np.concatenate([_silence(0.5), audio.load(FILES[6]), _silence(0.5)])  # a pause before and after
+    soundfile.write(wav, samples, audio.TARGET_RATE, subtype="PCM_16")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav}%noloop",
+        "--window-size=900,700",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(60)
+        driver.get(server)
+        driver.execute_script(RECORD_SENT)
+        mic = driver.find_element(By.ID, "mic")
+        mic.click()
+        WebDriverWait(driver, 60).until(lambda d: mic.get_attribute("data-state") == "recording")
+        time.sleep(len(samples) / audio.TARGET_RATE + 1.0)  # the file plays once, in real time, then silence
+        mic.click()
+        WebDriverWait(driver, 120).until(lambda d: mic.get_attribute("data-state") in ("done", "error"))
+        assert mic.get_attribute("data-state") == "done", driver.find_element(By.ID, "mic-status").text
+        shown = driver.find_element(By.ID, "mic-text").text
+        sent = np.array(driver.execute_script("return window.sentPcm"), np.int16)
+        driver.save_screenshot(str(tmp_path / "serve-page.png"))
+    finally:
+        driver.quit()
+    assert _snr_db(sent.astype(float), (samples * 32768).astype(float)) > 10  # the page sent the microphone's audio
+    soundfile.write(tmp_path / "sent.wav", sent, audio.TARGET_RATE)
+    assert shown == _transcribe(capsys, model[1], tmp_path / "sent.wav") and shown
+    assert (tmp_path / "serve-page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
