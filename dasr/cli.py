@@ -224,6 +224,7 @@ BENCHMARKS = {
     "network": "dasr.bench.network",
     "export": "dasr.bench.export",
     "real-speech": "dasr.bench.real_speech",
+    "serve": "dasr.bench.serve",
 }
 
 
@@ -422,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
         "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",
         "real-speech": "WER/CER on recordings of real people (pocketsphinx-testdata) of models trained on synthesis",
+        "serve": "`dasr serve` at 1/4/16 concurrent clients, ONNX and PyTorch: latency, requests/s, RTF, 10k-request soak",
     }
     bench_parsers = {}
     for name, text in helps.items():
@@ -436,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--exp", default=None, help="decode with EXP/best.pt (default: the briefly trained demo model)"
     )
     bench_parsers["export"].add_argument("--exp", default=None, help="the model to export (e.g. exp/demo/model)")
+    bench_parsers["serve"].add_argument("--exp", default=None, help="the model to serve (e.g. exp/demo/model)")
     real = bench_parsers["real-speech"]
     real.add_argument("--exp", default=None, help="the model to check (trained on --data, e.g. exp/demo/model)")
     real.add_argument("--label", default="demo", help="its name in the report (default demo)")
