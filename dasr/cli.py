@@ -134,18 +134,12 @@ def cmd_decode(args) -> None:
 def cmd_transcribe(args) -> None:
     import json
 
-    from dasr.decode.lm_build import LM_FILE, lexicon_words
-    from dasr.decode.recognizer import OnnxRecognizer, Recognizer
+    from dasr.decode.recognizer import open_recognizer
 
-    if args.onnx:
-        rec, files = OnnxRecognizer(args.onnx), args.paths
-        lm = args.lm or (args.onnx if (Path(args.onnx) / LM_FILE).exists() else None)
-    elif len(args.paths) < 2:
+    if not args.onnx and len(args.paths) < 2:
         raise DasrError("give an experiment dir and one or more audio files (or --onnx DIR and audio files)")
-    else:
-        rec, files, lm = Recognizer(args.paths[0], args.checkpoint), args.paths[1:], args.lm
-    if lm:
-        rec.use_lm(lexicon_words(lm), str(Path(lm) / LM_FILE), args.lm_weight, args.word_score)
+    model, files = (args.onnx, args.paths) if args.onnx else (args.paths[0], args.paths[1:])
+    rec = open_recognizer(model, args.lm, args.checkpoint, args.lm_weight, args.word_score, onnx=bool(args.onnx))
     failed = 0
     for path in files:
         try:

@@ -217,8 +217,10 @@ def open_recognizer(
     checkpoint: str = "best",
     lm_weight: float | None = None,
     word_score: float | None = None,
+    onnx: bool | None = None,
 ) -> BaseRecognizer:
-    """The recognizer of an exp dir (or `dasr demo`'s OUT) or of `dasr export`'s dir, told apart by model.onnx.
+    """The recognizer of an exp dir (or `dasr demo`'s OUT) or of `dasr export`'s dir (``onnx``; None:
+    the one holding model.onnx).
 
     It decodes with the LM of data dir ``lm`` (its words as the lexicon); an export dir holding
     lm.arpa (`dasr export --lm`) brings its own when ``lm`` is None. Else it decodes greedily.
@@ -227,7 +229,7 @@ def open_recognizer(
     from dasr.decode.lm_build import LM_FILE, lexicon_words
 
     model_dir = Path(model_dir)
-    if (model_dir / MODEL_FILE).exists():
+    if onnx or (onnx is None and (model_dir / MODEL_FILE).exists()):
         rec: BaseRecognizer = OnnxRecognizer(model_dir)
         lm = lm or (model_dir if (model_dir / LM_FILE).exists() else None)
     else:
