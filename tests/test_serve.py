@@ -7,6 +7,7 @@ free loopback port and is stopped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import io
@@ -92,12 +93,11 @@ def _silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * audio.TARGET_RATE), np.float32)
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """(exp dir, export dir with lm.arpa, data dir) of the tiny model."""
-    root = tmp_path_factory.mktemp("serve")
+def _trained(root: Path, padded: bool) -> tuple[Path, Path, Path]:
+    """(exp dir, export dir with lm.arpa, data dir) of the tiny model trained under ``root``."""
     data = make_speech_data_dir(root)
-    _add_padded_copies(data)
+    if padded:
+        _add_padded_copies(data)
     build_lm(data, order=2)
     train_tiny(data, root / "exp", steps=150)
     export_onnx(root / "exp", root / "onnx", lm_data=data)
@@ -105,9 +105,14 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(model):
-    """The URL of `dasr serve ONNX_DIR` (its LM from the export) in its own process."""
-    _, onnx_dir, _ = model
+def model(tmp_path_factory):
+    """The tiny model of the 8 utterances: it reads them back."""
+    return _trained(tmp_path_factory.mktemp("serve"), padded=False)
+
+
+@contextlib.contextmanager
+def _serving(onnx_dir: Path):
+    """The URL of `dasr serve ONNX_DIR` (its LM from the export) in its own process, stopped at the end."""
     port = _free_port()
     command = [sys.executable, "-m", "dasr", "serve", str(onnx_dir), "--port", str(port), "--max-mb", "0.5"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -123,6 +128,13 @@ def server(model):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    """The URL of the tiny model's service."""
+    with _serving(model[1]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -478,7 +490,7 @@ def _snr_db(got: np.ndarray, want: np.ndarray) -> float:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver packages")
-def test_browser_microphone_gets_the_text_of_dasr_transcribe(server, model, tmp_path, capsys):
+def test_browser_microphone_gets_the_text_of_dasr_transcribe(tmp_path, capsys):
     """Headless Chromium plays FILE.wav as its microphone into the page; the page's final text is
     `dasr transcribe`'s on FILE, and the audio it sent is FILE's after Chromium's resampling. Also
     saves a screenshot (docs/serve-page.png is one).
@@ -487,10 +499,8 @@ def test_browser_microphone_gets_the_text_of_dasr_transcribe(server, model, tmp_
     and the button is pressed again just after FILE's end, so that the tiny model hears what it
     heard in training."""
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
+    _, onnx_dir, _ = _trained(tmp_path / "padded", padded=True)
     wav = tmp_path / "utterance.wav"
     samples = np.concatenate([_silence(0.5), audio.load(FILES[6]), _silence(1.5)])
     soundfile.write(wav, samples, audio.TARGET_RATE, subtype="PCM_16")
@@ -512,6 +522,20 @@ def test_browser_microphone_gets_the_text_of_dasr_transcribe(server, model, tmp_
         "--window-size=900,700",
     ):
         options.add_argument(flag)
+    with _serving(onnx_dir) as server:
+        shown, sent = _press_the_microphone_button(server, options, len(samples) / audio.TARGET_RATE, tmp_path)
+    assert _snr_db(sent.astype(float), (samples * 32768).astype(float)) > 10  # the page sent the microphone's audio
+    assert shown == _transcribe(capsys, onnx_dir, wav) and shown
+    assert (tmp_path / "serve-page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _press_the_microphone_button(server: str, options, seconds: float, tmp_path: Path) -> tuple[str, np.ndarray]:
+    """Start the page's microphone, stop it after ``seconds``; the final text shown and the PCM sent."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.set_page_load_timeout(60)
@@ -520,7 +544,7 @@ def test_browser_microphone_gets_the_text_of_dasr_transcribe(server, model, tmp_
         mic = driver.find_element(By.ID, "mic")
         mic.click()
         WebDriverWait(driver, 60).until(lambda d: mic.get_attribute("data-state") == "recording")
-        time.sleep(len(samples) / audio.TARGET_RATE + 0.2)  # the file plays once, in real time
+        time.sleep(seconds + 0.2)  # the file plays once, in real time
         mic.click()
         WebDriverWait(driver, 120).until(lambda d: mic.get_attribute("data-state") in ("done", "error"))
         assert mic.get_attribute("data-state") == "done", driver.find_element(By.ID, "mic-status").text
@@ -529,6 +553,4 @@ def test_browser_microphone_gets_the_text_of_dasr_transcribe(server, model, tmp_
         driver.save_screenshot(str(tmp_path / "serve-page.png"))
     finally:
         driver.quit()
-    assert _snr_db(sent.astype(float), (samples * 32768).astype(float)) > 10  # the page sent the microphone's audio
-    assert shown == _transcribe(capsys, model[1], wav) and shown
-    assert (tmp_path / "serve-page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return shown, sent

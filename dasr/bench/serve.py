@@ -7,9 +7,10 @@ this process, pinned to core 1, each sending real files one request at a time:
 - latency of one 5-second utterance (test recordings joined with 0.2 s pauses) at concurrency 1;
 - concurrency 1, 4, 16 over the test recordings: p50/p99 latency, requests/s, statuses (503s are
   the queue limit, ``--max-queue`` 8, refusing on purpose);
-- (ONNX) a soak of 10,000 requests (1,000 with ``--quick``) at concurrency 4, one in five a bad
-  input (not audio, empty, truncated, shorter than a frame): 5xx count and the server's RSS after
-  a warm-up and at the end.
+- (ONNX) a soak of 10,000 requests (1,000 with ``--quick``) at concurrency 4 over the files and four
+  bad inputs (not audio, empty, truncated, shorter than a frame; the files repeated so that the bad
+  ones are at most one in five): 5xx count and the server's RSS after the phases above (the
+  warm-up) and at the end.
 
 The real-time factor is the service's own (``dasr_decode_seconds_total / dasr_audio_seconds_total``
 from ``/metrics``), decoding only; latency is what a client sees.
@@ -130,7 +131,7 @@ def _measure_engine(model_dir: str, lm: str, inputs: tuple, soak_requests: int, 
         result["concurrency"] = [asyncio.run(_load(url, files, repeats * 2, c)) for c in CONCURRENCY]
         result["rtf"] = _server_rtf(url)
         if soak_requests:
-            mix = files * (4 * len(bad) // len(files) or 1) + bad  # about one in five bad
+            mix = files * (4 * len(bad) // len(files) or 1) + bad  # at most one in five bad
             rss_before = _rss_mb(server.pid)
             soak = asyncio.run(_load(url, mix, soak_requests, 4))  # after the phases above: warm
             soak.update(rss_before_mb=rss_before, rss_after_mb=_rss_mb(server.pid), bad_share=len(bad) / len(mix))
