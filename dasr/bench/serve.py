@@ -56,8 +56,8 @@ def _inputs(data: str) -> tuple[bytes, list[bytes], list[bytes]]:
     if not utts:
         raise DasrError(f"{data}/test.jsonl holds no recordings")
     recordings = [audio.load(u.audio) for u in utts]
-    pause, joined = np.zeros(audio.TARGET_RATE // 5, np.float32), []
-    while sum(map(len, joined)) < UTTERANCE_S * audio.TARGET_RATE:
+    pause, joined = np.zeros(audio.TARGET_RATE // 5, np.float32), list[np.ndarray]()
+    while sum(len(part) for part in joined) < UTTERANCE_S * audio.TARGET_RATE:
         joined += [recordings[len(joined) // 2 % len(recordings)], pause]
     five = np.concatenate(joined)[: int(UTTERANCE_S * audio.TARGET_RATE)]
     files = [_wav(r) for r in recordings]

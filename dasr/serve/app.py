@@ -12,7 +12,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from dasr.decode.recognizer import BaseRecognizer
 from dasr.errors import DasrError
@@ -74,14 +74,20 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def create_app(recognizer: BaseRecognizer, settings: ServeSettings) -> Starlette:
     """The service's app over ``recognizer`` (see :mod:`dasr.serve`)."""
     service = Service(recognizer, settings)
-    routes = [_static_route(path, name, media) for path, (name, media) in STATIC.items()]
+    routes: list[BaseRoute] = [_static_route(path, name, media) for path, (name, media) in STATIC.items()]
     routes += [
         Route("/healthz", healthz),
         Route("/metrics", metrics),
         Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
         WebSocketRoute("/v1/audio/stream", stream),
     ]
-    middleware = [Middleware(RequestMetrics, metrics=service.metrics, endpoints=[r.path for r in routes])]
+    middleware = [
+        Middleware(
+            RequestMetrics,
+            metrics=service.metrics,
+            endpoints=[r.path for r in routes if isinstance(r, Route | WebSocketRoute)],
+        )
+    ]
     if settings.cors:
         middleware.append(
             Middleware(CORSMiddleware, allow_origins=settings.cors, allow_methods=["GET", "POST"], allow_headers=["*"])

@@ -10,7 +10,7 @@ Accepted form fields: ``file`` (required), ``model`` (any name: one model per se
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -32,7 +32,7 @@ class BodyTooLarge(MultiPartException):
     """The request body passed the size limit while it streamed in."""
 
 
-async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+async def _limited(stream: AsyncIterator[bytes], max_bytes: int) -> AsyncGenerator[bytes, None]:
     received = 0
     async for chunk in stream:
         received += len(chunk)
