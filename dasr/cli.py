@@ -381,19 +381,12 @@ def cmd_decode(args) -> None:
 def cmd_transcribe(args) -> None:
     import json
 
-    from dasr.decode.lm_build import LM_FILE, lexicon_words
-    from dasr.decode.recognizer import BaseRecognizer, OnnxRecognizer, Recognizer
+    from dasr.decode.recognizer import open_recognizer
 
-    rec: BaseRecognizer
-    if args.onnx:
-        rec, files = OnnxRecognizer(args.onnx), args.paths
-        lm = args.lm or (args.onnx if (Path(args.onnx) / LM_FILE).exists() else None)
-    elif len(args.paths) < 2:
+    if not args.onnx and len(args.paths) < 2:
         raise DasrError("give an experiment dir and one or more audio files (or --onnx DIR and audio files)")
-    else:
-        rec, files, lm = Recognizer(args.paths[0], args.checkpoint), args.paths[1:], args.lm
-    if lm:
-        rec.use_lm(lexicon_words(lm), str(Path(lm) / LM_FILE), args.lm_weight, args.word_score)
+    model, files = (args.onnx, args.paths) if args.onnx else (args.paths[0], args.paths[1:])
+    rec = open_recognizer(model, args.lm, args.checkpoint, args.lm_weight, args.word_score, onnx=bool(args.onnx))
     failed = 0
     for path in files:
         try:
@@ -405,6 +398,32 @@ def cmd_transcribe(args) -> None:
         print(json.dumps({"file": path, "text": text}) if args.json else f"{path}\t{text}", flush=True)
     if failed:
         raise DasrError(f"{failed} of {len(files)} files could not be transcribed")
+
+
+@command(
+    "serve",
+    "HTTP service: OpenAI transcription API, microphone WebSocket, web page, metrics",
+    arg("model", metavar="EXP_OR_ONNX_DIR", help="experiment dir (or `dasr demo`'s OUT) or `dasr export`'s dir"),
+    arg("--lm", metavar="DATA", help="decode with DATA/lm.arpa (an export dir's own lm.arpa is the default)"),
+    arg("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"),
+    arg("--port", type=int, default=8000),
+    arg("--workers", type=int, default=1, help="decoding threads, one core each (default 1)"),
+    arg("--max-queue", type=int, default=8, help="requests that may wait; more get 503 (default 8)"),
+    arg("--timeout", dest="timeout_s", type=float, default=30.0, help="seconds per decode (default 30)"),
+    arg("--max-mb", type=float, default=25.0, help="largest upload in MiB (default 25)"),
+    arg("--max-stream-s", type=float, default=300.0, help="longest microphone stream (default 300 s)"),
+    arg("--cors", action="append", default=[], metavar="ORIGIN", help="allow this browser origin"),
+)
+def cmd_serve(args) -> None:
+    from dasr.serve import require_dependencies
+
+    require_dependencies()
+    from dasr.serve.app import serve
+    from dasr.serve.service import ServeSettings
+
+    options = ("host", "port", "workers", "max_queue", "timeout_s", "max_stream_s", "cors")
+    settings = ServeSettings(max_bytes=int(args.max_mb * 1024 * 1024), **{k: getattr(args, k) for k in options})
+    serve(args.model, args.lm, settings, args.log_level)
 
 
 @command(

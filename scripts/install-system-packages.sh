@@ -4,7 +4,7 @@
 # (pitch and tempo changes), and pocketsphinx-testdata (10 recordings of real people, used only by
 # the real-speech check, never for training). Explains what to do when apt cannot be used.
 set -e
-PACKAGES="espeak-ng libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata"
+PACKAGES="espeak-ng libsndfile1 flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox pocketsphinx-testdata chromium chromium-driver"
 missing=""
 for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

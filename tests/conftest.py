@@ -58,9 +58,8 @@ def tiny_data_dir(tmp_path, make_wav):
 SPEECH = Path(__file__).parent / "data" / "speech"
 
 
-@pytest.fixture(scope="session")
-def _speech_features(tmp_path_factory):
-    """The 8 committed espeak utterances as a data dir with features, computed once per session."""
+def make_speech_data_dir(root: Path) -> Path:
+    """ROOT/speech: a data dir of the 8 committed espeak utterances (train = dev = test), features computed."""
     from dasr.data.features import compute_features
 
     utts = []
@@ -68,11 +67,17 @@ def _speech_features(tmp_path_factory):
         utt_id, speaker, text = line.split("\t")
         path = SPEECH / f"{utt_id}.flac"
         utts.append(Utterance(utt_id, str(path), audio.probe(str(path)).duration, text, speaker))
-    data = tmp_path_factory.mktemp("speech-features") / "speech"
+    data = root / "speech"
     for split in ("train", "dev", "test"):
         write_manifest(data / f"{split}.jsonl", utts)
     compute_features(data, jobs=1)
     return data
+
+
+@pytest.fixture(scope="session")
+def _speech_features(tmp_path_factory):
+    """The speech data dir computed once per session."""
+    return make_speech_data_dir(tmp_path_factory.mktemp("speech-features"))
 
 
 @pytest.fixture
@@ -82,3 +87,21 @@ def speech_data_dir(tmp_path, _speech_features):
     data = tmp_path / "speech"
     shutil.copytree(_speech_features, data)
     return data
+
+
+def train_tiny(data: Path, exp: Path, steps: int = 60, **units) -> None:
+    """``steps`` steps of the tiny model on the 8 fixture utterances: seconds, and far from perfect text."""
+    config = dict(
+        model="tiny",
+        epochs=1000,
+        batch_frames=100000,
+        optimizer="adamw",
+        lr=0.01,
+        warmup_steps=10,
+        anneal_start_epoch=10000,
+        **units,
+    )
+    from dasr.config import TrainConfig
+    from dasr.train.run import train
+
+    train(TrainConfig(data=str(data), exp=str(exp), max_steps=steps, eval_every_epochs=1000, seed=1, **config))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dasr.data.tokenizer import BpeTokenizer, CharTokenizer
-from dasr.decode.ctc import LexiconBeamDecoder, greedy_decode, tune_lm_weights
+from dasr.decode.ctc import LexiconBeamDecoder, greedy_decode, tune_lm_weights, word_alignment
 from dasr.decode.score import score, write_report
 from dasr.errors import DasrError
 
@@ -174,3 +174,25 @@ def test_write_report(tmp_path):
     assert u2[3] == "Scores: (#C #S #D #I) 2 1 0 1"
     u1 = lines[lines.index("id: u1") :]
     assert u1[1:4] == ["REF: HELLO WORLD", "HYP: ***   ***", "Scores: (#C #S #D #I) 0 0 2 0"]
+
+
+def test_word_alignment_gives_each_word_its_frames(char_tok, tmp_path):
+    # characters: "call mom" held 2 frames per unit + a blank, after 3 frames of silence
+    frames = [{0: 1.0}] * 3 + clean_frames(char_tok.encode("call mom"))
+    path = emissions(char_tok.vocab_size, frames).argmax(-1).tolist()
+    assert word_alignment(path, char_tok) == [("call", 3, 3 + 3 * 4 - 1), ("mom", 3 + 3 * 5, 3 + 3 * 8 - 1)]
+    # the beam's path: the same words, each ending where its last unit ends
+    decoder = LexiconBeamDecoder(char_tok, ["call", "mom", "now"], arpa_path=None)
+    text, beam_path = decoder.decode_path(emissions(char_tok.vocab_size, frames))
+    assert text == "call mom" and word_alignment(beam_path, char_tok, text) == word_alignment(path, char_tok)
+    # only the words of the text, in order: a path may end inside a word the search never emitted
+    assert word_alignment(path, char_tok, "mom") == [("mom", 18, 26)]
+    # BPE: a word starts at a "▁" piece; the same piece twice after a blank is two words
+    texts = ["call mom now", "call the office", "the mom is now at home", "office hours at home"] * 5
+    bpe = BpeTokenizer.train(texts, tmp_path / "bpe", vocab_size=40)
+    ids = bpe.encode("call call the office")
+    path = [u for i in ids for u in (i, i, bpe.blank)]  # each piece 2 frames, then a blank
+    aligned = word_alignment(path, bpe)
+    assert [w for w, _, _ in aligned] == ["call", "call", "the", "office"]
+    starts = [3 * k for k, i in enumerate(ids) if bpe.units[i].startswith("\u2581")]
+    assert [start for _, start, _ in aligned] == starts and aligned[-1][2] == len(path) - 1

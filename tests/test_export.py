@@ -11,9 +11,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import train_tiny
 
 from dasr.cli import main
-from dasr.config import TrainConfig
 from dasr.data import audio
 from dasr.data.features import fbank
 from dasr.data.manifest import read_manifest
@@ -21,22 +21,6 @@ from dasr.decode.export import export_onnx, sherpa_recognizer
 from dasr.decode.lm_build import build_lm
 from dasr.decode.recognizer import OnnxRecognizer, Recognizer, tuned_lm_weights
 from dasr.errors import DasrError
-from dasr.train.run import train
-
-
-def _train_tiny(data: Path, exp: Path, steps: int = 60, **units) -> None:
-    """``steps`` steps of the tiny model on the 8 fixture utterances: seconds, and far from perfect text."""
-    config = dict(
-        model="tiny",
-        epochs=1000,
-        batch_frames=100000,
-        optimizer="adamw",
-        lr=0.01,
-        warmup_steps=10,
-        anneal_start_epoch=10000,
-        **units,
-    )
-    train(TrainConfig(data=str(data), exp=str(exp), max_steps=steps, eval_every_epochs=1000, seed=1, **config))
 
 
 def _sherpa_texts(export: Path, files: list[str], **features) -> list[str]:
@@ -67,7 +51,7 @@ def _words(text: str) -> str:
 def demo_layout(speech_data_dir, tmp_path):
     """`dasr demo`'s layout: OUT/model is the experiment, OUT/data the data dir (with an LM)."""
     out = tmp_path / "out"
-    _train_tiny(speech_data_dir, out / "model")
+    train_tiny(speech_data_dir, out / "model")
     build_lm(speech_data_dir, order=2)
     files = [u.audio for u in read_manifest(speech_data_dir / "test.jsonl")]
     return out, speech_data_dir, files
@@ -185,7 +169,7 @@ def test_bench_export_reports_agreement(demo_layout, tmp_path):
 
 def test_bpe_units_export_for_sherpa_onnx(speech_data_dir, tmp_path):
     files = [u.audio for u in read_manifest(speech_data_dir / "test.jsonl")]
-    _train_tiny(speech_data_dir, tmp_path / "exp", steps=80, units="bpe", bpe_vocab=40)
+    train_tiny(speech_data_dir, tmp_path / "exp", steps=80, units="bpe", bpe_vocab=40)
     export = tmp_path / "onnx"
     export_onnx(tmp_path / "exp", export)
     tokens = (export / "tokens.txt").read_text(encoding="utf-8").splitlines()

@@ -84,3 +84,27 @@ def test_spec_augment_and_speed_perturb():
 
 def test_fbank_of_silence_is_finite():
     assert np.isfinite(fbank(np.zeros(16000, np.float32))).all()
+
+
+def test_load_bytes_decodes_uploads_and_refuses_truncated_or_empty_ones(make_wav):
+    import io
+
+    import soundfile
+
+    path = make_wav("a.wav", 1.0, rate=44100, channels=2)
+    data = open(path, "rb").read()
+    assert np.array_equal(audio.load_bytes(data, "a.wav"), audio.load(path))  # 44.1 kHz stereo -> 16 kHz mono
+    with pytest.raises(DataError, match="corrupt audio: a.wav is truncated: its header declares"):
+        audio.load_bytes(data[: len(data) // 2], "a.wav")
+    with pytest.raises(DataError, match="zero-length audio: upload is empty"):
+        audio.load_bytes(b"", "upload")
+    with pytest.raises(DataError, match=r"corrupt audio: notes.txt: Format not recognised") as refused:
+        audio.load_bytes(b"not audio at all" * 10, "notes.txt")
+    assert "BytesIO" not in str(refused.value)
+    # a streaming writer's "unknown length" (0xFFFFFFFF) is not a cut
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio.load(path), 16000, format="WAV", subtype="PCM_16")
+    streamed = bytearray(buffer.getvalue())
+    data_at = streamed.index(b"data") + 4
+    streamed[data_at : data_at + 4] = b"\xff\xff\xff\xff"
+    assert len(audio.load_bytes(bytes(streamed), "streamed.wav")) == 16000

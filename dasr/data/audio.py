@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 
@@ -23,6 +24,8 @@ MIN_RATE = 8000
 MAX_RATE = 192000
 PIPE_TIMEOUT_S = 120
 READ_BLOCK_FRAMES = 1 << 20
+#: libsndfile's log line for a WAV data chunk shorter than its header says (header size, size found)
+TRUNCATED_DATA = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -88,24 +91,52 @@ def load(
     target_rate: int = TARGET_RATE,
 ) -> np.ndarray:
     """Load [start, end) seconds of an audio file as float32 mono at ``target_rate``."""
-    source = _open(entry, allow_pipes)
+    return _decode(_open(entry, allow_pipes), entry, start, end, target_rate)
+
+
+def load_bytes(data: bytes, name: str = "upload", target_rate: int = TARGET_RATE) -> np.ndarray:
+    """Decode an audio file held in memory (an upload) as float32 mono at ``target_rate``; opens no path.
+
+    ``name`` only labels the error messages.
+    """
+    if not data:
+        raise DataError(f"zero-length audio: {name} is empty")
+    return _decode(io.BytesIO(data), name, None, None, target_rate)
+
+
+def _decode(
+    source: str | io.BytesIO, entry: str, start: float | None, end: float | None, target_rate: int
+) -> np.ndarray:
     try:
         with soundfile.SoundFile(source) as f:
             rate = f.samplerate
             _check_rate(rate, entry)
+            _check_complete(f, entry)
             first = int(round((start or 0.0) * rate))
             last = f.frames if end is None else min(f.frames, int(round(end * rate)))
             if first:
                 f.seek(first)
             samples = _read_frames(f, max(0, last - first))
     except (soundfile.LibsndfileError, RuntimeError, ValueError, EOFError) as e:
-        raise DataError(f"corrupt audio: {entry}: {e}") from None
+        detail = getattr(e, "error_string", None) or e  # libsndfile's own words, without the source's repr
+        raise DataError(f"corrupt audio: {entry}: {detail}") from None
     if samples.shape[0] == 0:
         raise DataError(f"zero-length audio: {entry} has no samples in the requested range")
     mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
     if not np.all(np.isfinite(mono)):
         raise DataError(f"corrupt audio: {entry} contains NaN or infinite samples")
     return resample(mono, rate, target_rate)
+
+
+def _check_complete(f: soundfile.SoundFile, entry: str) -> None:
+    """A WAV whose header claims more data than the file holds was cut short (an interrupted copy or
+    upload): libsndfile reads the part that is there and says so only in its log, which we read.
+    A size of 0xFFFFFFFF is a streaming writer's "unknown", not a cut."""
+    found = TRUNCATED_DATA.search(f.extra_info)
+    if found and int(found[2]) < int(found[1]) < 0xFFFFFFFF:
+        raise DataError(
+            f"corrupt audio: {entry} is truncated: its header declares {found[1]} bytes of audio, it holds {found[2]}"
+        )
 
 
 def _read_frames(f: soundfile.SoundFile, count: int) -> np.ndarray:

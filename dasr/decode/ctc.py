@@ -52,6 +52,46 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: Tok
     return texts
 
 
+def word_alignment(path: Sequence[int], tokenizer: Tokenizer, text: str | None = None) -> list[tuple[str, int, int]]:
+    """The words of a CTC frame path with the frames they span.
+
+    Args:
+        path: the unit id of every frame (a best path: greedy, or :meth:`LexiconBeamDecoder.decode_path`).
+        tokenizer: the units; a word ends at the word-boundary unit (characters) or before a unit
+            starting with "▁" (BPE).
+        text: keep only these words, matched in order (a beam search's path may end inside a word
+            it never emitted).
+
+    Returns:
+        (word, first frame, frame after the last) per word, in order; without ``text``, the words
+        joined by spaces are the text of ``tokenizer.decode`` of the collapsed path.
+    """
+    words: list[tuple[list[int], list[int]]] = []  # per word: its units, and [first frame, frame after the last]
+    in_word = False
+    previous = tokenizer.blank
+    for frame, unit in enumerate(path):
+        symbol = tokenizer.units[unit]
+        if symbol == tokenizer.word_boundary:
+            in_word = False
+        elif unit != tokenizer.blank:
+            if unit != previous:
+                if not in_word or symbol.startswith("\u2581"):
+                    words.append(([], [frame, frame]))
+                    in_word = True
+                words[-1][0].append(unit)
+            words[-1][1][1] = frame + 1
+        previous = unit
+    aligned = [(tokenizer.decode(units), first, end) for units, (first, end) in words]
+    if text is None:
+        return aligned
+    matched, remaining = [], iter(aligned)
+    for word in text.split():
+        found = next((candidate for candidate in remaining if candidate[0] == word), None)
+        if found is not None:
+            matched.append(found)
+    return matched
+
+
 class LexiconBeamDecoder:
     """CTC beam search restricted to a word lexicon, optionally scored with a KenLM n-gram.
 
@@ -175,12 +215,26 @@ class LexiconBeamDecoder:
         """
         if log_probs.dim() != 2 or log_probs.shape[1] != self.tokenizer.vocab_size:
             raise ValueError(f"expected (T, {self.tokenizer.vocab_size}) log-probs, got {tuple(log_probs.shape)}")
+        return self.decode_path(log_probs)[0]
+
+    def decode_path(self, log_probs: torch.Tensor) -> tuple[str, list[int]]:
+        """Decode one utterance, with the unit of every frame on the best path.
+
+        Args:
+            log_probs: (T, V) log-probabilities over the tokenizer's units.
+
+        Returns:
+            The text (as :meth:`decode`) and the T unit ids the path takes (for :func:`word_alignment`).
+        """
+        if log_probs.dim() != 2 or log_probs.shape[1] != self.tokenizer.vocab_size:
+            raise ValueError(f"expected (T, {self.tokenizer.vocab_size}) log-probs, got {tuple(log_probs.shape)}")
         frames = log_probs.detach().to("cpu", torch.float32).contiguous()
         if frames.shape[0] == 0:
-            return ""
+            return "", []
         # `frames` holds the memory flashlight reads through the raw pointer until decode returns
-        results = self._decoder.decode(frames.data_ptr(), frames.shape[0], frames.shape[1])
-        return " ".join(self._word_dict.get_entry(w) for w in results[0].words if w >= 0)
+        best = self._decoder.decode(frames.data_ptr(), frames.shape[0], frames.shape[1])[0]
+        text = " ".join(self._word_dict.get_entry(w) for w in best.words if w >= 0)
+        return text, list(best.tokens)[1 : frames.shape[0] + 1]  # flashlight adds a silence frame at each end
 
     def decode_batch(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Decode a padded batch.

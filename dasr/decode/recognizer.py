@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dasr.data import audio
-from dasr.data.features import Cmvn, fbank
+from dasr.data.features import Cmvn, fbank, fbank_options
 from dasr.data.tokenizer import Tokenizer, load_tokenizer
-from dasr.decode.ctc import LexiconBeamDecoder, greedy_decode
-from dasr.errors import DasrError
+from dasr.decode.ctc import LexiconBeamDecoder, greedy_decode, word_alignment
+from dasr.errors import DasrError, DataError
 from dasr.extras import require
 from dasr.model.blstm import BlstmCtc, ModelConfig
 from dasr.model.weights import load_file
@@ -26,6 +28,28 @@ LM_WEIGHTS_FILE = "lm_weights.json"
 #: the ONNX model `dasr export` writes and :class:`OnnxRecognizer` reads
 MODEL_FILE = "model.onnx"
 DEFAULT_LM_WEIGHTS = {"lm_weight": 1.0, "word_score": 0.0}
+#: the fewest samples that make one fbank frame (25 ms at 16 kHz)
+MIN_SAMPLES = 400
+
+
+@dataclass(frozen=True)
+class Word:
+    """A recognised word and the seconds it spans in the audio."""
+
+    word: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """What a recognizer heard in one utterance."""
+
+    text: str
+    #: seconds of audio
+    duration: float
+    #: the words of ``text`` with their times on the best CTC path
+    words: list[Word]
 
 
 def find_experiment(exp: str | os.PathLike, checkpoint: str = "best") -> Path:
@@ -61,6 +85,8 @@ class BaseRecognizer(ABC):
     """Decoding shared by the PyTorch and ONNX recognizers: greedy, or lexicon beam search with an LM."""
 
     tokenizer: Tokenizer
+    #: input frames per output frame of the acoustic model
+    subsampling: int
     #: the exp dir or export dir (its tuned LM weights are the defaults of :meth:`use_lm`)
     dir: Path
     beam: LexiconBeamDecoder | None = None
@@ -94,11 +120,31 @@ class BaseRecognizer(ABC):
 
     def transcribe(self, path: str) -> str:
         """Text of one audio file (any format and rate soundfile reads)."""
-        samples = audio.load(path)
-        if len(samples) < 400:
-            raise DasrError(f"{path} is shorter than one 25 ms frame")
+        return self.recognize(audio.load(path), path).text
+
+    def recognize(self, samples: np.ndarray, name: str = "the audio") -> Recognition:
+        """Text and word times of one utterance: 16 kHz float mono samples (``name`` labels errors)."""
+        if len(samples) < MIN_SAMPLES:
+            raise DataError(f"zero-length audio: {name} is shorter than one 25 ms frame")
         lp, lens = self.fbank_log_probs(fbank(samples))
-        return self.decode(lp, lens)[0]
+        frames = lp[0, : int(lens[0])]
+        if self.beam is None:
+            text, path = greedy_decode(lp, lens, self.tokenizer)[0], frames.argmax(dim=-1).tolist()
+        else:
+            text, path = self.beam.decode_path(frames)
+        frame_s = fbank_options().frame_opts.frame_shift_ms / 1000 * self.subsampling
+        words = [
+            Word(w, first * frame_s, end * frame_s) for w, first, end in word_alignment(path, self.tokenizer, text)
+        ]
+        return Recognition(text, len(samples) / audio.TARGET_RATE, words)
+
+    def for_another_thread(self) -> BaseRecognizer:
+        """A recognizer sharing this one's model and LM, with its own beam-search state (the search is
+        stateful: one thread at a time per recognizer; the model and the LM are read-only)."""
+        other = copy.copy(self)
+        if self.beam is not None:
+            other.beam = self.beam.with_weights(self.beam.lm_weight, self.beam.word_score)
+        return other
 
 
 class Recognizer(BaseRecognizer):
@@ -118,6 +164,7 @@ class Recognizer(BaseRecognizer):
         self.model = BlstmCtc(ModelConfig(**state["model_config"])).to(self.device)
         self.model.load_state_dict(state["model"])
         self.model.eval()
+        self.subsampling = self.model.config.subsampling
         self.cmvn = Cmvn.load(self.exp)
 
     @torch.no_grad()
@@ -146,6 +193,7 @@ class OnnxRecognizer(BaseRecognizer):
         options.inter_op_num_threads = 1
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.subsampling = int(self.session.get_modelmeta().custom_metadata_map["subsampling_factor"])
         self.tokenizer = load_tokenizer(self.dir)
         vocab = self.session.get_outputs()[0].shape[-1]
         if vocab != self.tokenizer.vocab_size:
@@ -162,3 +210,30 @@ class OnnxRecognizer(BaseRecognizer):
 
     def fbank_log_probs(self, feats: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return self.log_probs(feats[None], np.array([len(feats)]))
+
+
+def open_recognizer(
+    model_dir: str | os.PathLike,
+    lm: str | os.PathLike | None = None,
+    checkpoint: str = "best",
+    lm_weight: float | None = None,
+    word_score: float | None = None,
+    onnx: bool | None = None,
+) -> BaseRecognizer:
+    """The recognizer of an exp dir (or `dasr demo`'s OUT) or of `dasr export`'s dir (``onnx``; None:
+    the one holding model.onnx).
+
+    It decodes with the LM of data dir ``lm`` (its words as the lexicon); an export dir holding
+    lm.arpa (`dasr export --lm`) brings its own when ``lm`` is None. Else it decodes greedily.
+    """
+    from dasr.decode.lm_build import LM_FILE, lexicon_words
+
+    model_dir = Path(model_dir)
+    if onnx or (onnx is None and (model_dir / MODEL_FILE).exists()):
+        rec: BaseRecognizer = OnnxRecognizer(model_dir)
+        lm = lm or (model_dir if (model_dir / LM_FILE).exists() else None)
+    else:
+        rec = Recognizer(model_dir, checkpoint)
+    if lm:
+        rec.use_lm(lexicon_words(lm), str(Path(lm) / LM_FILE), lm_weight, word_score)
+    return rec

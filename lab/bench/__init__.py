@@ -29,6 +29,7 @@ BENCHMARKS = {
     "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
     "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",
     "real-speech": "WER/CER on recordings of real people (pocketsphinx-testdata) of models trained on synthesis",
+    "serve": "`dasr serve` at 1/4/16 concurrent clients, ONNX and PyTorch: latency, requests/s, RTF, 10k-request soak",
 }
 
 COMMON = (
