@@ -82,6 +82,15 @@ def test_lexicon_beam_without_lm_decodes_clean_emissions(char_tok):
     assert decoder.decode(lp[:0]) == ""
 
 
+def test_the_last_word_needs_no_boundary_from_the_model(char_tok):
+    """A model whose targets end without '|' gives the boundary ~0 after the last word: it is still decoded."""
+    lp = emissions(char_tok.vocab_size, clean_frames(char_tok.encode("call mom now")), floor=1e-12)
+    decoder = LexiconBeamDecoder(char_tok, ["call", "mom", "mum", "now", "no"], arpa_path=None)
+    assert decoder.decode(lp) == "call mom now"  # before the end frame: "call mom"
+    text, path = decoder.decode_path(lp)
+    assert len(path) == lp.shape[0]  # the path covers the model's frames only
+
+
 def ambiguous_call_mom(tok) -> torch.Tensor:
     """ "call mom" whose 'o' sounds a bit more like 'u': greedy reads "call mum"."""
     u = {c: tok.units.index(c) for c in "calmou|"}

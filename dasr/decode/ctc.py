@@ -228,13 +228,22 @@ class LexiconBeamDecoder:
         """
         if log_probs.dim() != 2 or log_probs.shape[1] != self.tokenizer.vocab_size:
             raise ValueError(f"expected (T, {self.tokenizer.vocab_size}) log-probs, got {tuple(log_probs.shape)}")
-        frames = log_probs.detach().to("cpu", torch.float32).contiguous()
-        if frames.shape[0] == 0:
+        frames = log_probs.detach().to("cpu", torch.float32)
+        length = frames.shape[0]
+        if length == 0:
             return "", []
+        if self.tokenizer.word_boundary is not None:
+            # A character word is spelled up to its boundary unit ("c a l l |"), and flashlight ends only on
+            # finished words; a model seldom emits a boundary after the last word (its targets end without
+            # one), so the last word would be dropped. One more frame, certain of the boundary, finishes it.
+            end = torch.full((1, frames.shape[1]), -math.inf)
+            end[0, self._silence] = 0.0
+            frames = torch.cat([frames, end])
+        frames = frames.contiguous()
         # `frames` holds the memory flashlight reads through the raw pointer until decode returns
         best = self._decoder.decode(frames.data_ptr(), frames.shape[0], frames.shape[1])[0]
         text = " ".join(self._word_dict.get_entry(w) for w in best.words if w >= 0)
-        return text, list(best.tokens)[1 : frames.shape[0] + 1]  # flashlight adds a silence frame at each end
+        return text, list(best.tokens)[1 : length + 1]  # flashlight adds a silence frame at each end
 
     def decode_batch(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """Decode a padded batch.
