@@ -402,8 +402,8 @@ class Trainer:
                 self.save_model(self.exp / "final.pt")
                 if not (self.exp / "best.pt").exists():
                     self.save_model(self.exp / "best.pt")
-        except BaseException:
-            self._close_after_error()
+        except BaseException as e:
+            self._abort_after_error(e)
             raise
         else:
             self.strategy.close()
@@ -411,13 +411,13 @@ class Trainer:
             self.metrics.close()
         return self.progress
 
-    def _close_after_error(self) -> None:
-        """Close the strategy after a failure without hiding the failure behind a closing error."""
+    def _abort_after_error(self, error: BaseException) -> None:
+        """Abort the strategy after a failure on this rank, without hiding the failure behind an aborting error."""
         try:
-            self.strategy.close()
+            self.strategy.abort(f"{type(error).__name__}: {error}")
         except Exception as e:
             log.warning(
-                "rank %d: closing the %s strategy after the error also failed: %s",
+                "rank %d: aborting the %s strategy after the error also failed: %s",
                 self.worker.rank,
                 self.strategy.name,
                 e,
