@@ -4,6 +4,7 @@ Each scenario failed before its fix (recorded in its docstring). One launch runs
 a faulthandler watchdog turns a hang into a worker failure that the launcher reports.
 """
 
+import functools
 import time
 
 import pytest
@@ -45,6 +46,53 @@ def _close_inside_except(rank):
     return {"error": error, "rounds": strategy.stats()["gossip_round"]}
 
 
+def _step_raises_then_average(rank):
+    """L2: rank 1's ``optimizer.step(closure)`` raises in the closure, between the step hooks; then ``average()``.
+
+    Before the fix the lock the pre-hook took stayed held: rank 1's gossip thread blocked on
+    it in its next snapshot, so ``average()`` waited for that thread forever (the watchdog
+    killed the workers).
+    """
+    from dasr.parallel import ADPSGD
+
+    torch.manual_seed(rank)  # different replicas
+    model = nn.Linear(4, 2).double()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    gossip = ADPSGD(model, opt, graph="ring", period_s=0.005, timeout_s=20, sync_init=False)
+    x = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(rank))
+    error = None
+
+    def closure(fail):
+        if fail:
+            raise RuntimeError("injected failure inside optimizer.step()")
+        opt.zero_grad()
+        loss = model(x).pow(2).mean()
+        loss.backward()
+        return loss
+
+    for step in range(5):
+        try:
+            opt.step(functools.partial(closure, rank == 1 and step == 4))
+        except RuntimeError as e:
+            error = str(e)
+    time.sleep(0.2)  # the thread's next rounds want the lock
+    flat = gossip.flat.buffers[0]
+    total = _gathered(flat.clone()).sum(0)  # what average() must divide by 4
+    gossip.average()
+    res = {"error": error, "replicas": _gathered(flat.clone()), "expected": total / WORLD}
+    opt.step(functools.partial(closure, False))  # training goes on after the failure
+    gossip.close()
+    return res
+
+
+def _gathered(t):
+    import torch.distributed as dist
+
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t.contiguous())
+    return torch.stack(out)
+
+
 def _suite():
     import faulthandler
 
@@ -57,6 +105,7 @@ def _suite():
     out = {}
     for name, scenario in [
         ("close_in_except", _close_inside_except),
+        ("step_raises", _step_raises_then_average),
     ]:
         out[name] = scenario(info.rank)
         dist.barrier()
@@ -73,3 +122,10 @@ def test_a_normal_close_inside_an_except_block_agrees_instead_of_aborting(suite)
     out = {rank: res["close_in_except"] for rank, res in suite.items()}
     assert all(res["error"] is None for res in out.values()), out
     assert len({res["rounds"] for res in out.values()}) == 1, out  # every rank stopped at the agreed round
+
+
+def test_a_step_that_raises_between_the_hooks_leaves_average_working(suite):
+    out = {rank: res["step_raises"] for rank, res in suite.items()}
+    assert "injected failure" in out[1]["error"] and out[0]["error"] is None, out
+    for res in out.values():  # every replica is exactly the mean of the replicas before average()
+        torch.testing.assert_close(res["replicas"], res["expected"].expand_as(res["replicas"]), rtol=0, atol=1e-15)

@@ -240,8 +240,7 @@ class ADPSGD:
             if g.parked:
                 g.start()
                 g.resume()
-        if self._in_step:  # the previous step raised before its post hook
-            self.lock.release()
+        self._end_failed_step()
         t = time.perf_counter()
         self.lock.acquire()
         self._in_step = True
@@ -255,6 +254,17 @@ class ADPSGD:
         self._in_step = False
         self.lock.release()
         self._steps += 1
+
+    def _end_failed_step(self) -> None:
+        """Release the lock a step took if that step raised before its post hook (no hook runs on an error).
+
+        Called before anything on the main thread needs the lock or the gossip thread (the next
+        step, :meth:`average`, :meth:`close`, :meth:`abort`): until then the gossip thread may
+        wait for the lock, and its partner for it, at most ``timeout_s``.
+        """
+        if self._in_step:
+            self._in_step = False
+            self.lock.release()
 
     # ---- public
     def _drain(self) -> None:
@@ -273,6 +283,7 @@ class ADPSGD:
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
         t = time.perf_counter()
+        self._end_failed_step()
         self.flat.check()
         self._drain()
         with torch.no_grad():
@@ -324,9 +335,7 @@ class ADPSGD:
     def _release(self) -> None:
         for h in self._hooks:
             h.remove()
-        if self._in_step:
-            self._in_step = False
-            self.lock.release()
+        self._end_failed_step()
 
     def close(self) -> None:
         """Agree on a last round with all ranks, join the thread, re-raise its error (collective; idempotent).
