@@ -6,6 +6,7 @@ a faulthandler watchdog turns a hang into a worker failure that the launcher rep
 
 import functools
 import time
+from datetime import timedelta
 
 import pytest
 import torch
@@ -76,12 +77,50 @@ def _step_raises_then_average(rank):
         except RuntimeError as e:
             error = str(e)
     time.sleep(0.2)  # the thread's next rounds want the lock
-    flat = gossip.flat.buffers[0]
-    total = _gathered(flat.clone()).sum(0)  # what average() must divide by 4
     gossip.average()
-    res = {"error": error, "replicas": _gathered(flat.clone()), "expected": total / WORLD}
+    res = {"error": error, "replicas": _gathered(gossip.flat.buffers[0].clone())}
     opt.step(functools.partial(closure, False))  # training goes on after the failure
     gossip.close()
+    res["steps"] = gossip.stats()["steps"]
+    return res
+
+
+def _ps_in_a_subgroup(rank):
+    """S3: ParameterServer on ranks 0-2 only; rank 3 never joins it, and is refused if it tries.
+
+    Each of ranks 0-2 pushes one gradient (all ones times rank + 1) with plain SGD at lr 0.5,
+    so the server's master ends exactly at -0.5 * (1 + 2 + 3) = -3 in every element. Then all
+    4 ranks make a new group and all-reduce a one on it (torch names groups by how many each
+    rank has made). Before the fix the server's ``new_group`` was made by ranks 0-2 only, so
+    that all-reduce timed out; and rank 3 built a server of a group it is not in.
+    """
+    import torch.distributed as dist
+
+    from dasr.parallel import ParameterServer
+
+    group = dist.new_group([0, 1, 2])  # every rank creates it (torch's rule), only 0-2 use it
+    model = nn.Linear(3, 2, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    res = {}
+    if rank < 3:
+        with torch.no_grad():
+            model.weight.zero_()
+        ps = ParameterServer(model, opt, process_group=group, timeout_s=20)
+        model.weight.grad = torch.full_like(model.weight, rank + 1.0)
+        opt.step()
+        ps.average()
+        res = {"values": model.weight.detach().unique().tolist(), "version": ps.version}
+        ps.close()
+    everyone = dist.new_group([0, 1, 2, 3], timeout=timedelta(seconds=20))
+    count = torch.ones(1)
+    dist.all_reduce(count, group=everyone)
+    res["count"] = count.item()
+    if rank == 3:
+        try:
+            ParameterServer(model, opt, process_group=group, timeout_s=20)
+            res["refused"] = None
+        except ValueError as e:
+            res["refused"] = str(e)
     return res
 
 
@@ -106,6 +145,7 @@ def _suite():
     for name, scenario in [
         ("close_in_except", _close_inside_except),
         ("step_raises", _step_raises_then_average),
+        ("ps_subgroup", _ps_in_a_subgroup),
     ]:
         out[name] = scenario(info.rank)
         dist.barrier()
@@ -127,5 +167,15 @@ def test_a_normal_close_inside_an_except_block_agrees_instead_of_aborting(suite)
 def test_a_step_that_raises_between_the_hooks_leaves_average_working(suite):
     out = {rank: res["step_raises"] for rank, res in suite.items()}
     assert "injected failure" in out[1]["error"] and out[0]["error"] is None, out
-    for res in out.values():  # every replica is exactly the mean of the replicas before average()
-        torch.testing.assert_close(res["replicas"], res["expected"].expand_as(res["replicas"]), rtol=0, atol=1e-15)
+    for rank, res in out.items():
+        assert (res["replicas"] == res["replicas"][0]).all(), out  # average() finished: identical replicas
+        assert not (res["replicas"][0] == 0).all(), out
+        assert res["steps"] == (5 if rank == 1 else 6), out  # the failed step counts no step; the next one went on
+
+
+def test_a_parameter_server_in_a_subgroup_runs_without_the_ranks_outside_it(suite):
+    out = {rank: res["ps_subgroup"] for rank, res in suite.items()}
+    for rank in range(3):
+        assert out[rank] == {"values": [-3.0], "version": 3, "count": 4.0}, out
+    assert out[3]["count"] == 4.0, out
+    assert out[3]["refused"].startswith("rank 3 is not in the process group (new_group was given ranks without"), out

@@ -62,12 +62,22 @@ def comm_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def group_members(process_group: dist.ProcessGroup | None) -> list[int]:
-    """Global ranks of ``process_group`` (``None``: the default group)."""
+    """Global ranks of ``process_group`` (``None``: the default group).
+
+    Raises:
+        ValueError: torch.distributed is not initialised, or this rank is not in the group.
+    """
     if not dist.is_initialized():
         raise ValueError("gossip needs torch.distributed initialised (torch.distributed.init_process_group)")
     if process_group is None:
         return list(range(dist.get_world_size()))
-    return list(dist.get_process_group_ranks(process_group))
+    members = [] if process_group is dist.GroupMember.NON_GROUP_MEMBER else dist.get_process_group_ranks(process_group)
+    if dist.get_rank() not in members:
+        which = f"{sorted(members)}" if members else "(new_group was given ranks without it)"
+        raise ValueError(
+            f"rank {dist.get_rank()} is not in the process group {which}: construct it on the group's ranks only"
+        )
+    return list(members)
 
 
 class DeviceCopies:
@@ -130,8 +140,6 @@ class ADPSGD:
             raise ValueError(f"need period_s >= 0 and timeout_s > 0, got {period_s}, {timeout_s}")
         self.members = group_members(process_group)
         self.rank = dist.get_rank()
-        if self.rank not in self.members:
-            raise ValueError(f"rank {self.rank} is not in the process group {self.members}")
         self.model, self.optimizer, self.process_group = model, optimizer, process_group
         self.graph, self.seed, self.period_s, self.timeout_s = graph, seed, period_s, timeout_s
         self.world = len(self.members)
