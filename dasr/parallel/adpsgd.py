@@ -86,18 +86,27 @@ class DeviceCopies:
     The main thread calls :meth:`before_step`/:meth:`after_step` (under the step lock); the
     gossip thread enqueues its copies on :attr:`side` after :attr:`step_done` and records
     :attr:`copies_done`, which the next step waits for on the device (never on the host).
+    Every stream is the one of the parameters' ``device``, whatever the current device is
+    (a model on ``cuda:1`` without ``torch.cuda.set_device``).
     """
 
     def __init__(self, device: torch.device):
+        self.device = device
         self.side = torch.cuda.Stream(device)
         self.step_done = torch.cuda.Event()
         self.copies_done = torch.cuda.Event()
 
     def before_step(self) -> None:
-        torch.cuda.current_stream().wait_event(self.copies_done)
+        """The step (on the device's current stream) waits for the copies queued before it."""
+        torch.cuda.current_stream(self.device).wait_event(self.copies_done)
 
     def after_step(self) -> None:
-        self.step_done.record(torch.cuda.current_stream())
+        """Mark the step's end: the next copies wait for it."""
+        self.step_done.record(torch.cuda.current_stream(self.device))
+
+    def wait_copies(self) -> None:
+        """Whatever the device's current stream runs next waits for all copies queued so far."""
+        torch.cuda.current_stream(self.device).wait_stream(self.side)
 
 
 class ADPSGD:
@@ -280,7 +289,7 @@ class ADPSGD:
         if self.gossip is not None:
             self.gossip.barrier(PAUSE)
         if self.copies is not None:
-            torch.cuda.current_stream().wait_stream(self.copies.side)
+            self.copies.wait_copies()
 
     def average(self) -> None:
         """Make every replica the exact average of all replicas (collective over the group).
