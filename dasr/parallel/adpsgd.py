@@ -317,7 +317,12 @@ class ADPSGD:
         return {"round": g.round if g else 0, "graph": self.graph, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (collective over the group, before the first step)."""
+        """Restore :meth:`state_dict` (collective over the group, before the first step).
+
+        Raises:
+            ValueError: the schedule differs, or the ranks of one gossip plane hold different
+                rounds (a state not taken after :meth:`average`); raised on every rank alike.
+        """
         g = self.gossip
         if g is None:
             return
@@ -328,9 +333,28 @@ class ADPSGD:
                 f"checkpoint gossip schedule {state.get('graph')}/{state.get('seed')} "
                 f"differs from this run's {self.graph}/{self.seed}"
             )
-        r = torch.tensor([int(state.get("round", 0))], dtype=torch.int64, device=self.flat.buffers[0].device)
-        dist.all_reduce(r, op=dist.ReduceOp.MAX, group=self.process_group)
-        g.round = int(r.item())
+        g.round = self._plane_round(int(state.get("round", 0)))
+
+    def _plane_round(self, mine: int) -> int:
+        """``mine`` checked equal on every rank of this rank's gossip plane (collective over the group).
+
+        Each plane agrees on its own stop rounds, so planes (Hybrid's) may hold different rounds;
+        the ranks of one plane may not. Every rank checks every plane, so all raise together.
+        """
+        planes = self._planes()
+        n = len(planes)
+        plane = next(q for q, ranks in enumerate(planes) if self.rank in ranks)
+        bounds = torch.full((2 * n,), -(2**62), dtype=torch.int64, device=self.flat.buffers[0].device)
+        bounds[plane], bounds[n + plane] = mine, -mine  # MAX of round and of -round: the plane's max and min
+        dist.all_reduce(bounds, op=dist.ReduceOp.MAX, group=self.process_group)
+        highest, lowest = bounds[:n].tolist(), [-v for v in bounds[n:].tolist()]
+        for q in range(n):
+            if highest[q] != lowest[q]:
+                raise ValueError(
+                    f"the gossip plane of ranks {planes[q]} holds rounds {lowest[q]} to {highest[q]}; "
+                    "a state taken after average() holds one round per plane"
+                )
+        return int(highest[plane])
 
     def stats(self) -> dict:
         """Counters since construction: steps, lock and gossip times, rounds, bytes exchanged."""

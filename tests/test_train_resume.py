@@ -1,0 +1,52 @@
+"""Resuming `dasr train` runs of the gossip strategies (real worker processes on 127.0.0.1, real checkpoints)."""
+
+import pytest
+
+from dasr.train.checkpoint import atomic_save, list_complete, load_file
+
+
+def _ranks_by_plane(world, group_size):
+    """Hybrid's gossip planes: member r of every group (see Hybrid._planes)."""
+    return [[a * group_size + r for a in range(world // group_size)] for r in range(group_size)]
+
+
+@pytest.mark.slow  # two 4-worker runs (~45 s of CPU); test_parallel_regressions checks the planes' rounds fast
+def test_hybrid_with_two_gossip_planes_resumes(speech_data_dir, tmp_path, dasr_train, read_metrics):
+    """S1: each hybrid plane stops at its own agreed round, so a checkpoint holds one round per plane.
+
+    4 workers in groups of 2 make 2 planes (ranks 0, 2 and ranks 1, 3). The epoch-0 checkpoint's
+    plane-1 files are given 3 more rounds than plane 0's, a state any run reaches when the planes'
+    threads ran different numbers of rounds. Before the fix the trainer required one round on
+    all ranks and refused to resume ("holds gossip rounds 5 to 8 on different ranks").
+    """
+    exp = tmp_path / "exp"
+    hybrid = ["--strategy", "hybrid", "--nproc", 4, "--group-size", 2, "--gossip-period-s", 0.01]
+    first = dasr_train(speech_data_dir, exp, *hybrid, "--epochs", 1)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (saved,) = list_complete(exp / "checkpoints")  # the end of epoch 0: 2 steps of each worker
+    planes = _ranks_by_plane(4, 2)
+    rounds = {}
+    for q, ranks in enumerate(planes):
+        states = {r: load_file(saved / f"rank{r}.pt") for r in ranks}
+        assert len({s["strategy"]["round"] for s in states.values()}) == 1, states  # one round per plane
+        for r, state in states.items():
+            state["strategy"]["round"] += 3 * q
+            atomic_save(state, saved / f"rank{r}.pt")
+            rounds[r] = state["strategy"]["round"]
+    assert rounds[0] != rounds[1]
+
+    second = dasr_train(speech_data_dir, exp, *hybrid, "--epochs", 2, "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    train = [r for r in read_metrics(exp) if r["kind"] == "train"]
+    for rank in range(4):
+        mine = [r for r in train if r["rank"] == rank]
+        assert [r["step"] for r in mine] == [1, 2, 3, 4], mine  # steps 3 and 4 after the resume, none again
+        resumed = mine[2]
+        assert resumed["gossip_round"] >= rounds[rank], (rank, resumed["gossip_round"], rounds)
+    final = list_complete(exp / "checkpoints")[-1]
+    states = [load_file(final / f"rank{r}.pt") for r in range(4)]
+    assert [s["progress"]["step"] for s in states] == [4, 4, 4, 4]
+    for ranks in planes:
+        assert len({states[r]["strategy"]["round"] for r in ranks}) == 1, [s["strategy"] for s in states]
+    models = [s["model"] for s in states]
+    assert all((models[0][k] == m[k]).all() for m in models[1:] for k in models[0])  # consensus at the save
