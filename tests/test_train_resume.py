@@ -2,6 +2,8 @@
 
 import pytest
 
+from dasr.data.loader import AsrDataset, DistributedBucketSampler, StoreClaims
+from dasr.data.tokenizer import load_tokenizer
 from dasr.train.checkpoint import atomic_save, list_complete, load_file
 
 
@@ -50,3 +52,49 @@ def test_hybrid_with_two_gossip_planes_resumes(speech_data_dir, tmp_path, dasr_t
         assert len({states[r]["strategy"]["round"] for r in ranks}) == 1, [s["strategy"] for s in states]
     models = [s["model"] for s in states]
     assert all((models[0][k] == m[k]).all() for m in models[1:] for k in models[0])  # consensus at the save
+
+
+def _trained_once(data, exp, checkpoint_dir, world):
+    """(steps of all ranks, batches before the furthest point any rank reached) of a checkpoint.
+
+    Claimed batches are handed out in order, and every rank trains its claims before a
+    checkpoint, so the batches trained are all those before the furthest (epoch, position):
+    the two numbers are equal exactly when no batch was trained twice or skipped.
+    """
+    states = [load_file(checkpoint_dir / f"rank{r}.pt") for r in range(world)]
+    epoch, position = max((s["sampler"]["epoch"], s["sampler"]["position"]) for s in states)
+    frames = AsrDataset(data, "train", load_tokenizer(exp)).frames
+    sampler = DistributedBucketSampler(frames, 200, 0, world, seed=0, claims=StoreClaims(store=None))
+    lengths = []  # batches per epoch (two short utterances may share one)
+    for e in range(epoch):
+        sampler.set_epoch(e)
+        lengths.append(len(sampler))
+    return sum(s["progress"]["step"] for s in states), sum(lengths) + position
+
+
+@pytest.mark.slow  # two 2-worker runs of 2 and 2 more seconds of training, plus evaluations
+@pytest.mark.parametrize("strategy", ["adpsgd", "ps"])
+def test_time_mode_resume_trains_each_batch_once(speech_data_dir, tmp_path, dasr_train, strategy):
+    """S2: in time mode each rank saves its own position; resumed, they continue at the furthest one.
+
+    Rank 1 is 3x slow, so the ranks' positions (and maybe epochs) differ at every checkpoint.
+    Before the fix each rank claimed from its own saved position on a counter of its own, so
+    the batches between the positions (or a whole epoch's start) were trained twice.
+    """
+    exp = tmp_path / "exp"
+    timed = ["--strategy", strategy, "--nproc", 2, "--straggler", "1:3", "--eval-every-s", 1]
+    first = dasr_train(speech_data_dir, exp, *timed, "--train-seconds", 2, "--keep-checkpoints", 10)
+    assert first.returncode == 0, first.stderr[-3000:]
+    saved = list_complete(exp / "checkpoints")[-1]
+    steps, claimed = _trained_once(speech_data_dir, exp, saved, 2)
+    assert steps == claimed, (steps, claimed)  # the invariant holds without a resume
+    points = [load_file(saved / f"rank{r}.pt")["sampler"] for r in range(2)]
+    points = [(p["epoch"], p["position"]) for p in points]
+    assert points[0] != points[1], points  # each rank saved its own point of the epochs
+
+    second = dasr_train(speech_data_dir, exp, *timed, "--train-seconds", 4, "--keep-checkpoints", 10, "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    final = list_complete(exp / "checkpoints")[-1]
+    assert final != saved
+    steps, claimed = _trained_once(speech_data_dir, exp, final, 2)
+    assert steps == claimed, (steps, claimed)

@@ -206,11 +206,14 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.sampler.claims is not None:  # each rank saved its own position (time mode: maybe its own epoch)
+            self.sampler.continue_from(int(all_reduce([self.sampler.progress_key], self.worker, "MAX")[0]))
         try:  # collective; checks what the strategy needs equal (e.g. the gossip round of each plane)
             self.strategy.load_state_dict(state["strategy"])
         except ValueError as e:
             raise DasrError(f"checkpoint step {state['progress']['step']} in {self.checkpoints}: {e}") from None
         self.progress = Progress(**state["progress"])
+        self.progress.epoch = max(self.progress.epoch, self.sampler.epoch)  # a rank an epoch behind moved on
         set_rng_state(state["rng"])
         self.train_set.rng.bit_generator.state = state["data_rng"]
         # a checkpoint taken within a pass (even after its last batch) continues that pass; the
