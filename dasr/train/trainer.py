@@ -159,6 +159,7 @@ class Trainer:
             self.exp / "metrics.jsonl", worker.rank, self.exp / "tensorboard" if worker.is_main else None
         )
         self.resumed_mid_epoch = False
+        self.mark_at_end = False  # the pass's last checkpoint mark fell on its end (end_of_pass saves it)
         self.straggler = Straggler.parse(",".join(config.straggler), worker.rank)
         self.window = StepWindow((0.0, 0.0))  # the steps since the last train record (reopened by each pass)
         self.net = strategy.wrap(self.model, self.optimizer)  # after .to(device), before loading state
@@ -273,7 +274,8 @@ class Trainer:
 
         A checkpoint mark (``--checkpoint-every``) pauses the data at the same point of the
         epoch's progress on every rank (:class:`DistributedBucketSampler`): the pass writes the
-        checkpoint there and goes on.
+        checkpoint there and goes on. A mark at the data's end is left to :meth:`end_of_pass`,
+        which writes that step's one checkpoint (after the evaluation, if one is due).
         """
         p = self.progress
         if not self.resumed_mid_epoch:
@@ -288,8 +290,12 @@ class Trainer:
             step=25,
         )
         self.window = StepWindow(comm_totals(self.strategy.stats()))
+        self.mark_at_end = False
         while self._train_until_mark(bar) and self.sampler.at_mark:
-            self.save_checkpoint()
+            if self.sampler.position < self.sampler.end():
+                self.save_checkpoint()
+            else:  # the same step as the end of the pass: one checkpoint, written there
+                self.mark_at_end = True
             self.sampler.pass_mark()
         bar.close()
 
@@ -335,7 +341,8 @@ class Trainer:
 
     def end_of_pass(self) -> None:
         """After a pass over the sampler: advance the epoch if the pass completed it (the only place
-        the epoch advances), then evaluate and checkpoint when that is due.
+        the epoch advances), then evaluate and checkpoint when that is due (a checkpoint also
+        when a mark fell on the pass's end).
 
         Epoch mode evaluates every ``eval_every_epochs`` epochs, at a stop within an epoch
         (``max_steps``) and at the end; time mode evaluates by the clock, within the passes.
@@ -344,10 +351,13 @@ class Trainer:
         trained = p.epoch
         complete = self.sampler.position >= len(self.sampler)  # not at a stop within it (max_steps)
         p.epoch += complete
-        if c.eval_every_s > 0 or (complete and p.epoch % c.eval_every_epochs and not self.finished()):
+        if c.eval_every_s > 0:
             return
-        self.evaluate_dev(trained)
-        self.save_checkpoint()
+        evaluate = not complete or not p.epoch % c.eval_every_epochs or self.finished()
+        if evaluate:
+            self.evaluate_dev(trained)
+        if evaluate or self.mark_at_end:
+            self.save_checkpoint()
 
     def evaluate_and_save(self) -> None:
         """Time mode's evaluation: as at an epoch end, without ending the epoch."""
