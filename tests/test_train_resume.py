@@ -1,5 +1,7 @@
 """Resuming `dasr train` runs of the gossip strategies (real worker processes on 127.0.0.1, real checkpoints)."""
 
+import shutil
+
 import pytest
 
 from dasr.data.loader import AsrDataset, DistributedBucketSampler, StoreClaims
@@ -97,4 +99,38 @@ def test_time_mode_resume_trains_each_batch_once(speech_data_dir, tmp_path, dasr
     final = list_complete(exp / "checkpoints")[-1]
     assert final != saved
     steps, claimed = _trained_once(speech_data_dir, exp, final, 2)
+    assert steps == claimed, (steps, claimed)
+
+
+@pytest.mark.slow  # two 2-worker runs of 2 epochs
+def test_adpsgd_resumed_from_a_checkpoint_mark_trains_each_batch_once(speech_data_dir, tmp_path, dasr_train):
+    """--checkpoint-every with claimed batches and a 3x straggler: marks meet on every rank; resume from one.
+
+    Marks fall every 4 claimed batches (2 steps x 2 workers). The run is then cut back to its
+    first checkpoint (as if killed right after it) and resumed: every batch of the 2 epochs is
+    trained exactly once along the resumed run.
+    """
+    exp = tmp_path / "exp"
+    args = ["--strategy", "adpsgd", "--nproc", 2, "--epochs", 2, "--checkpoint-every", 2, "--straggler", "0:3"]
+    args += ["--eval-every-epochs", 2, "--keep-checkpoints", 20]
+    first = dasr_train(speech_data_dir, exp, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    complete = list_complete(exp / "checkpoints")
+    for d in complete:
+        points = {(s["sampler"]["epoch"], s["sampler"]["position"]) for s in map(load_file, d.glob("rank*.pt"))}
+        assert len(points) == 1, (d, points)  # one point of global progress on both ranks
+        steps, claimed = _trained_once(speech_data_dir, exp, d, 2)
+        assert steps == claimed, (d, steps, claimed)
+    marks = [load_file(d / "rank0.pt")["sampler"]["position"] for d in complete[:2]]
+    assert marks == [4, 8], marks  # the first marks of epoch 0
+    for d in complete[1:]:  # cut back to the first mark's checkpoint
+        shutil.rmtree(d)
+
+    second = dasr_train(speech_data_dir, exp, *args, "--resume")
+    assert second.returncode == 0, second.stderr[-3000:]
+    final = list_complete(exp / "checkpoints")[-1]
+    states = [load_file(final / f"rank{r}.pt") for r in range(2)]
+    assert [s["progress"]["epoch"] for s in states] == [2, 2]  # both epochs done ...
+    assert len({(s["sampler"]["epoch"], s["sampler"]["position"]) for s in states}) == 1  # ... at epoch 1's end
+    steps, claimed = _trained_once(speech_data_dir, exp, final, 2)  # claimed: the batches of epochs 0 and 1
     assert steps == claimed, (steps, claimed)
