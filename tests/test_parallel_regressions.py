@@ -151,6 +151,30 @@ def _hybrid_plane_rounds(rank):
     return res
 
 
+def _two_optimizers(rank):
+    """Two optimizers on one model (body and head): each public class refuses the one that misses parameters.
+
+    Before, ADPSGD(model, body_optimizer) was built without a word: the head's optimizer then
+    stepped outside the gossip lock, racing the merges into the same flat buffer.
+    """
+    from dasr.parallel import ADPSGD, Hybrid, ParameterServer
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    body = torch.optim.SGD(model[0].parameters(), lr=0.1)
+    refused = {}
+    for name, make in [
+        ("adpsgd", lambda: ADPSGD(model, body, timeout_s=20)),
+        ("hybrid", lambda: Hybrid(model, body, group_size=2, timeout_s=20)),
+        ("ps", lambda: ParameterServer(model, body, timeout_s=20)),
+    ]:
+        try:
+            make().close()
+            refused[name] = None
+        except ValueError as e:
+            refused[name] = str(e)
+    return refused
+
+
 def _gathered(t):
     import torch.distributed as dist
 
@@ -173,6 +197,7 @@ def _suite():
         ("close_in_except", _close_inside_except),
         ("step_raises", _step_raises_then_average),
         ("hybrid_rounds", _hybrid_plane_rounds),
+        ("two_optimizers", _two_optimizers),
         ("ps_subgroup", _ps_in_a_subgroup),  # last: torch 2.13 hangs in a later local-sync new_group (see below)
     ]:
         out[name] = scenario(info.rank)
@@ -216,3 +241,9 @@ def test_hybrid_restores_each_gossip_planes_own_round_and_refuses_a_plane_that_d
         assert res["refused"] == (
             "the gossip plane of ranks [0, 2] holds rounds 5 to 7; a state taken after average() holds one round per plane"
         ), out
+
+
+def test_two_optimizers_on_one_model_are_refused_clearly(suite):
+    for res in (out["two_optimizers"] for out in suite.values()):
+        for name, error in res.items():
+            assert error is not None and "1.weight, 1.bias are not in the optimizer" in error, (name, res)

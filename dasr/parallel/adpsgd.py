@@ -49,7 +49,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from dasr.parallel import topology
-from dasr.parallel.flat import FlatParameters
+from dasr.parallel.flat import FlatParameters, require_one_optimizer
 from dasr.parallel.gossip import PAUSE, STOP, AbortNote, Gossiper, GossipError, pair_groups
 from dasr.parallel.strategy import PublicClassStrategy
 
@@ -149,6 +149,7 @@ class ADPSGD:
             raise ValueError(f"need period_s >= 0 and timeout_s > 0, got {period_s}, {timeout_s}")
         self.members = group_members(process_group)
         self.rank = dist.get_rank()
+        require_one_optimizer(model, optimizer, type(self).__name__)
         self.model, self.optimizer, self.process_group = model, optimizer, process_group
         self.graph, self.seed, self.period_s, self.timeout_s = graph, seed, period_s, timeout_s
         self.world = len(self.members)

@@ -66,7 +66,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dasr.parallel.adpsgd import group_members
-from dasr.parallel.flat import FlatParameters
+from dasr.parallel.flat import FlatParameters, require_one_optimizer
 from dasr.parallel.strategy import PublicClassStrategy
 
 _PUSH, _PAUSE, _DONE = 0, 1, 2
@@ -290,6 +290,7 @@ class ParameterServer:
         if timeout_s <= 0:
             raise ValueError(f"need timeout_s > 0, got {timeout_s}")
         hyper = sgd_hyperparameters(optimizer)
+        require_one_optimizer(model, optimizer, type(self).__name__)
         self.model, self.timeout_s, self.process_group = model, timeout_s, process_group
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if distributed else 0
