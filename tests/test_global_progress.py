@@ -6,9 +6,6 @@ every epoch end and all ranks made the same number of steps.
 """
 
 import dataclasses
-import json
-import subprocess
-import sys
 
 import pytest
 
@@ -32,25 +29,17 @@ def larger_train_dir(speech_data_dir, tmp_path):
     return data
 
 
-def _train(data, exp, *extra, timeout=300):
-    args = [sys.executable, "-m", "dasr", "train", "--data", str(data), "--exp", str(exp), "--model", "tiny"]
-    args += ["--batch-frames", "200", "--log-every", "1", "--gossip-period-s", "0.05", *map(str, extra)]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-
-
-def _records(exp):
-    return [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
-
-
 def _last_steps(records, world):
     return [max(r["step"] for r in records if r["kind"] == "train" and r["rank"] == k) for k in range(world)]
 
 
-def test_fast_adpsgd_workers_take_more_of_each_epoch_than_a_5x_straggler(larger_train_dir, tmp_path):
+def test_fast_adpsgd_workers_take_more_of_each_epoch_than_a_5x_straggler(
+    larger_train_dir, tmp_path, dasr_train, read_metrics
+):
     exp = tmp_path / "exp"
-    done = _train(larger_train_dir, exp, "--strategy", "adpsgd", "--nproc", 4, "--epochs", 2, "--straggler", "0:5")
+    done = dasr_train(larger_train_dir, exp, "--strategy", "adpsgd", "--nproc", 4, "--epochs", 2, "--straggler", "0:5")
     assert done.returncode == 0, done.stderr[-3000:]
-    records = _records(exp)
+    records = read_metrics(exp)
     steps = _last_steps(records, 4)
     assert min(steps[1:]) >= 2 * steps[0], steps  # same wall time, at least twice the slow rank's steps
     assert sum(steps) == 2 * 8 * COPIES, steps  # 2 epochs of one-utterance batches (200 frames), each trained once
@@ -58,14 +47,16 @@ def test_fast_adpsgd_workers_take_more_of_each_epoch_than_a_5x_straggler(larger_
     assert sorted(r["epoch"] for r in evals if r["rank"] == 0) == [0, 1]
 
 
-def test_sync_workers_keep_equal_shares(speech_data_dir, tmp_path):
+def test_sync_workers_keep_equal_shares(speech_data_dir, tmp_path, dasr_train, read_metrics):
     exp = tmp_path / "exp"
-    done = _train(speech_data_dir, exp, "--strategy", "sync", "--nproc", 2, "--epochs", 2, "--straggler", "0:3")
+    done = dasr_train(speech_data_dir, exp, "--strategy", "sync", "--nproc", 2, "--epochs", 2, "--straggler", "0:3")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _last_steps(_records(exp), 2) == [8, 8]  # lockstep: 4 batches each per epoch
+    assert _last_steps(read_metrics(exp), 2) == [8, 8]  # lockstep: 4 batches each per epoch
 
 
-def test_time_mode_refuses_step_counted_checkpoints(speech_data_dir, tmp_path):
-    done = _train(speech_data_dir, tmp_path / "exp", "--eval-every-s", 2, "--train-seconds", 4, "--checkpoint-every", 5)
+def test_time_mode_refuses_step_counted_checkpoints(speech_data_dir, tmp_path, dasr_train):
+    done = dasr_train(
+        speech_data_dir, tmp_path / "exp", "--eval-every-s", 2, "--train-seconds", 4, "--checkpoint-every", 5
+    )
     assert done.returncode != 0
     assert "--checkpoint-every cannot be combined with --eval-every-s" in done.stderr
