@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +108,27 @@ def train_tiny(data: Path, exp: Path, steps: int = 60, **units) -> None:
     from dasr.train.run import train
 
     train(TrainConfig(data=str(data), exp=str(exp), max_steps=steps, eval_every_epochs=1000, seed=1, **config))
+
+
+def train_cli(data, exp, *extra, timeout=300) -> subprocess.CompletedProcess:
+    """`dasr train` of the tiny model in a subprocess (one-utterance batches of the speech fixture, every step logged)."""
+    args = [sys.executable, "-m", "dasr", "train", "--data", str(data), "--exp", str(exp), "--model", "tiny"]
+    args += ["--batch-frames", "200", "--log-every", "1", "--gossip-period-s", "0.05", *map(str, extra)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def metrics_records(exp) -> list[dict]:
+    """The records of EXP/metrics.jsonl."""
+    return [json.loads(line) for line in (Path(exp) / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture
+def dasr_train():
+    """:func:`train_cli` as a fixture (test modules do not import each other)."""
+    return train_cli
+
+
+@pytest.fixture
+def read_metrics():
+    """:func:`metrics_records` as a fixture."""
+    return metrics_records

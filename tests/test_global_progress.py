@@ -6,15 +6,11 @@ every epoch end and all ranks made the same number of steps.
 """
 
 import dataclasses
-import json
-import subprocess
-import sys
 
 import pytest
 
 from dasr.data.features import compute_features
 from dasr.data.manifest import read_manifest, write_manifest
-from dasr.train.checkpoint import list_complete
 
 COPIES = 4  # the 8 fixture utterances 4 times over: an epoch of 32 one-utterance batches
 
@@ -33,25 +29,17 @@ def larger_train_dir(speech_data_dir, tmp_path):
     return data
 
 
-def _train(data, exp, *extra, timeout=300):
-    args = [sys.executable, "-m", "dasr", "train", "--data", str(data), "--exp", str(exp), "--model", "tiny"]
-    args += ["--batch-frames", "200", "--log-every", "1", "--gossip-period-s", "0.05", *map(str, extra)]
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
-
-
-def _records(exp):
-    return [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
-
-
 def _last_steps(records, world):
     return [max(r["step"] for r in records if r["kind"] == "train" and r["rank"] == k) for k in range(world)]
 
 
-def test_fast_adpsgd_workers_take_more_of_each_epoch_than_a_5x_straggler(larger_train_dir, tmp_path):
+def test_fast_adpsgd_workers_take_more_of_each_epoch_than_a_5x_straggler(
+    larger_train_dir, tmp_path, dasr_train, read_metrics
+):
     exp = tmp_path / "exp"
-    done = _train(larger_train_dir, exp, "--strategy", "adpsgd", "--nproc", 4, "--epochs", 2, "--straggler", "0:5")
+    done = dasr_train(larger_train_dir, exp, "--strategy", "adpsgd", "--nproc", 4, "--epochs", 2, "--straggler", "0:5")
     assert done.returncode == 0, done.stderr[-3000:]
-    records = _records(exp)
+    records = read_metrics(exp)
     steps = _last_steps(records, 4)
     assert min(steps[1:]) >= 2 * steps[0], steps  # same wall time, at least twice the slow rank's steps
     assert sum(steps) == 2 * 8 * COPIES, steps  # 2 epochs of one-utterance batches (200 frames), each trained once
@@ -59,43 +47,16 @@ def test_fast_adpsgd_workers_take_more_of_each_epoch_than_a_5x_straggler(larger_
     assert sorted(r["epoch"] for r in evals if r["rank"] == 0) == [0, 1]
 
 
-def test_sync_workers_keep_equal_shares(speech_data_dir, tmp_path):
+def test_sync_workers_keep_equal_shares(speech_data_dir, tmp_path, dasr_train, read_metrics):
     exp = tmp_path / "exp"
-    done = _train(speech_data_dir, exp, "--strategy", "sync", "--nproc", 2, "--epochs", 2, "--straggler", "0:3")
+    done = dasr_train(speech_data_dir, exp, "--strategy", "sync", "--nproc", 2, "--epochs", 2, "--straggler", "0:3")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert _last_steps(_records(exp), 2) == [8, 8]  # lockstep: 4 batches each per epoch
+    assert _last_steps(read_metrics(exp), 2) == [8, 8]  # lockstep: 4 batches each per epoch
 
 
-def test_checkpoint_marks_of_claimed_batches_meet_on_every_rank(speech_data_dir, tmp_path):
-    """--checkpoint-every with adpsgd and a straggler: ranks at different steps still checkpoint together."""
-    exp = tmp_path / "exp"
-    done = _train(
-        speech_data_dir,
-        exp,
-        "--strategy",
-        "adpsgd",
-        "--nproc",
-        2,
-        "--epochs",
-        2,
-        "--checkpoint-every",
-        2,
-        "--keep-checkpoints",
-        10,
-        "--straggler",
-        "0:3",
-        "--eval-every-epochs",
-        2,
+def test_time_mode_refuses_step_counted_checkpoints(speech_data_dir, tmp_path, dasr_train):
+    done = dasr_train(
+        speech_data_dir, tmp_path / "exp", "--eval-every-s", 2, "--train-seconds", 4, "--checkpoint-every", 5
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    complete = list_complete(exp / "checkpoints")
-    # marks every 4 claimed batches (2 steps x 2 workers): 4, 8, 12 and 16 of the 2 epochs' 16;
-    # the evaluated end of epoch 1 is mark 16's checkpoint again
-    assert len(complete) == 4, complete
-    assert all((d / "rank0.pt").exists() and (d / "rank1.pt").exists() for d in complete)
-
-
-def test_time_mode_refuses_step_counted_checkpoints(speech_data_dir, tmp_path):
-    done = _train(speech_data_dir, tmp_path / "exp", "--eval-every-s", 2, "--train-seconds", 4, "--checkpoint-every", 5)
     assert done.returncode != 0
     assert "--checkpoint-every cannot be combined with --eval-every-s" in done.stderr

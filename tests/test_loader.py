@@ -124,6 +124,35 @@ def test_claimed_sampler_marks_stop_every_rank_at_the_same_global_point_and_resu
     assert sorted(map(sorted, rest[0] + rest[1])) == sorted(map(sorted, again[0] + again[1]))
 
 
+def test_claimed_samplers_resumed_from_their_own_positions_train_each_batch_once():
+    """S2 (time mode): each rank saves its own position, and a fast rank may be an epoch ahead.
+
+    Rank 1 took 2 batches of epoch 0; rank 0 took the rest of epoch 0 and 3 of epoch 1. Resumed
+    from their own states (a fresh store), both must continue at epoch 1's batch 3. Before the
+    fix rank 1 claimed epoch 0 from its own position again, on a counter of its own.
+    """
+    import torch.distributed as dist
+
+    samplers = _claimed(2, dist.HashStore())
+    fast, slow = (iter(s) for s in samplers)
+    before = [next(slow), next(slow), *fast]  # rank 0's iterator ends with the epoch
+    samplers[0].set_epoch(1)
+    fast = iter(samplers[0])
+    before += [next(fast) for _ in range(3)]
+    states = [s.state_dict() for s in samplers]
+    assert [(st["epoch"], st["position"]) for st in states] == [(1, 3), (0, 2)]
+    resumed = _claimed(2, dist.HashStore())
+    for s, state in zip(resumed, states):
+        s.load_state_dict(state)
+    furthest = max(s.progress_key for s in resumed)  # what the trainer's all-reduce MAX gives every rank
+    for s in resumed:
+        s.continue_from(furthest)
+    after = [b for taken in _drain(resumed, speeds=[1, 2]) for b in taken]
+    epochs = [bucket_batches(_frames(), 2000, np.random.default_rng([5, e])) for e in (0, 1)]
+    assert sorted(map(sorted, before + after)) == sorted(map(sorted, epochs[0] + epochs[1]))  # each batch once
+    assert all(s.epoch == 1 and s.position == len(epochs[1]) for s in resumed)
+
+
 def test_claimed_sampler_max_steps_end_the_data_at_one_global_point():
     import torch.distributed as dist
 

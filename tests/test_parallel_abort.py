@@ -49,7 +49,7 @@ def _abort_worker():
         out["error"] = str(e)
         t = time.monotonic()
         try:
-            strategy.close()  # inside the except: the trainer's path after a failure
+            strategy.abort(f"{type(e).__name__}: {e}")  # the trainer's path after a failure
         except Exception as close_error:
             out["close_error"] = str(close_error)
         out["close_s"] = time.monotonic() - t

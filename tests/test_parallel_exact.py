@@ -174,7 +174,10 @@ def _consensus_point(rank):
 
 
 def _subgroup(rank):
-    """ADPSGD on ranks 0-2 only (random-matching, 3 ranks: one idles each round); rank 3 never joins."""
+    """ADPSGD on ranks 0-2 only (random-matching, 3 ranks: one idles each round); rank 3 never joins.
+
+    Parameters are set to the rank; exactly one round runs, then a pause (header only).
+    """
     import torch.distributed as dist
 
     from dasr.parallel import ADPSGD
@@ -184,15 +187,17 @@ def _subgroup(rank):
     with torch.no_grad():
         for p in model.parameters():
             p.fill_(rank)
+    values = lambda: torch.cat([p.detach().reshape(-1) for p in model.parameters()]).unique().tolist()  # noqa: E731
     if rank == 3:
-        return {"values": [float(rank)]}
+        return {"after_round": values()}
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    gossip = ADPSGD(model, opt, graph="random-matching", period_s=0.01, process_group=group, sync_init=False)
+    gossip = ADPSGD(model, opt, graph="random-matching", period_s=30, process_group=group, sync_init=False)
     opt.step()
-    time.sleep(0.3)
+    _wait_for(lambda: gossip.gossip.round >= 1, "first round")
+    gossip._drain()
+    res = {"after_round": values(), "exchanges": gossip.gossip.stats["model_exchanges"]}
     gossip.average()
-    res = {"values": torch.cat([p.detach().reshape(-1) for p in model.parameters()]).unique().tolist()}
-    res["rounds"] = gossip.gossip.round
+    res["after_average"] = values()
     gossip.close()
     return res
 
@@ -277,7 +282,14 @@ def test_real_gossip_rounds_match_the_consensus_prediction(suite):
 
 
 def test_a_subgroup_gossips_without_the_ranks_outside_it(suite):
+    from dasr.parallel import topology
+
+    partner = topology.matching("random-matching", 3, 0, 0)  # round 0 of the group's 3 ranks
+    idle = [r for r in range(3) if partner[r] == r]
+    assert len(idle) == 1
     for rank in range(3):
-        assert suite[rank]["subgroup"]["values"] == [1.0], suite  # mean of 0, 1, 2
-        assert suite[rank]["subgroup"]["rounds"] > 1
-    assert suite[3]["subgroup"]["values"] == [3.0]
+        res = suite[rank]["subgroup"]
+        assert res["after_round"] == [(rank + partner[rank]) / 2], (rank, partner, res)  # idle: its own value
+        assert res["exchanges"] == (0 if rank in idle else 1), res
+        assert res["after_average"] == [1.0], res  # mean of 0, 1, 2
+    assert suite[3]["subgroup"]["after_round"] == [3.0]

@@ -172,19 +172,12 @@ def _straggler_scenario(info, wall_s):
             nn.functional.mse_loss(model(x), y).backward()
             strategy.step(opt)
         steps += 1
-    t = time.monotonic()
     strategy.close()
-    return {
-        "steps": steps,
-        "close_s": time.monotonic() - t,
-        "stats": strategy.stats(),
-        "wall_s": time.monotonic() - deadline + wall_s,
-    }
+    return {"steps": steps, "stats": strategy.stats()}
 
 
 def test_adpsgd_straggler_no_deadlock(four_workers):
     out = {r: v["straggler"] for r, v in four_workers.items()}
-    assert max(res["wall_s"] for res in out.values()) < 15, out
     print(
         {
             r: (res["steps"], res["stats"]["gossip_rounds"], round(res["stats"]["gossip_round_s"], 4))
@@ -196,7 +189,13 @@ def test_adpsgd_straggler_no_deadlock(four_workers):
         assert out[r]["steps"] >= 2 * slow, out
     rounds = [res["stats"]["gossip_rounds"] for res in out.values()]
     assert min(rounds) >= 10, out  # the slow worker's thread kept averaging
-    assert max(res["close_s"] for res in out.values()) < 5, out
+    # close() agreed on one last round: every thread ran exactly the rounds before it, each
+    # round with its partner (ring, N = 4: nobody idles), a model or only a header
+    assert len(set(rounds)) == 1, out
+    for res in out.values():
+        s = res["stats"]
+        assert s["gossip_round"] == s["gossip_rounds"] == s["gossip_model_exchanges"] + s["gossip_header_exchanges"], s
+        assert s["gossip_idle_rounds"] == 0 and s["gossip_barriers"] == 1, s
 
 
 # ----------------------------------------------------------------------------- hybrid

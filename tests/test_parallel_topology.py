@@ -31,12 +31,58 @@ def test_matchings_are_involutions_within_pairs(graph, n):
         assert len(allowed) == n * (n - 1) // 2  # any pair can meet
 
 
+STARTS = (0, 1, 5, 17)
+
+
+def _reachability_rounds(graph, n, seed, start):
+    """Reference: rounds until the boolean product of the rounds' (I + P_k) matrices is all ones (numpy).
+
+    ``reach[i, j]``: rank i has heard from rank j; a round gives i what its partner had heard.
+    """
+    import numpy as np
+
+    reach = np.eye(n, dtype=int)
+    d = 0
+    while not reach.all():
+        p = topology.matching(graph, n, seed, start + d)
+        step = np.eye(n, dtype=int)
+        step[np.arange(n), p] = 1
+        reach = (step @ reach > 0).astype(int)
+        d += 1
+    return d
+
+
+@pytest.mark.parametrize("n", [2, 4, 6, 8, 16])
+def test_spread_rounds_of_an_even_ring_is_half_of_it(n):
+    """Rounds alternate the ring's two matchings: news moves one position per round each way."""
+    assert [topology.spread_rounds("ring", n, 0, s) for s in STARTS] == [n // 2] * len(STARTS)
+
+
+def test_spread_rounds_of_a_ring_of_three_by_hand():
+    # rounds 0, 1, 2 pair (1, 2), (2, 0), (0, 1): rank 0 hears 1 in round 1, rank 1 hears 0 in round 2
+    assert topology.matching("ring", 3, 0, 0) == [0, 2, 1]
+    assert topology.spread_rounds("ring", 3, 0, 0) == 3
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_spread_rounds_of_a_hypercube_is_when_the_rounds_have_used_every_dimension(k, seed):
+    """N = 2**k: rank i has heard exactly i XOR (the span of the bits used), so all once every bit was used."""
+    n = 1 << k
+    for start in STARTS:
+        used, d = set(), 0
+        while len(used) < k:
+            used.add(topology.matching("exponential", n, seed, start + d)[0])  # rank 0's partner: the round's bit
+            d += 1
+        assert topology.spread_rounds("exponential", n, seed, start) == d, (n, start, used)
+
+
 @pytest.mark.parametrize("graph", topology.GRAPHS)
-@pytest.mark.parametrize("n", [2, 3, 4, 6, 8, 9])
-def test_spread_rounds_reaches_everyone(graph, n):
-    for start in (0, 1, 5, 17):
-        d = topology.spread_rounds(graph, n, 0, start)
-        assert 1 <= d <= 2 * n + 2
+@pytest.mark.parametrize("n", [3, 5, 6, 9, 12])
+def test_spread_rounds_equals_the_reachability_reference(graph, n):
+    assert [topology.spread_rounds(graph, n, 2, s) for s in STARTS] == [
+        _reachability_rounds(graph, n, 2, s) for s in STARTS
+    ]
 
 
 def test_exponential_cycle_averages_exactly():

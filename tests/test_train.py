@@ -2,13 +2,16 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 
 from dasr.cli import main
 from dasr.config import TrainConfig
+from dasr.data.loader import AsrDataset, DistributedBucketSampler
 from dasr.train.checkpoint import list_complete, load_file
+from dasr.train.experiment import prepare_experiment
 from dasr.train.run import train
 
 
@@ -70,6 +73,30 @@ def test_resume_gives_identical_parameters(speech_data_dir, tmp_path):
         > 0
         for k in first
     )
+
+
+def test_a_checkpoint_mark_at_an_epoch_end_writes_that_step_once(speech_data_dir, tmp_path, monkeypatch):
+    """L3: with marks every epoch's worth of batches, each mark falls on an evaluated epoch end.
+
+    Before the fix the mark wrote step-N and marked it COMPLETE, then the epoch-end save
+    rewrote the rank files of the same step-N under that COMPLETE.
+    """
+    from dasr.train import checkpoint
+
+    written = []
+    save_rank = checkpoint.save_rank
+
+    def recording_save_rank(root, step, rank, state):
+        written.append((step, (root / f"step-{step:09d}" / "COMPLETE").exists()))
+        return save_rank(root, step, rank, state)
+
+    monkeypatch.setattr(checkpoint, "save_rank", recording_save_rank)
+    exp = tmp_path / "exp"
+    config = _config(speech_data_dir, exp, epochs=2, batch_frames=900)
+    frames = AsrDataset(speech_data_dir, "train", prepare_experiment(config)).frames
+    per_epoch = len(DistributedBucketSampler(frames, 900, seed=config.seed))
+    train(replace(config, checkpoint_every=per_epoch))
+    assert written == [(per_epoch, False), (2 * per_epoch, False)]  # each step once, never under a COMPLETE
 
 
 def test_truncated_checkpoint_falls_back_to_previous(speech_data_dir, tmp_path):

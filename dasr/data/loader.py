@@ -121,6 +121,9 @@ def bucket_batches(
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+_EPOCH_KEY = 1 << 32  # DistributedBucketSampler.progress_key: epoch * this + position (positions stay below)
+
+
 class StoreClaims:
     """Hands out the batches of an epoch to whichever worker asks first (global progress).
 
@@ -263,6 +266,26 @@ class DistributedBucketSampler:
             self._held = None
             self.position = index + 1
             yield batches[index]
+
+    @property
+    def progress_key(self) -> int:
+        """(epoch, position) as one number that orders like the pair (exact in a float64 all-reduce)."""
+        return self.epoch * _EPOCH_KEY + self.position
+
+    def continue_from(self, furthest_key: int) -> None:
+        """Claimed sharing after a resume: continue where the furthest rank was (the max of :attr:`progress_key`).
+
+        Each rank saves its own position (after its last claim), and in time mode a fast rank
+        may already be in the next epoch. Claims are handed out in order and every rank trains
+        its claims before a checkpoint, so every batch before the furthest point was trained
+        once: all ranks continue there, on one claim counter (its key holds the start).
+        """
+        if self.claims is None:
+            raise ValueError("continue_from is for claimed sharing; sharded ranks resume at their own positions")
+        epoch, position = divmod(int(furthest_key), _EPOCH_KEY)
+        if (epoch, position) != (self.epoch, self.position):
+            self.epoch = epoch
+            self._start_at(position)
 
     def state_dict(self) -> dict:
         return {

@@ -49,7 +49,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from dasr.parallel import topology
-from dasr.parallel.flat import FlatParameters
+from dasr.parallel.flat import FlatParameters, require_one_optimizer
 from dasr.parallel.gossip import PAUSE, STOP, AbortNote, Gossiper, GossipError, pair_groups
 from dasr.parallel.strategy import PublicClassStrategy
 
@@ -62,12 +62,22 @@ def comm_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def group_members(process_group: dist.ProcessGroup | None) -> list[int]:
-    """Global ranks of ``process_group`` (``None``: the default group)."""
+    """Global ranks of ``process_group`` (``None``: the default group).
+
+    Raises:
+        ValueError: torch.distributed is not initialised, or this rank is not in the group.
+    """
     if not dist.is_initialized():
         raise ValueError("gossip needs torch.distributed initialised (torch.distributed.init_process_group)")
     if process_group is None:
         return list(range(dist.get_world_size()))
-    return list(dist.get_process_group_ranks(process_group))
+    members = [] if process_group is dist.GroupMember.NON_GROUP_MEMBER else dist.get_process_group_ranks(process_group)
+    if dist.get_rank() not in members:
+        which = f"{sorted(members)}" if members else "(new_group was given ranks without it)"
+        raise ValueError(
+            f"rank {dist.get_rank()} is not in the process group {which}: construct it on the group's ranks only"
+        )
+    return list(members)
 
 
 class DeviceCopies:
@@ -76,18 +86,27 @@ class DeviceCopies:
     The main thread calls :meth:`before_step`/:meth:`after_step` (under the step lock); the
     gossip thread enqueues its copies on :attr:`side` after :attr:`step_done` and records
     :attr:`copies_done`, which the next step waits for on the device (never on the host).
+    Every stream is the one of the parameters' ``device``, whatever the current device is
+    (a model on ``cuda:1`` without ``torch.cuda.set_device``).
     """
 
     def __init__(self, device: torch.device):
+        self.device = device
         self.side = torch.cuda.Stream(device)
         self.step_done = torch.cuda.Event()
         self.copies_done = torch.cuda.Event()
 
     def before_step(self) -> None:
-        torch.cuda.current_stream().wait_event(self.copies_done)
+        """The step (on the device's current stream) waits for the copies queued before it."""
+        torch.cuda.current_stream(self.device).wait_event(self.copies_done)
 
     def after_step(self) -> None:
-        self.step_done.record(torch.cuda.current_stream())
+        """Mark the step's end: the next copies wait for it."""
+        self.step_done.record(torch.cuda.current_stream(self.device))
+
+    def wait_copies(self) -> None:
+        """Whatever the device's current stream runs next waits for all copies queued so far."""
+        torch.cuda.current_stream(self.device).wait_stream(self.side)
 
 
 class ADPSGD:
@@ -130,8 +149,7 @@ class ADPSGD:
             raise ValueError(f"need period_s >= 0 and timeout_s > 0, got {period_s}, {timeout_s}")
         self.members = group_members(process_group)
         self.rank = dist.get_rank()
-        if self.rank not in self.members:
-            raise ValueError(f"rank {self.rank} is not in the process group {self.members}")
+        require_one_optimizer(model, optimizer, type(self).__name__)
         self.model, self.optimizer, self.process_group = model, optimizer, process_group
         self.graph, self.seed, self.period_s, self.timeout_s = graph, seed, period_s, timeout_s
         self.world = len(self.members)
@@ -240,8 +258,7 @@ class ADPSGD:
             if g.parked:
                 g.start()
                 g.resume()
-        if self._in_step:  # the previous step raised before its post hook
-            self.lock.release()
+        self._end_failed_step()
         t = time.perf_counter()
         self.lock.acquire()
         self._in_step = True
@@ -256,13 +273,24 @@ class ADPSGD:
         self.lock.release()
         self._steps += 1
 
+    def _end_failed_step(self) -> None:
+        """Release the lock a step took if that step raised before its post hook (no hook runs on an error).
+
+        Called before anything on the main thread needs the lock or the gossip thread (the next
+        step, :meth:`average`, :meth:`close`, :meth:`abort`): until then the gossip thread may
+        wait for the lock, and its partner for it, at most ``timeout_s``.
+        """
+        if self._in_step:
+            self._in_step = False
+            self.lock.release()
+
     # ---- public
     def _drain(self) -> None:
         """Park the gossip thread at a round all ranks agree on (collective over the plane)."""
         if self.gossip is not None:
             self.gossip.barrier(PAUSE)
         if self.copies is not None:
-            torch.cuda.current_stream().wait_stream(self.copies.side)
+            self.copies.wait_copies()
 
     def average(self) -> None:
         """Make every replica the exact average of all replicas (collective over the group).
@@ -273,6 +301,7 @@ class ADPSGD:
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
         t = time.perf_counter()
+        self._end_failed_step()
         self.flat.check()
         self._drain()
         with torch.no_grad():
@@ -289,7 +318,12 @@ class ADPSGD:
         return {"round": g.round if g else 0, "graph": self.graph, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict` (collective over the group, before the first step)."""
+        """Restore :meth:`state_dict` (collective over the group, before the first step).
+
+        Raises:
+            ValueError: the schedule differs, or the ranks of one gossip plane hold different
+                rounds (a state not taken after :meth:`average`); raised on every rank alike.
+        """
         g = self.gossip
         if g is None:
             return
@@ -300,9 +334,28 @@ class ADPSGD:
                 f"checkpoint gossip schedule {state.get('graph')}/{state.get('seed')} "
                 f"differs from this run's {self.graph}/{self.seed}"
             )
-        r = torch.tensor([int(state.get("round", 0))], dtype=torch.int64, device=self.flat.buffers[0].device)
-        dist.all_reduce(r, op=dist.ReduceOp.MAX, group=self.process_group)
-        g.round = int(r.item())
+        g.round = self._plane_round(int(state.get("round", 0)))
+
+    def _plane_round(self, mine: int) -> int:
+        """``mine`` checked equal on every rank of this rank's gossip plane (collective over the group).
+
+        Each plane agrees on its own stop rounds, so planes (Hybrid's) may hold different rounds;
+        the ranks of one plane may not. Every rank checks every plane, so all raise together.
+        """
+        planes = self._planes()
+        n = len(planes)
+        plane = next(q for q, ranks in enumerate(planes) if self.rank in ranks)
+        bounds = torch.full((2 * n,), -(2**62), dtype=torch.int64, device=self.flat.buffers[0].device)
+        bounds[plane], bounds[n + plane] = mine, -mine  # MAX of round and of -round: the plane's max and min
+        dist.all_reduce(bounds, op=dist.ReduceOp.MAX, group=self.process_group)
+        highest, lowest = bounds[:n].tolist(), [-v for v in bounds[n:].tolist()]
+        for q in range(n):
+            if highest[q] != lowest[q]:
+                raise ValueError(
+                    f"the gossip plane of ranks {planes[q]} holds rounds {lowest[q]} to {highest[q]}; "
+                    "a state taken after average() holds one round per plane"
+                )
+        return int(highest[plane])
 
     def stats(self) -> dict:
         """Counters since construction: steps, lock and gossip times, rounds, bytes exchanged."""
@@ -324,9 +377,7 @@ class ADPSGD:
     def _release(self) -> None:
         for h in self._hooks:
             h.remove()
-        if self._in_step:
-            self._in_step = False
-            self.lock.release()
+        self._end_failed_step()
 
     def close(self) -> None:
         """Agree on a last round with all ranks, join the thread, re-raise its error (collective; idempotent).

@@ -18,6 +18,26 @@ import torch
 from torch import nn
 
 
+def require_one_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer, owner: str) -> None:
+    """Refuse an ``optimizer`` that does not hold every trainable parameter of ``model``.
+
+    The wrappers step all trainable parameters through this optimizer's step hooks (under the
+    gossip lock, or through the server); a second optimizer's steps would bypass them.
+
+    Raises:
+        ValueError: naming the parameters the optimizer lacks.
+    """
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    missing = [name for name, p in model.named_parameters() if p.requires_grad and id(p) not in held]
+    if missing:
+        raise ValueError(
+            f"{owner} needs one optimizer over all trainable parameters of the model: {', '.join(missing)} "
+            "are not in the optimizer it was given (another optimizer would step them outside its step hooks); "
+            "give them to this optimizer (a param group of their own keeps their settings) or freeze them "
+            "(requires_grad=False) to leave them out"
+        )
+
+
 class FlatParameters:
     """The trainable parameters of ``model`` rebound as views of one flat buffer per dtype and device.
 

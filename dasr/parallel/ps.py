@@ -59,14 +59,14 @@ import sys
 import threading
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from dasr.parallel.adpsgd import group_members
-from dasr.parallel.flat import FlatParameters
+from dasr.parallel.flat import FlatParameters, require_one_optimizer
 from dasr.parallel.strategy import PublicClassStrategy
 
 _PUSH, _PAUSE, _DONE = 0, 1, 2
@@ -78,6 +78,21 @@ _HYPER = ("momentum", "dampening", "nesterov", "weight_decay")
 
 class ParameterServerError(RuntimeError):
     """The server thread or a worker's exchange with it failed; raised in the main thread."""
+
+
+def _send(group: Any, buf: torch.Tensor, dst: int, tag: int) -> None:
+    """Send ``buf`` to group rank ``dst`` of a bare gloo group (not registered with torch.distributed)."""
+    group.send([buf], dst, tag).wait()
+
+
+def _recv(group: Any, buf: torch.Tensor, src: int | None, tag: int) -> int:
+    """Receive into ``buf`` from group rank ``src`` (``None``: any) of a bare gloo group; the sender's group rank."""
+    if src is not None:
+        group.recv([buf], src, tag).wait()
+        return src
+    work = group.recv_anysource([buf], tag)
+    work.wait()
+    return int(work._source_rank())  # what torch.distributed.recv reads too; no public accessor
 
 
 def sgd_hyperparameters(optimizer: torch.optim.Optimizer) -> dict:
@@ -115,8 +130,9 @@ class Server:
     Args:
         master: the master parameters (CPU, owned by the server).
         hyper: :func:`sgd_hyperparameters`.
-        group: gloo group of all ranks for the thread (``None``: one worker, no thread).
-        workers: global ranks of the other workers the thread serves.
+        group: gloo group of all ranks for the thread (``None``: one worker, no thread); the
+            server is its rank 0.
+        workers: group ranks of the other workers the thread serves.
     """
 
     def __init__(
@@ -207,7 +223,7 @@ class Server:
             self._answer.body.copy_(self.master)
             self._answer.header[0] = self.version
         self.stats["server_busy_s"] += time.perf_counter() - t
-        dist.send(self._answer.buf, dst=src, group=self.group, tag=_TAG_ANSWER)
+        _send(self.group, self._answer.buf, src, _TAG_ANSWER)
 
     def _run(self) -> None:
         active = set(self.workers)
@@ -216,7 +232,7 @@ class Server:
             while active:
                 with self._cv:
                     self._cv.wait_for(lambda: self._serving)
-                src = dist.recv(self._request.buf, src=None, group=self.group, tag=_TAG_REQUEST)
+                src = _recv(self.group, self._request.buf, None, _TAG_REQUEST)
                 kind = int(self._request.header[0])
                 if kind == _PUSH:
                     self._push(src)
@@ -251,14 +267,17 @@ class ParameterServer:
         timeout_s: gloo timeout of the server's group: the longest the serving server may
             hear from no worker, and the longest a worker waits for its answer (e.g. while
             the server rank evaluates after :meth:`average` and the others already push).
-        process_group: the ranks taking part (default: all). Its gloo twin is made with
-            ``new_group``, which every rank of the default group must call.
+        process_group: the ranks taking part (default: all); construct it on each of them and on
+            no other rank. The server's own gloo group of the same ranks rendezvouses through the
+            default store (not ``new_group``, which every rank of the default group would have
+            to call), so ranks outside the group take no part.
 
     Buffers (batch-norm statistics) stay local, except that :meth:`average` copies the server
     rank's floating-point buffers to everyone along with the master parameters.
     """
 
     name = "ps"
+    _instances: ClassVar[dict[tuple[int, ...], int]] = {}
 
     def __init__(
         self,
@@ -271,6 +290,7 @@ class ParameterServer:
         if timeout_s <= 0:
             raise ValueError(f"need timeout_s > 0, got {timeout_s}")
         hyper = sgd_hyperparameters(optimizer)
+        require_one_optimizer(model, optimizer, type(self).__name__)
         self.model, self.timeout_s, self.process_group = model, timeout_s, process_group
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if distributed else 0
@@ -291,13 +311,15 @@ class ParameterServer:
         self._stats = {"pushes": 0, "staleness_sum": 0, "staleness_max": 0, "comm_s": 0.0, "consensus_s": 0.0}
         if self.world > 1:
             dist.broadcast(self.flat, src=self.server_rank, group=process_group)  # all replicas start at the master
-            self.group = dist.new_group(self.members, backend="gloo", timeout=timedelta(seconds=self.timeout_s))
+            self.group = self._server_group()
         self._request = Message(self.flat.numel(), pin_memory=self.flat.is_cuda)
         self._grad = self._request.body
         if self.rank == self.server_rank:
             master = self.flat.detach().to("cpu", copy=True)
             self.server = (
-                Server(master, hyper, self.group, self.members[1:]) if self.world > 1 else Server(master, hyper)
+                Server(master, hyper, self.group, list(range(1, self.world)))
+                if self.world > 1
+                else Server(master, hyper)
             )
             if self.world > 1:
                 self._switch_interval_s = sys.getswitchinterval()
@@ -305,6 +327,16 @@ class ParameterServer:
         else:
             self._answer = Message(self.flat.numel(), pin_memory=self.flat.is_cuda)
         self._hook = optimizer.register_step_pre_hook(self._pre_step)
+
+    def _server_group(self) -> Any:
+        """A gloo group of the members only (server = its rank 0), rendezvousing under a per-instance prefix."""
+        key = tuple(self.members)
+        serial = ParameterServer._instances[key] = ParameterServer._instances.get(key, -1) + 1
+        prefix = f"dasr-ps/{'-'.join(map(str, key))}/{serial}/"
+        store = dist.PrefixStore(prefix, dist.distributed_c10d._get_default_store())
+        return dist.ProcessGroupGloo(
+            store, self.members.index(self.rank), self.world, timedelta(seconds=self.timeout_s)
+        )
 
     # ---- worker side
     def _read_grad(self) -> None:
@@ -320,9 +352,9 @@ class ParameterServer:
         """Send ``kind`` (for a push with the gradient) to the server; for a push, receive the answer."""
         self._request.header.copy_(torch.tensor([kind, self.version, lr], dtype=torch.float64))
         try:
-            dist.send(self._request.buf, dst=self.server_rank, group=self.group, tag=_TAG_REQUEST)
+            _send(self.group, self._request.buf, 0, _TAG_REQUEST)
             if kind == _PUSH:
-                dist.recv(self._answer.buf, src=self.server_rank, group=self.group, tag=_TAG_ANSWER)
+                _recv(self.group, self._answer.buf, 0, _TAG_ANSWER)
         except RuntimeError as e:
             raise ParameterServerError(
                 f"rank {self.rank}: lost the parameter server on rank {self.server_rank} (it failed, "

@@ -5,13 +5,13 @@ The trainer calls only these methods::
     model = strategy.wrap(model, optimizer)      # once, before training
     loss.backward(); clip; strategy.step(optimizer)   # instead of optimizer.step()
     strategy.consensus(model)                    # before every evaluation and save
-    strategy.close()                             # at the end (idempotent)
+    strategy.close()                             # at the end (idempotent, agreed with the others)
+    strategy.abort(reason)                       # instead of close() after a failure on this rank
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -68,6 +68,14 @@ class Strategy(ABC):
     def close(self) -> None:
         """Join threads and release process groups; safe to call twice."""
 
+    def abort(self, reason: str) -> None:
+        """End after a failure on this worker alone, without agreeing with the others (default: :meth:`close`).
+
+        The caller says which end it means: :meth:`close` never aborts, whatever exception is
+        being handled around it (a normal close inside an ``except`` block is still a close).
+        """
+        self.close()
+
 
 class PublicClassStrategy(Strategy):
     """The Strategy interface over one of the public classes (ADPSGD, Hybrid, ParameterServer).
@@ -95,12 +103,15 @@ class PublicClassStrategy(Strategy):
         return self._impl().stats() if self.impl is not None else {}
 
     def close(self) -> None:
-        """Close; inside an ``except`` block (the trainer's path after a failure) abort where the class can."""
+        if self.impl is not None:
+            self.impl.close()
+
+    def abort(self, reason: str) -> None:
+        """The class's own ``abort(reason)`` where it has one (ADPSGD, Hybrid), else :meth:`close`."""
         if self.impl is None:
             return
-        exc = sys.exc_info()[1]
-        if exc is not None and hasattr(self.impl, "abort"):
-            self.impl.abort(f"{type(exc).__name__}: {exc}")
+        if hasattr(self.impl, "abort"):
+            self.impl.abort(reason)
         else:
             self.impl.close()
 

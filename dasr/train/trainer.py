@@ -159,6 +159,7 @@ class Trainer:
             self.exp / "metrics.jsonl", worker.rank, self.exp / "tensorboard" if worker.is_main else None
         )
         self.resumed_mid_epoch = False
+        self.mark_at_end = False  # the pass's last checkpoint mark fell on its end (end_of_pass saves it)
         self.straggler = Straggler.parse(",".join(config.straggler), worker.rank)
         self.window = StepWindow((0.0, 0.0))  # the steps since the last train record (reopened by each pass)
         self.net = strategy.wrap(self.model, self.optimizer)  # after .to(device), before loading state
@@ -199,13 +200,6 @@ class Trainer:
         if state is None:
             log.info("no checkpoint in %s: starting from scratch", self.checkpoints)
             return
-        gossip_round = int(state["strategy"].get("round", 0))
-        lowest, highest = all_reduce([-gossip_round, gossip_round], self.worker, "MAX")
-        if -lowest != highest:
-            raise DasrError(
-                f"checkpoint step {state['progress']['step']} holds gossip rounds {int(-lowest)} to {int(highest)} "
-                "on different ranks; a checkpoint taken after consensus holds one round on every rank"
-            )
         if state["units"] != self.tokenizer.units:
             raise DasrError(
                 f"checkpoint in {self.checkpoints} was trained with other units than {self.exp}/tokenizer.json"
@@ -213,8 +207,14 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
-        self.strategy.load_state_dict(state["strategy"])
+        if self.sampler.claims is not None:  # each rank saved its own position (time mode: maybe its own epoch)
+            self.sampler.continue_from(int(all_reduce([self.sampler.progress_key], self.worker, "MAX")[0]))
+        try:  # collective; checks what the strategy needs equal (e.g. the gossip round of each plane)
+            self.strategy.load_state_dict(state["strategy"])
+        except ValueError as e:
+            raise DasrError(f"checkpoint step {state['progress']['step']} in {self.checkpoints}: {e}") from None
         self.progress = Progress(**state["progress"])
+        self.progress.epoch = max(self.progress.epoch, self.sampler.epoch)  # a rank an epoch behind moved on
         set_rng_state(state["rng"])
         self.train_set.rng.bit_generator.state = state["data_rng"]
         # a checkpoint taken within a pass (even after its last batch) continues that pass; the
@@ -274,7 +274,8 @@ class Trainer:
 
         A checkpoint mark (``--checkpoint-every``) pauses the data at the same point of the
         epoch's progress on every rank (:class:`DistributedBucketSampler`): the pass writes the
-        checkpoint there and goes on.
+        checkpoint there and goes on. A mark at the data's end is left to :meth:`end_of_pass`,
+        which writes that step's one checkpoint (after the evaluation, if one is due).
         """
         p = self.progress
         if not self.resumed_mid_epoch:
@@ -289,8 +290,12 @@ class Trainer:
             step=25,
         )
         self.window = StepWindow(comm_totals(self.strategy.stats()))
+        self.mark_at_end = False
         while self._train_until_mark(bar) and self.sampler.at_mark:
-            self.save_checkpoint()
+            if self.sampler.position < self.sampler.end():
+                self.save_checkpoint()
+            else:  # the same step as the end of the pass: one checkpoint, written there
+                self.mark_at_end = True
             self.sampler.pass_mark()
         bar.close()
 
@@ -336,7 +341,8 @@ class Trainer:
 
     def end_of_pass(self) -> None:
         """After a pass over the sampler: advance the epoch if the pass completed it (the only place
-        the epoch advances), then evaluate and checkpoint when that is due.
+        the epoch advances), then evaluate and checkpoint when that is due (a checkpoint also
+        when a mark fell on the pass's end).
 
         Epoch mode evaluates every ``eval_every_epochs`` epochs, at a stop within an epoch
         (``max_steps``) and at the end; time mode evaluates by the clock, within the passes.
@@ -345,10 +351,13 @@ class Trainer:
         trained = p.epoch
         complete = self.sampler.position >= len(self.sampler)  # not at a stop within it (max_steps)
         p.epoch += complete
-        if c.eval_every_s > 0 or (complete and p.epoch % c.eval_every_epochs and not self.finished()):
+        if c.eval_every_s > 0:
             return
-        self.evaluate_dev(trained)
-        self.save_checkpoint()
+        evaluate = not complete or not p.epoch % c.eval_every_epochs or self.finished()
+        if evaluate:
+            self.evaluate_dev(trained)
+        if evaluate or self.mark_at_end:
+            self.save_checkpoint()
 
     def evaluate_and_save(self) -> None:
         """Time mode's evaluation: as at an epoch end, without ending the epoch."""
@@ -402,8 +411,8 @@ class Trainer:
                 self.save_model(self.exp / "final.pt")
                 if not (self.exp / "best.pt").exists():
                     self.save_model(self.exp / "best.pt")
-        except BaseException:
-            self._close_after_error()
+        except BaseException as e:
+            self._abort_after_error(e)
             raise
         else:
             self.strategy.close()
@@ -411,13 +420,13 @@ class Trainer:
             self.metrics.close()
         return self.progress
 
-    def _close_after_error(self) -> None:
-        """Close the strategy after a failure without hiding the failure behind a closing error."""
+    def _abort_after_error(self, error: BaseException) -> None:
+        """Abort the strategy after a failure on this rank, without hiding the failure behind an aborting error."""
         try:
-            self.strategy.close()
+            self.strategy.abort(f"{type(error).__name__}: {error}")
         except Exception as e:
             log.warning(
-                "rank %d: closing the %s strategy after the error also failed: %s",
+                "rank %d: aborting the %s strategy after the error also failed: %s",
                 self.worker.rank,
                 self.strategy.name,
                 e,
