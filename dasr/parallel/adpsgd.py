@@ -172,32 +172,36 @@ class ADPSGD:
         self._setup()
         device = self.flat.buffers[0].device
         self.copies = DeviceCopies(device) if device.type == "cuda" else None
-        self.gossip: Gossiper | None = None
-        planes = self._planes()
-        if len(planes[0]) > 1:
-            plane, index, groups = pair_groups(planes, graph, seed, timeout_s, self.rank, self._prefix)
-            self.gossip = Gossiper(
-                groups=groups,
-                members=planes[plane],
-                index=index,
-                graph=graph,
-                seed=seed,
-                sizes=[
-                    (s.stop - s.start, comm_dtype(b.dtype))
-                    for b, s in zip(self.flat.buffers, self._slices, strict=True)
-                ],
-                read=self._read,
-                merge=self._merge,
-                period_s=period_s,
-                note=self.note,
-                pin_memory=self.copies is not None,
-            )
-            if self.copies is not None:
-                self._staging = [torch.empty(s.numel(), dtype=s.dtype, device=device) for s in self.gossip.snaps]
+        self.gossip = self._make_gossiper(device)
         self._hooks: list[RemovableHandle] = [
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
         ]
+
+    def _make_gossiper(self, device: torch.device) -> Gossiper | None:
+        """The gossip thread over this rank's plane, its pair groups made; None for a plane of one."""
+        planes = self._planes()
+        if len(planes[0]) <= 1:
+            return None
+        plane, index, groups = pair_groups(planes, self.graph, self.seed, self.timeout_s, self.rank, self._prefix)
+        gossip = Gossiper(
+            groups=groups,
+            members=planes[plane],
+            index=index,
+            graph=self.graph,
+            seed=self.seed,
+            sizes=[
+                (s.stop - s.start, comm_dtype(b.dtype)) for b, s in zip(self.flat.buffers, self._slices, strict=True)
+            ],
+            read=self._read,
+            merge=self._merge,
+            period_s=self.period_s,
+            note=self.note,
+            pin_memory=self.copies is not None,
+        )
+        if self.copies is not None:
+            self._staging = [torch.empty(s.numel(), dtype=s.dtype, device=device) for s in gossip.snaps]
+        return gossip
 
     # ---- the pieces Hybrid changes
     def _setup(self) -> None:
