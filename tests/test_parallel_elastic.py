@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 
+from dasr.config import TrainConfig
 from dasr.data.loader import ElasticClaims
+from dasr.errors import DasrError
 from dasr.parallel.elastic_launch import worker_env
 from dasr.parallel.membership import PREFIX, Coordinator, Member, View, connect, start_coordinator, stop_coordinator
 
@@ -170,3 +172,65 @@ def test_hung_worker_is_dropped_and_comes_back(run):
     assert hung["stats"]["gossip_rejoins"] >= 1
     counts = r.done_counts(epochs)
     assert len([c for c in counts if c != 1]) <= 1  # the batch it held when stopped
+
+
+def _workers_of(launcher: subprocess.Popen) -> dict[int, int]:
+    """{slot: pid} of the elastic workers the `dasr train` process started (read from /proc)."""
+    out = {}
+    for pid in Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split():
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        slot = [e.split(b"=", 1)[1] for e in env if e.startswith(b"DASR_ELASTIC_SLOT=")]
+        if slot:
+            out[int(slot[0])] = int(pid)
+    return out
+
+
+def _records(exp: Path, kind: str) -> list[dict]:
+    path = exp / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.mark.slow
+def test_dasr_train_elastic_survives_a_killed_rank0(speech_data_dir, tmp_path):
+    """`dasr train --strategy adpsgd --elastic`: rank 0 killed mid-run is replaced alone, the others never
+    stop, every evaluation is made once (by the live set's leader) and the final model is saved."""
+    exp = tmp_path / "exp"
+    command = [sys.executable, "-m", "dasr", "train", "--data", speech_data_dir, "--exp", exp, "--model", "tiny"]
+    command += ["--epochs", 12, "--eval-every-epochs", 4, "--batch-frames", 300, "--log-every", 1]
+    command += ["--strategy", "adpsgd", "--elastic", "--nproc", 3, "--max-restarts", 1, "--lease-s", 2]
+    launcher = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True)
+    try:
+        until(lambda: len([r for r in _records(exp, "train") if r["rank"] == 0]) >= 3, "rank 0 to train", 240)
+        killed = _workers_of(launcher)[0]
+        os.kill(killed, signal.SIGKILL)
+        until(lambda: _workers_of(launcher).get(0, killed) != killed, "slot 0's replacement", 60)
+        _, err = launcher.communicate(timeout=400)
+    finally:
+        launcher.kill()
+        launcher.wait()
+    assert launcher.returncode == 0, err[-3000:]
+    evals = _records(exp, "eval")
+    assert sorted(r["epoch"] for r in evals) == [3, 7, 11], evals  # each once, none skipped
+    assert (exp / "final.pt").exists() and (exp / "last.pt").exists()
+    ranks = [r["rank"] for r in _records(exp, "train")]
+    restarted = [i for i in range(1, len(ranks)) if ranks[i] == 0 and _records(exp, "train")[i]["step"] == 1]
+    assert restarted, "no train record of slot 0's replacement"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"strategy": "sync"}, "--strategy adpsgd"),
+        ({"nnodes": 2}, "--nnodes"),
+        ({"checkpoint_every": 5}, "--checkpoint-every"),
+        ({"resume": True}, "--resume"),
+    ],
+)
+def test_elastic_refuses_what_it_does_not_do(options, named):
+    config = TrainConfig(data="d", exp="e", elastic=True, **{"strategy": "adpsgd", **options})
+    with pytest.raises(DasrError, match=named):
+        config.validate()

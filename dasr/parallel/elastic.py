@@ -47,8 +47,9 @@ from dasr.parallel.adpsgd import ADPSGD, DeviceCopies, comm_dtype
 from dasr.parallel.flat import FlatParameters
 from dasr.parallel.gossip import GossipError, _allreduce
 from dasr.parallel.membership import PREFIX, Member, View, connect, read_view
+from dasr.parallel.strategy import PublicClassStrategy
 
-__all__ = ["ElasticADPSGD", "ElasticGossiper"]
+__all__ = ["ElasticADPSGD", "ElasticAdpsgdStrategy", "ElasticGossiper"]
 
 #: environment a launched elastic worker finds: the coordinator's store and its slot
 STORE_ENV, SLOT_ENV = "DASR_ELASTIC_STORE", "DASR_ELASTIC_SLOT"
@@ -343,6 +344,7 @@ class ElasticADPSGD(ADPSGD):
         self.copies = DeviceCopies(device) if device.type == "cuda" else None
         self.member = Member(address, int(os.environ[SLOT_ENV]) if slot is None else slot)
         self.rank = self.member.slot
+        self.leader = -1  # the lowest slot of the last average's live set (who writes shared files)
         self.elastic = ElasticGossiper(
             member=self.member,
             graph=graph,
@@ -363,6 +365,7 @@ class ElasticADPSGD(ADPSGD):
         self.member.join()
         self.elastic.start()
         self._wait_loaded(join_timeout_s)
+        self.leader = min(read_view(self.member.store).slots)
         self.join_s = time.perf_counter() - t
         self._hooks: list[RemovableHandle] = [
             optimizer.register_step_pre_hook(self._pre_step),
@@ -467,7 +470,7 @@ class LiveAverage:
             result = self._try(f"{self.key}/{attempt}/v{view.version}", view)
             decision = self._decide(f"{self.key}/{attempt}", view, result is not None)
             if decision == "commit" and result is not None:
-                return self._apply(result)
+                return self._apply(result, view)
             attempt += 1
 
     def _late(self) -> None:
@@ -518,8 +521,50 @@ class LiveAverage:
                 return self.store.compare_set(f"{key}/decision", "", "abort").decode()
             time.sleep(_POLL_S)
 
-    def _apply(self, result: list[torch.Tensor]) -> None:
+    def _apply(self, result: list[torch.Tensor], view: View) -> None:
         o = self.owner
+        o.leader = min(view.slots)
         with o.lock, torch.no_grad():
             for b, t in zip([*o.flat.buffers, *o._float_buffers()], result, strict=True):
                 b.copy_(t)
+
+
+class ElasticAdpsgdStrategy(PublicClassStrategy):
+    """The trainer's Strategy interface over :class:`ElasticADPSGD` (``dasr train --strategy adpsgd --elastic``).
+
+    Batch claims come from the coordinator's store (:meth:`claims`, usable before :meth:`wrap`);
+    evaluation and the saved model are the lowest live slot's (:meth:`leads`) after :meth:`consensus`.
+    """
+
+    name = "adpsgd"
+    CONFIG_OPTIONS = {"graph": "graph", "seed": "seed", "period_s": "gossip_period_s"}
+    independent_steps = True
+    elastic = True
+
+    def __init__(self, **options: Any):
+        super().__init__()
+        self.options = options
+        self.address, self.slot = os.environ.get(STORE_ENV, ""), int(os.environ.get(SLOT_ENV, "-1"))
+        if not self.address or self.slot < 0:
+            raise ValueError(f"an elastic worker needs ${STORE_ENV} and ${SLOT_ENV} (start it with launch_elastic)")
+
+    def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
+        self.impl = ElasticADPSGD(model, optimizer, address=self.address, slot=self.slot, **self.options)
+        return model
+
+    def claims(self) -> ElasticClaims:
+        """This worker's batch claims (the incarnation is read when a claim is made)."""
+        return ElasticClaims(connect(self.address), PREFIX, self.slot, lambda: self._impl().member.incarnation)
+
+    def leads(self, rank: int) -> bool:
+        return self._impl().leader == rank
+
+    def live_epoch(self) -> int:
+        """The earliest epoch a live member is in (where a replacement starts; 0 at the start)."""
+        store = self._impl().member.store
+        keys = [f"{PREFIX}/epoch/{s}" for s in read_view(store).slots if s != self.slot]
+        return min((int(store.get(k)) for k in keys if store.check([k])), default=0)
+
+    def announce_epoch(self, epoch: int) -> None:
+        """Tell replacements which epoch this worker trains."""
+        self._impl().member.store.set(f"{PREFIX}/epoch/{self.slot}", str(epoch))

@@ -19,6 +19,7 @@ over it (:mod:`dasr.parallel.elastic`).
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import subprocess
 import sys
@@ -132,9 +133,9 @@ class Coordinator:
         self.store.set(f"{PREFIX}/view", view.encode())
         return view
 
-    def serve(self, poll_s: float = 0.1) -> None:
-        """Poll until a worker or the launcher sets ``dasr-elastic/stop``."""
-        while not self.store.check([f"{PREFIX}/stop"]):
+    def serve(self, poll_s: float = 0.1, parent: int | None = None) -> None:
+        """Poll until the launcher sets ``dasr-elastic/stop`` (or, given its ``parent`` pid, dies)."""
+        while not self.store.check([f"{PREFIX}/stop"]) and (parent is None or os.getppid() == parent):
             self.poll()
             time.sleep(poll_s)
 
@@ -229,7 +230,7 @@ def main() -> None:
     sock, port = _serve_socket()
     store = dist.TCPStore("127.0.0.1", port, is_master=True, master_listen_fd=sock.fileno(), multi_tenant=True)
     print(f"serving 127.0.0.1:{port}", flush=True)
-    Coordinator(store, args.slots, args.lease_s, args.settle_s).serve()
+    Coordinator(store, args.slots, args.lease_s, args.settle_s).serve(parent=os.getppid())
 
 
 if __name__ == "__main__":
