@@ -34,7 +34,8 @@ def until(condition, what: str, timeout_s: float = 120.0, every_s: float = 0.05)
 
 
 def test_view_round_trips():
-    view = View(7, ((0, "3f2a"), (3, "77e0")))
+    view = View(7, ((0, "3f2a"), (3, "77e0")), frozenset({3}))
+    assert view.encode() == "7 0:3f2a,3:77e0*"
     assert View.decode(view.encode()) == view and view.slots == [0, 3]
     assert View.decode("0 ") == View(0, ())
 
@@ -71,6 +72,9 @@ def test_leases_views_and_reoffered_claims():
     replacement.join()
     fourth = until(coordinator.poll, "the replacement")
     assert fourth.version == 4 and fourth.members == ((0, members[0].incarnation), (2, replacement.incarnation))
+    assert not fourth.ready
+    replacement.mark_ready(connect(address))  # loaded: the next view counts it in averages
+    assert until(coordinator.poll, "the replacement to be ready").ready == {2}
     for m in (members[0], replacement):
         m.leave()
 
@@ -126,7 +130,7 @@ def test_kill_rank0_replace_it_and_finish_equal(run):
     """SIGKILL slot 0 (the first view's model source) mid-run: the others keep training, a replacement
     pulls the model from a live peer and rejoins, all end with one averaged model, each batch trained once
     but for the one in flight at the kill."""
-    epochs = 6
+    epochs = 10  # the survivors must still be training when the replacement is ready
     r = run(3)
     procs = [r.start(s, epochs) for s in range(3)]
     until(lambda: all(r.started(p) for p in procs), "all workers to start", timeout_s=180)
@@ -204,7 +208,7 @@ def test_dasr_train_elastic_survives_a_killed_rank0(speech_data_dir, tmp_path):
     command += ["--strategy", "adpsgd", "--elastic", "--nproc", 3, "--max-restarts", 1, "--lease-s", 2]
     launcher = subprocess.Popen(list(map(str, command)), stderr=subprocess.PIPE, text=True)
     try:
-        until(lambda: len([r for r in _records(exp, "train") if r["rank"] == 0]) >= 3, "rank 0 to train", 240)
+        until(lambda: len([r for r in _records(exp, "train") if r["rank"] == 0]) >= 2, "rank 0 to train", 240)
         killed = _workers_of(launcher)[0]
         os.kill(killed, signal.SIGKILL)
         until(lambda: _workers_of(launcher).get(0, killed) != killed, "slot 0's replacement", 60)

@@ -178,9 +178,8 @@ class ElasticClaims:
         """Count the batch in hand as trained (after its optimizer step)."""
         if self._held is not None:
             epoch, index = self._held
-            self.store.add(f"{self.prefix}/done/{epoch}/{index}", 1)
-            self.store.set(f"{self.prefix}/held/{self.slot}", "")
-            self._held = None
+            self.store.add(f"{self.prefix}/done/{epoch}/{index}", 1)  # held/<slot> may stay: a done batch
+            self._held = None  # is never re-offered
 
     def exhausted(self, epoch: int, start: int, end: int) -> bool:
         """Whether every batch of ``epoch`` from ``start`` to ``end`` was handed out (a replacement skips such epochs)."""

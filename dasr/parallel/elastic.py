@@ -261,11 +261,16 @@ class ElasticGossiper:
         holders = [s for s in view.slots if s not in fresh] or [fresh.pop(0)]
         if self.member.slot == holders[0] and self.fresh:  # the first view: its lowest slot is the model
             self.fresh = False
-            self.loaded.set()
+            self._loaded(store)
         for i, receiver in enumerate(fresh):
             donor = holders[i % len(holders)]
             if self.member.slot in (donor, receiver):
                 self._hand_over(store, view, donor, receiver)
+
+    def _loaded(self, store: dist.Store) -> None:
+        """This worker holds the model: say so (the coordinator's next view counts it in averages)."""
+        self.member.mark_ready(store)
+        self.loaded.set()
 
     def _hand_over(self, store: dist.Store, view: View, donor: int, receiver: int) -> None:
         """Send (donor) or receive (receiver) the parameters, buffers and averaging count."""
@@ -289,7 +294,7 @@ class ElasticGossiper:
         self.avg_seq = int(seq.item())
         self.fresh = False
         self.stats["donations_received"] += 1
-        self.loaded.set()
+        self._loaded(store)
 
 
 class ElasticADPSGD(ADPSGD):
@@ -344,7 +349,7 @@ class ElasticADPSGD(ADPSGD):
         self.copies = DeviceCopies(device) if device.type == "cuda" else None
         self.member = Member(address, int(os.environ[SLOT_ENV]) if slot is None else slot)
         self.rank = self.member.slot
-        self.leader = -1  # the lowest slot of the last average's live set (who writes shared files)
+        self.leader = -1  # the lowest slot of the last average this worker took part in (who writes shared files)
         self.elastic = ElasticGossiper(
             member=self.member,
             graph=graph,
@@ -365,7 +370,6 @@ class ElasticADPSGD(ADPSGD):
         self.member.join()
         self.elastic.start()
         self._wait_loaded(join_timeout_s)
-        self.leader = min(read_view(self.member.store).slots)
         self.join_s = time.perf_counter() - t
         self._hooks: list[RemovableHandle] = [
             optimizer.register_step_pre_hook(self._pre_step),
@@ -402,11 +406,14 @@ class ElasticADPSGD(ADPSGD):
         """Batch claims of this run for this worker (each batch trained once; see loader.ElasticClaims)."""
         return ElasticClaims(connect(self.member.address), PREFIX, self.rank, lambda: self.member.incarnation)
 
-    def average(self, timeout_s: float = 600.0) -> None:
-        """Make every live replica the exact average of the live replicas (collective over the live set).
+    def average(self, timeout_s: float = 600.0, resume: bool = False) -> None:
+        """Make every live replica the exact average of the ready replicas (collective over the live set).
 
-        A member that dies in the middle makes the survivors try again over the next view.
-        The ``k``-th call of every worker meets the others' ``k``-th (a replacement counts on from its donor's).
+        Workers that hold the model (the view's ``ready`` ones) take part; a replacement still
+        loading does not wait for, nor is waited for. A member that dies in the middle makes the
+        survivors try again over the next view. The ``k``-th call of every worker meets the
+        others' ``k``-th (a replacement counts on from its donor's). The gossip stays parked until
+        the next ``optimizer.step()``, or ``resume=True`` restarts it at once (then evaluate a copy).
         """
         if self._closed:
             raise RuntimeError(f"{type(self).__name__} is closed")
@@ -416,6 +423,8 @@ class ElasticADPSGD(ADPSGD):
         g.park()
         LiveAverage(self, f"{PREFIX}/avg/{g.avg_seq}", timeout_s).run()
         g.avg_seq += 1
+        if resume:
+            g.resume()
         self._average_s += time.perf_counter() - t
 
     def state_dict(self) -> dict:
@@ -462,11 +471,18 @@ class LiveAverage:
     def run(self) -> None:
         attempt = 0
         while True:
-            while self.store.check([f"{self.key}/{attempt}/decision"]):  # a late joiner skips decided attempts
-                if self.store.get(f"{self.key}/{attempt}/decision") == b"commit":
+            self._check_time()
+            decided = f"{self.key}/{attempt}/decision"
+            if self.store.check([decided]):  # decided without this worker (still loading, or late)
+                if self.store.get(decided) == b"commit":
                     return self._late()
                 attempt += 1
-            view = self._my_view()
+                continue
+            view = read_view(self.store)
+            me = (self.slot, self.owner.member.incarnation)
+            if me not in view.members or self.slot not in view.ready:
+                time.sleep(_POLL_S)  # not holding the model in this view: wait for a view that says so
+                continue
             result = self._try(f"{self.key}/{attempt}/v{view.version}", view)
             decision = self._decide(f"{self.key}/{attempt}", view, result is not None)
             if decision == "commit" and result is not None:
@@ -474,36 +490,31 @@ class LiveAverage:
             attempt += 1
 
     def _late(self) -> None:
-        """The attempt committed without this worker (it joined after it started): keep its replica."""
-
-    def _my_view(self) -> View:
-        while True:
-            self._check_time()
-            view = read_view(self.store)
-            if (self.slot, self.owner.member.incarnation) in view.members and self.owner.elastic.loaded.is_set():
-                return view
-            time.sleep(_POLL_S)
+        """The attempt committed without this worker (it was still loading): keep its replica, and leave
+        evaluating and saving this average to the workers that made it."""
+        self.owner.leader = -1
 
     def _try(self, key: str, view: View) -> list[torch.Tensor] | None:
-        """All-reduce the replicas over ``view``'s members; None if a member failed or the view changed."""
+        """All-reduce the ready replicas of ``view``; None if one failed or the view changed."""
+        members = sorted(view.ready)
+        o = self.owner
         self.store.set(f"{key}/in/{self.slot}", "1")
-        keys = [f"{key}/in/{s}" for s in view.slots]
+        keys = [f"{key}/in/{s}" for s in members]
         while not self.store.check(keys):
             self._check_time()
             if read_view(self.store).version != view.version:
                 return None
             time.sleep(_POLL_S)
-        o = self.owner
         tensors = [b.detach().to("cpu", torch.float64, copy=True) for b in [*o.flat.buffers, *o._float_buffers()]]
         try:
             store = dist.PrefixStore(f"{key}/pg/", connect(o.member.address, timeout_s=o.timeout_s))
             timeout = timedelta(seconds=4 * o.timeout_s)
-            group = dist.ProcessGroupGloo(store, view.slots.index(self.slot), len(view.slots), timeout)
+            group = dist.ProcessGroupGloo(store, members.index(self.slot), len(members), timeout)
             for t in tensors:
                 _allreduce(group, t)
         except RuntimeError:
             return None
-        return [t.div_(len(view.slots)) for t in tensors]
+        return [t.div_(len(members)) for t in tensors]
 
     def _decide(self, key: str, view: View, ok: bool) -> str:
         """Commit when every member's all-reduce succeeded; abort when one failed or left without success."""
@@ -513,17 +524,17 @@ class LiveAverage:
             self._check_time()
             if self.store.check([f"{key}/decision"]):
                 return self.store.get(f"{key}/decision").decode()
-            if self.store.check([f"{key}/ok/{s}" for s in view.slots]):
+            if self.store.check([f"{key}/ok/{s}" for s in sorted(view.ready)]):
                 return self.store.compare_set(f"{key}/decision", "", "commit").decode()
             now = read_view(self.store)
-            gone = [s for s in view.members if s not in now.members]
+            gone = [m for m in view.members if m[0] in view.ready and m not in now.members]
             if not ok or any(not self.store.check([f"{key}/ok/{s}"]) for s, _ in gone):
                 return self.store.compare_set(f"{key}/decision", "", "abort").decode()
             time.sleep(_POLL_S)
 
     def _apply(self, result: list[torch.Tensor], view: View) -> None:
         o = self.owner
-        o.leader = min(view.slots)
+        o.leader = min(view.ready)
         with o.lock, torch.no_grad():
             for b, t in zip([*o.flat.buffers, *o._float_buffers()], result, strict=True):
                 b.copy_(t)
@@ -558,6 +569,10 @@ class ElasticAdpsgdStrategy(PublicClassStrategy):
 
     def leads(self, rank: int) -> bool:
         return self._impl().leader == rank
+
+    def resume(self) -> None:
+        """Restart the gossip after :meth:`consensus` without a step (the leader evaluating a copy)."""
+        self._impl().elastic.resume()
 
     def live_epoch(self) -> int:
         """The earliest epoch a live member is in (where a replacement starts; 0 at the start)."""

@@ -38,12 +38,14 @@ def launch_elastic(
     max_restarts: int = 0,
     lease_s: float = 5.0,
     on_start: Callable[[int, subprocess.Popen], None] | None = None,
+    on_end: Callable[[str], None] | None = None,
 ) -> dict[int, int]:
     """Run ``command`` as ``nproc`` elastic workers until each slot's worker exits 0; returns {slot: exit code}.
 
     A worker that dies (non-zero exit, a signal) is replaced in its slot while restarts last
     (``max_restarts`` in all); after that its slot stays empty and the others go on.
-    ``on_start(slot, process)`` is called for every worker started (e.g. to inject faults).
+    ``on_start(slot, process)`` is called for every worker started (e.g. to inject faults),
+    ``on_end(address)`` once all have ended, while the coordinator's store still serves.
     """
     if nproc < 1 or max_restarts < 0:
         raise ValueError(f"need nproc >= 1 and max_restarts >= 0, got {nproc}, {max_restarts}")
@@ -71,6 +73,8 @@ def launch_elastic(
                 if code != 0 and restarts < max_restarts:
                     restarts += 1
                     start(slot)
+        if on_end is not None:
+            on_end(address)
     finally:
         for proc in procs.values():
             proc.kill()

@@ -44,23 +44,26 @@ def connect(address: str, timeout_s: float = 60.0) -> dist.TCPStore:
 
 @dataclass(frozen=True)
 class View:
-    """One version of the live set: ``members`` are ``(slot, incarnation)`` pairs, sorted by slot."""
+    """One version of the live set: ``members`` are ``(slot, incarnation)`` pairs, sorted by slot;
+    ``ready`` the slots that hold the model (a replacement is a member before it is ready)."""
 
     version: int
     members: tuple[tuple[int, str], ...]
+    ready: frozenset[int] = frozenset()
 
     @property
     def slots(self) -> list[int]:
         return [s for s, _ in self.members]
 
     def encode(self) -> str:
-        return f"{self.version} " + ",".join(f"{s}:{i}" for s, i in self.members)
+        return f"{self.version} " + ",".join(f"{s}:{i}{'*' * (s in self.ready)}" for s, i in self.members)
 
     @classmethod
     def decode(cls, text: str) -> View:
         version, _, rest = text.partition(" ")
-        members = tuple((int(s), i) for s, _, i in (m.partition(":") for m in rest.split(",") if m))
-        return cls(int(version), members)
+        parts = [m.partition(":") for m in rest.split(",") if m]
+        members = tuple((int(s), i.rstrip("*")) for s, _, i in parts)
+        return cls(int(version), members, frozenset(int(s) for s, _, i in parts if i.endswith("*")))
 
 
 def read_view(store: dist.Store) -> View:
@@ -87,16 +90,17 @@ class Coordinator:
         self._first_join: float | None = None
         store.set(f"{PREFIX}/slots", str(slots))
         for s in range(slots):
-            for key in ("join", "left", "held"):
+            for key in ("join", "left", "held", "ready"):
                 store.set(f"{PREFIX}/{key}/{s}", "")
             store.add(f"{PREFIX}/beat/{s}", 0)
         store.set(f"{PREFIX}/view", View(0, ()).encode())
 
     def _candidates(self, now: float) -> dict[int, str]:
-        """Slots whose current incarnation joined, has not left, and holds its lease."""
-        keys = [f"{PREFIX}/{k}/{s}" for k in ("join", "left") for s in range(self.slots)]
+        """Slots whose current incarnation joined, has not left, and holds its lease (``*``: and is ready)."""
+        keys = [f"{PREFIX}/{k}/{s}" for k in ("join", "left", "ready") for s in range(self.slots)]
         values = [v.decode() for v in self.store.multi_get(keys)]
-        joins, lefts = values[: self.slots], values[self.slots :]
+        n = self.slots
+        joins, lefts, readies = values[:n], values[n : 2 * n], values[2 * n :]
         out = {}
         for s in range(self.slots):
             inc = joins[s]
@@ -109,7 +113,7 @@ class Coordinator:
             elif now - seen[2] > self.lease_s:
                 self._expired.add((s, inc))
                 continue
-            out[s] = inc
+            out[s] = inc + "*" * (readies[s] == inc)
         return out
 
     def poll(self) -> View | None:
@@ -124,11 +128,11 @@ class Coordinator:
         if live == self.live:
             return None
         for s, inc in self.live.items():
-            if live.get(s) != inc:
-                release_claim(self.store, PREFIX, s, inc)
+            if live.get(s, "").rstrip("*") != inc.rstrip("*"):
+                release_claim(self.store, PREFIX, s, inc.rstrip("*"))
         self.live = live
         self.version += 1
-        view = View(self.version, tuple(sorted(live.items())))
+        view = View.decode(f"{self.version} " + ",".join(f"{s}:{i}" for s, i in sorted(live.items())))
         self.store.set(f"{PREFIX}/view/{self.version}", view.encode())
         self.store.set(f"{PREFIX}/view", view.encode())
         return view
@@ -176,6 +180,10 @@ class Member:
             except RuntimeError:  # the coordinator is gone: nothing left to hold a lease on
                 return
 
+    def mark_ready(self, store: dist.Store) -> None:
+        """This incarnation holds the live set's model now (the next view says so); ``store``: the caller's client."""
+        store.set(f"{PREFIX}/ready/{self.slot}", self.incarnation)
+
     def view(self, store: dist.Store | None = None) -> View:
         """The current view (read through ``store``, e.g. a thread's own client, or this member's)."""
         return read_view(store or self.store)
@@ -187,6 +195,21 @@ class Member:
             self.store.set(f"{PREFIX}/left/{self.slot}", self.incarnation)
         except RuntimeError:
             pass
+
+
+def claims_summary(store: dist.Store) -> dict:
+    """What the run's batch claims came to: batches trained once, twice or more, re-offered, left re-offered."""
+    keys = store.list_keys()
+    counts = [int(store.add(k, 0)) for k in keys if k.startswith(f"{PREFIX}/done/")]
+    epochs = {k.split("/")[2] for k in keys if k.startswith(f"{PREFIX}/reoffered/")}
+    reoffered = [int(store.add(k, 0)) for k in keys if k.startswith(f"{PREFIX}/reoffered/")]
+    return {
+        "batches_trained": len(counts),
+        "trained_once": sum(c == 1 for c in counts),
+        "trained_twice_or_more": sum(c > 1 for c in counts),
+        "reoffered": sum(reoffered),
+        "reoffered_never_taken": sum(int(store.queue_len(f"{PREFIX}/requeue/{e}")) for e in epochs),
+    }
 
 
 def _serve_socket() -> tuple[socket.socket, int]:

@@ -46,13 +46,23 @@ def train(config: TrainConfig) -> dict:
 
 
 def _train_elastic(config: TrainConfig) -> dict:
-    """Elastic workers (`python -m dasr.train` on the saved config), each replaced alone when it dies."""
+    """Elastic workers (`python -m dasr.train` on the saved config), each replaced alone when it dies.
+
+    EXP/elastic-claims.json says what the batch claims came to (trained once, twice, re-offered).
+    """
+    import json
     import sys
 
     from dasr.parallel.elastic_launch import launch_elastic
+    from dasr.parallel.membership import claims_summary, connect
+
+    def write_claims(address: str) -> None:
+        summary = claims_summary(connect(address))
+        (Path(config.exp) / "elastic-claims.json").write_text(json.dumps(summary, indent=1) + "\n")
+        log.info("batch claims: %s", summary)
 
     command = [sys.executable, "-m", "dasr.train", "--config", str(Path(config.exp) / "config.yaml")]
-    codes = launch_elastic(command, config.nproc, config.max_restarts, config.lease_s)
+    codes = launch_elastic(command, config.nproc, config.max_restarts, config.lease_s, on_end=write_claims)
     if all(code != 0 for code in codes.values()):
         raise DasrError(f"every elastic worker failed (exit codes {codes}); see the log above")
     failed = sorted(slot for slot, code in codes.items() if code != 0)

@@ -13,6 +13,7 @@ Skeleton as icefall's recipes: compute_loss, train_one_epoch, evaluate, run.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -190,12 +191,10 @@ class Trainer:
 
         The checkpoint is named after the largest step of any rank: ranks of independent
         strategies (adpsgd, ps, time mode) may have taken different numbers of steps.
-        Elastic runs (only after an evaluation's consensus) keep the live set's model in ``last.pt``
-        instead: their workers come and go, and a replacement takes the model from a live peer.
+        Elastic runs keep the live set's model in ``last.pt`` instead (written at each evaluation):
+        their workers come and go, and a replacement takes the model from a live peer.
         """
         if self.strategy.elastic:
-            if self.strategy.leads(self.worker.rank):
-                self.save_model(self.exp / "last.pt")
             return
         self.strategy.consensus(self.model)
         step = int(all_reduce([self.progress.step], self.worker, "MAX")[0])
@@ -374,12 +373,14 @@ class Trainer:
         """Consensus, dev loss and WER of the model trained in ``epoch``, best model (every worker calls it)."""
         p = self.progress
         self.strategy.consensus(self.model)
-        evaluator = self.worker
-        if self.strategy.elastic:  # the live set's leader evaluates the averaged model alone; the others go on
+        model, evaluator = self.model, self.worker
+        if self.strategy.elastic:  # the live set's leader evaluates a copy of the average alone; the others go on
             if not self.strategy.leads(self.worker.rank):
                 return
-            evaluator = replace(self.worker, rank=0, world_size=1)
-        result = evaluate(self.model, self.dev_set, self.tokenizer, evaluator, self.config.batch_frames, self.amp)
+            model, evaluator = copy.deepcopy(self.model), replace(self.worker, rank=0, world_size=1)
+            self.strategy.resume()  # type: ignore[attr-defined]
+            self.save_model(self.exp / "last.pt", model)
+        result = evaluate(model, self.dev_set, self.tokenizer, evaluator, self.config.batch_frames, self.amp)
         self.metrics.write({"kind": "eval", "step": p.step, "epoch": epoch, "train_s": p.train_s, **result})
         log.info(
             "epoch %d step %d: dev loss %.3f, dev WER (greedy) %.2f %%",
@@ -389,14 +390,14 @@ class Trainer:
             100 * result["dev_wer"],
         )
         if self.strategy.leads(self.worker.rank) and result["dev_wer"] < p.best_dev_wer:
-            self.save_model(self.exp / "best.pt")
+            self.save_model(self.exp / "best.pt", model)
         p.best_dev_wer = min(p.best_dev_wer, result["dev_wer"])
 
-    def save_model(self, path: Path) -> None:
-        """The consensus model with what decoding needs (model shape, units)."""
+    def save_model(self, path: Path, model: torch.nn.Module | None = None) -> None:
+        """The consensus model (or ``model``, a copy of it) with what decoding needs (model shape, units)."""
         checkpoint.atomic_save(
             {
-                "model": self.model.state_dict(),
+                "model": (model or self.model).state_dict(),
                 "model_config": asdict(self.model_config),
                 "units": self.tokenizer.units,
             },
