@@ -483,10 +483,10 @@ class LiveAverage:
             if me not in view.members or self.slot not in view.ready:
                 time.sleep(_POLL_S)  # not holding the model in this view: wait for a view that says so
                 continue
-            result = self._try(f"{self.key}/{attempt}/v{view.version}", view)
+            result = self._try(f"{self.key}/{attempt}", view)
             decision = self._decide(f"{self.key}/{attempt}", view, result is not None)
-            if decision == "commit" and result is not None:
-                return self._apply(result, view)
+            if decision == "commit":  # without this worker's part if it has no result (another view's members)
+                return self._apply(result, view) if result is not None else self._late()
             attempt += 1
 
     def _late(self) -> None:
@@ -494,15 +494,17 @@ class LiveAverage:
         evaluating and saving this average to the workers that made it."""
         self.owner.leader = -1
 
-    def _try(self, key: str, view: View) -> list[torch.Tensor] | None:
-        """All-reduce the ready replicas of ``view``; None if one failed or the view changed."""
+    def _try(self, attempt: str, view: View) -> list[torch.Tensor] | None:
+        """All-reduce the ready replicas of ``view``; None if one failed, the view changed or the attempt was
+        decided meanwhile (by members that saw another view)."""
         members = sorted(view.ready)
         o = self.owner
+        key = f"{attempt}/v{view.version}"
         self.store.set(f"{key}/in/{self.slot}", "1")
         keys = [f"{key}/in/{s}" for s in members]
         while not self.store.check(keys):
             self._check_time()
-            if read_view(self.store).version != view.version:
+            if read_view(self.store).version != view.version or self.store.check([f"{attempt}/decision"]):
                 return None
             time.sleep(_POLL_S)
         tensors = [b.detach().to("cpu", torch.float64, copy=True) for b in [*o.flat.buffers, *o._float_buffers()]]
