@@ -47,7 +47,7 @@ class Watch:
     exp: Path
     records: list[tuple[float, dict]] = field(default_factory=list)
     kills: list[dict] = field(default_factory=list)
-    live_samples: list[int] = field(default_factory=list)
+    live_samples: list[tuple[float, int]] = field(default_factory=list)  # (when, ready workers)
     store: object | None = None  # a client of the coordinator's store (elastic runs)
     store_gone: bool = False
     _read: int = 0
@@ -112,7 +112,8 @@ def _track_rejoin(kill: dict, view: View, now: float) -> None:
     members = dict(view.members)
     if "dropped_s" not in kill and members.get(kill["slot"]) != kill["incarnation"]:
         kill["dropped_s"] = now - kill["t"]
-    if "rejoined_s" not in kill and members.get(kill["slot"]) not in (None, kill["incarnation"]):
+    replaced = members.get(kill["slot"]) not in (None, kill["incarnation"])
+    if "rejoined_s" not in kill and replaced and kill["slot"] in view.ready:  # the replacement holds the model
         kill["rejoined_s"] = now - kill["t"]
 
 
@@ -165,7 +166,7 @@ def _watch_views(w: Watch, launcher: int, now: float) -> None:
         w.store_gone = True
         return
     if view.version:
-        w.live_samples.append(len(view.slots))
+        w.live_samples.append((now, len(view.ready)))
     for kill in w.kills:
         _track_rejoin(kill, view, now)
 
@@ -176,6 +177,7 @@ def summarise(run: TrainRun, w: Watch, returncode: int, elastic: bool) -> dict:
     window = train[-1][0] - train[0][0] if len(train) > 1 else 0.0
     samples = sum(r["utts_per_step"] for _, r in train)
     evals = [r for _, r in w.records if r["kind"] == "eval"]
+    live = [n for t, n in w.live_samples if train and train[0][0] <= t <= train[-1][0]]
     claims_file = w.exp / "elastic-claims.json"
     return {
         "label": run.label,
@@ -186,9 +188,10 @@ def summarise(run: TrainRun, w: Watch, returncode: int, elastic: bool) -> dict:
         "train_window_s": window,
         "samples_per_s": samples / window if window else None,
         "final_dev_wer": evals[-1]["dev_wer"] if evals else None,
+        "final_dev_loss": evals[-1]["dev_loss"] if evals else None,
         "final_epoch": evals[-1]["epoch"] if evals else None,
         "kills": [{k: v for k, v in kill.items() if k != "t"} for kill in w.kills],
-        "mean_live": statistics.mean(w.live_samples) if w.live_samples else None,
+        "mean_live": statistics.mean(live) if live else None,  # workers holding the model, while training
         "claims": json.loads(claims_file.read_text()) if claims_file.exists() else None,
     }
 
@@ -224,9 +227,10 @@ def headline(results: dict) -> dict:
     kills = faulted["kills"]
     survived = sum("rejoined_s" in k for k in kills) if faulted["returncode"] == 0 else 0
     ratio = None
-    if clean["samples_per_s"] and faulted["samples_per_s"]:
-        live = (faulted["mean_live"] or NPROC) / NPROC
-        ratio = faulted["samples_per_s"] / (clean["samples_per_s"] * live)
+    if clean["samples_per_s"] and faulted["samples_per_s"]:  # per live worker: the dead worker's share excluded
+        ratio = (faulted["samples_per_s"] / (faulted["mean_live"] or NPROC)) / (
+            clean["samples_per_s"] / (clean["mean_live"] or NPROC)
+        )
     wer = None
     if clean["final_dev_wer"] and faulted["final_dev_wer"] is not None:
         wer = (faulted["final_dev_wer"] - clean["final_dev_wer"]) / clean["final_dev_wer"]
@@ -250,21 +254,22 @@ def render(results: dict, report: Report):
         f"{results['epochs']} epochs; faulted runs: SIGKILL of one worker every {results['every_s']:.0f} s of "
         f"training, slots in turn (rank 0 included), {results['kills']} kills. Runs one after the other.",
     )
-    rows = "| run | exit | samples/s | train window, s | mean live workers | final dev WER | kills |\n"
-    rows += "|---|---|---|---|---|---|---|\n"
+    rows = "| run | exit | samples/s | train window, s | mean live workers | final dev WER | final dev loss | kills |\n"
+    rows += "|---|---|---|---|---|---|---|---|\n"
     for r in results["runs"]:
         sps = f"{r['samples_per_s']:.1f}" if r["samples_per_s"] else "-"
         wer = f"{100 * r['final_dev_wer']:.1f} %" if r["final_dev_wer"] is not None else "-"
         live = f"{r['mean_live']:.2f}" if r["mean_live"] else "-"
-        rows += f"| {r['label']} | {r['returncode']} | {sps} | {r['train_window_s']:.0f} | {live} | {wer} | "
+        loss = f"{r['final_dev_loss']:.2f}" if r.get("final_dev_loss") is not None else "-"
+        rows += f"| {r['label']} | {r['returncode']} | {sps} | {r['train_window_s']:.0f} | {live} | {wer} | {loss} | "
         rows += f"{len(r['kills'])} |\n"
     report.add("Runs", rows)
     kills = results["runs"][1]["kills"]
-    lines = "| kill | slot | dropped after, s | replacement admitted after, s |\n|---|---|---|---|\n"
+    lines = "| kill | slot | dropped after, s | replacement holds the model after, s |\n|---|---|---|---|\n"
     for i, k in enumerate(kills):
         lines += f"| {i + 1} | {k['slot']} | {k.get('dropped_s', float('nan')):.1f} | "
         lines += f"{k.get('rejoined_s', float('nan')):.1f} |\n"
-    report.add("Elastic kills (kill → view without it → view with its replacement)", lines)
+    report.add("Elastic kills (kill → view without it → its replacement ready in a view)", lines)
     report.add("Batch claims of the faulted elastic run", f"`{json.dumps(results['runs'][1]['claims'])}`")
     report.add("Headline", f"`{json.dumps(head)}`")
     fig, axes = new_figure(1)
