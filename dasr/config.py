@@ -89,6 +89,12 @@ class TrainConfig:
     node_rank: int = option(0, "this machine's index")
     rdzv_endpoint: str = option("", "HOST:PORT of the c10d rendezvous (default 127.0.0.1 and a free port)")
     max_restarts: int = option(0, "restart failed workers this many times")
+    elastic: bool = option(
+        False,
+        "adpsgd: a worker that dies or hangs leaves the others training and is replaced alone (--max-restarts "
+        "in all); membership and batch claims live in a coordinator process, not in a worker",
+    )
+    lease_s: float = option(5.0, "--elastic: seconds without a heartbeat before a worker is dropped")
     group_size: int = option(2, "hybrid: ranks per sync group")
     graph: str = option("exponential", "adpsgd partner graph", GRAPHS)
     gossip_period_s: float = option(0.1, "adpsgd: seconds between averaging rounds")
@@ -117,6 +123,22 @@ class TrainConfig:
             )
         if self.batch_frames <= 0:
             raise DasrError(f"--batch-frames must be positive, not {self.batch_frames}")
+        if self.elastic:
+            self._validate_elastic()
+
+    def _validate_elastic(self) -> None:
+        """--elastic runs adpsgd on one machine, evaluating at epoch ends (what is built so far)."""
+        if self.strategy != "adpsgd":
+            raise DasrError(f"--elastic needs --strategy adpsgd, not {self.strategy!r}")
+        for name, value in (("nnodes", self.nnodes > 1), ("eval_every_s", self.eval_every_s > 0)):
+            if value:
+                raise DasrError(f"--elastic does not take {flag(name)} yet (one machine, evaluations at epoch ends)")
+        for name in ("checkpoint_every", "resume"):
+            if getattr(self, name):
+                raise DasrError(
+                    f"--elastic does not take {flag(name)}: a replacement takes the model from a live worker, "
+                    "and the live set's model is kept in EXP/last.pt at every evaluation"
+                )
 
     @property
     def world_size(self) -> int:

@@ -130,3 +130,22 @@ def test_cli_bench_help_and_arguments(capsys):
     assert (args.bench, args.quick, args.out, args.exp, args.data) == ("train", True, "/tmp/x", "exp/a", None)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["bench", "nothing"])
+
+
+def test_elastic_headline_excludes_the_dead_share_and_counts_rejoins():
+    from lab.bench.elastic import headline
+
+    def run(sps, wer, kills=(), live=None, code=0):
+        return {"samples_per_s": sps, "final_dev_wer": wer, "kills": list(kills), "mean_live": live, "returncode": code}
+
+    kills = [{"slot": 0, "rejoined_s": 12.0}, {"slot": 1, "rejoined_s": 20.0}, {"slot": 2}]
+    results = {"runs": [run(40.0, 0.50, live=4.0), run(27.0, 0.51, kills, live=3.0)]}
+    assert headline(results) == {
+        "elastic_kills": 3,
+        "elastic_kills_survived": 2,  # the third replacement never got in
+        "elastic_throughput_ratio": (27.0 / 3) / (40.0 / 4),  # per live worker (3 of 4 alive on average)
+        "elastic_wer_rel_diff": (0.51 - 0.50) / 0.50,
+        "elastic_rejoin_s_median": 16.0,
+    }
+    results["runs"][1]["returncode"] = 1  # a run that failed survived nothing
+    assert headline(results)["elastic_kills_survived"] == 0

@@ -142,6 +142,75 @@ class StoreClaims:
         return start + int(self.store.add(f"dasr/claims/{self.attempt}/{epoch}/{start}", 1)) - 1
 
 
+class ElasticClaims:
+    """Batch claims of an elastic run: each records its owner, and a lost owner's claim is re-offered.
+
+    A claim first takes a re-offered batch of the epoch (``requeue/<epoch>``, filled by
+    :func:`release_claim` when the coordinator drops a member), else the next unclaimed one.
+    The batch in hand is recorded as ``held/<slot> = "<incarnation> <epoch> <index>"``; asking
+    for the next one (or :meth:`finish`) counts it in ``done/<epoch>/<index>``, so after an
+    epoch every batch's count is 1 except those in flight when a member was lost (0 or 2).
+
+    Args:
+        store: the coordinator's store (a client of this process's own).
+        prefix: the run's key prefix there.
+        slot: this worker's slot; ``incarnation()`` its current incarnation (it changes on a rejoin).
+    """
+
+    def __init__(self, store, prefix: str, slot: int, incarnation) -> None:
+        self.store, self.prefix, self.slot, self.incarnation = store, prefix, slot, incarnation
+        self._held: tuple[int, int] | None = None
+        self.reoffered_taken = 0
+
+    def claim(self, epoch: int, start: int, end: int) -> int:
+        """The next batch of ``epoch`` for this worker (``>= end``: none left), finishing the one in hand."""
+        import torch.distributed as dist
+
+        self.finish()
+        try:
+            index = int(self.store.queue_pop(f"{self.prefix}/requeue/{epoch}", block=False))
+            self.reoffered_taken += 1
+        except dist.QueueEmptyError:
+            index = start + int(self.store.add(f"{self.prefix}/claims/{epoch}/{start}", 1)) - 1
+        if index < end:
+            self.store.set(f"{self.prefix}/held/{self.slot}", f"{self.incarnation()} {epoch} {index}")
+            self._held = (epoch, index)
+        return index
+
+    def finish(self) -> None:
+        """Count the batch in hand as trained (after its optimizer step)."""
+        if self._held is not None:
+            epoch, index = self._held
+            self.store.add(f"{self.prefix}/done/{epoch}/{index}", 1)  # held/<slot> may stay: a done batch
+            self._held = None  # is never re-offered
+
+    def exhausted(self, epoch: int, start: int, end: int) -> bool:
+        """Whether every batch of ``epoch`` from ``start`` to ``end`` was handed out (a replacement skips such epochs)."""
+        handed = int(self.store.add(f"{self.prefix}/claims/{epoch}/{start}", 0))
+        return handed >= end - start and not self.store.queue_len(f"{self.prefix}/requeue/{epoch}")
+
+    def done_counts(self, epoch: int, batches: int) -> list[int]:
+        """How often each batch of ``epoch`` was trained (read from the store)."""
+        return [int(self.store.add(f"{self.prefix}/done/{epoch}/{i}", 0)) for i in range(batches)]
+
+
+def release_claim(store, prefix: str, slot: int, incarnation: str) -> bool:
+    """Re-offer the batch ``slot``'s lost ``incarnation`` held, unless it was trained; True if re-offered.
+
+    Called by the coordinator when it drops a member; counted in ``reoffered/<epoch>``.
+    """
+    held = store.get(f"{prefix}/held/{slot}").decode().split()
+    if len(held) != 3 or held[0] != incarnation:
+        return False
+    epoch, index = held[1], held[2]
+    store.set(f"{prefix}/held/{slot}", "")
+    if int(store.add(f"{prefix}/done/{epoch}/{index}", 0)):
+        return False
+    store.queue_push(f"{prefix}/requeue/{epoch}", index)
+    store.add(f"{prefix}/reoffered/{epoch}", 1)
+    return True
+
+
 class DistributedBucketSampler:
     """Yields this rank's batches of dataset indices for one epoch at a time.
 
@@ -173,7 +242,7 @@ class DistributedBucketSampler:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
-        claims: StoreClaims | None = None,
+        claims: StoreClaims | ElasticClaims | None = None,
         mark_every: int = 0,
         max_steps: int = 0,
     ) -> None:
@@ -254,7 +323,10 @@ class DistributedBucketSampler:
         while not self.at_mark:
             if self._held is None:
                 claims = self.claims if self.position < end else None
-                self._held = claims.claim(self.epoch, self._claim_start) if claims is not None else self.position
+                if isinstance(claims, ElasticClaims):
+                    self._held = claims.claim(self.epoch, self._claim_start, end)
+                else:
+                    self._held = claims.claim(self.epoch, self._claim_start) if claims is not None else self.position
             index = self._held
             if self.mark_every and index >= self._next_mark and self._next_mark <= end:
                 self.position = self._next_mark  # marks come before the data's end, on every rank

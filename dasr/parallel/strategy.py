@@ -28,6 +28,13 @@ class Strategy(ABC):
     #: workers take steps at their own pace (adpsgd, ps): they share each epoch's batches by
     #: claiming them (global progress) instead of taking equal shares in lockstep
     independent_steps: bool = False
+    #: workers may die, hang and be replaced while the others go on (no collective over all ranks)
+    elastic: bool = False
+
+    def leads(self, rank: int) -> bool:
+        """Whether this worker writes the run's shared files (the model, evaluations): rank 0, or an elastic
+        run's lowest live slot."""
+        return rank == 0
 
     @abstractmethod
     def wrap(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:

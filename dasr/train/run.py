@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 def train(config: TrainConfig) -> dict:
     """Train as ``config`` says, in this process (one worker) or in ``nproc`` launched workers."""
     prepare_experiment(config)
-    if config.world_size == 1 and config.strategy == "single":
+    if config.elastic:
+        progress = _train_elastic(config)
+    elif config.world_size == 1 and config.strategy == "single":
         progress = run_worker(config)
     else:
         from dasr.parallel.launch import launch
@@ -41,6 +43,47 @@ def train(config: TrainConfig) -> dict:
         except DasrError as e:  # without the plots extra: metrics.jsonl holds every number
             log.info("no plots: %s", e)
     return progress
+
+
+def _train_elastic(config: TrainConfig) -> dict:
+    """Elastic workers (`python -m dasr.train` on the saved config), each replaced alone when it dies.
+
+    EXP/elastic-claims.json says what the batch claims came to (trained once, twice, re-offered).
+    """
+    import json
+    import sys
+
+    from dasr.parallel.elastic_launch import launch_elastic
+    from dasr.parallel.membership import claims_summary, connect
+
+    def write_claims(address: str) -> None:
+        summary = claims_summary(connect(address))
+        (Path(config.exp) / "elastic-claims.json").write_text(json.dumps(summary, indent=1) + "\n")
+        log.info("batch claims: %s", summary)
+
+    command = [sys.executable, "-m", "dasr.train", "--config", str(Path(config.exp) / "config.yaml")]
+    codes = launch_elastic(command, config.nproc, config.max_restarts, config.lease_s, on_end=write_claims)
+    if all(code != 0 for code in codes.values()):
+        raise DasrError(f"every elastic worker failed (exit codes {codes}); see the log above")
+    failed = sorted(slot for slot, code in codes.items() if code != 0)
+    if failed:
+        log.warning("elastic slots %s ended without a replacement (restarts used up); the others finished", failed)
+    return {"step": _steps_recorded(Path(config.exp) / "metrics.jsonl"), "exit_codes": codes}
+
+
+def _steps_recorded(metrics: Path) -> int:
+    """The steps all workers of an elastic run took, from their train records in ``metrics``
+    (a replacement counts its steps from 1 again)."""
+    import json
+
+    total, previous = 0, dict[int, int]()
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line)
+        if record.get("kind") == "train":
+            rank, step = record["rank"], record["step"]
+            total += step - previous.get(rank, 0) if step > previous.get(rank, 0) else step
+            previous[rank] = step
+    return total
 
 
 def average_last(exp: str, last: int) -> tuple[Path, list[Path]]:

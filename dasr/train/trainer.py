@@ -13,10 +13,11 @@ Skeleton as icefall's recipes: compute_loss, train_one_epoch, evaluate, run.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -116,6 +117,13 @@ def evaluate(
     return {"dev_loss": loss_sum / max(utts, 1), "dev_wer": errors / max(words, 1)}
 
 
+def _batch_claims(strategy: Strategy, worker: Worker):
+    """How this worker gets its batches: equal shares (None), claims on the rendezvous store, or elastic claims."""
+    if strategy.elastic:
+        return strategy.claims()  # type: ignore[attr-defined]
+    return batch_claims(worker) if strategy.independent_steps and worker.world_size > 1 else None
+
+
 class Trainer:
     """One worker's training run."""
 
@@ -140,7 +148,7 @@ class Trainer:
             worker.rank,
             worker.world_size,
             config.seed,
-            claims=batch_claims(worker) if strategy.independent_steps and worker.world_size > 1 else None,
+            claims=_batch_claims(strategy, worker),
             mark_every=config.checkpoint_every,
             max_steps=config.max_steps,
         )
@@ -184,7 +192,11 @@ class Trainer:
 
         The checkpoint is named after the largest step of any rank: ranks of independent
         strategies (adpsgd, ps, time mode) may have taken different numbers of steps.
+        Elastic runs keep the live set's model in ``last.pt`` instead (written at each evaluation):
+        their workers come and go, and a replacement takes the model from a live peer.
         """
+        if self.strategy.elastic:
+            return
         self.strategy.consensus(self.model)
         step = int(all_reduce([self.progress.step], self.worker, "MAX")[0])
         checkpoint.save_rank(self.checkpoints, step, self.worker.rank, self.state())
@@ -280,6 +292,8 @@ class Trainer:
         p = self.progress
         if not self.resumed_mid_epoch:
             self.sampler.set_epoch(p.epoch)
+        if self.strategy.elastic:
+            self.strategy.announce_epoch(p.epoch)  # type: ignore[attr-defined]
         self.resumed_mid_epoch = False
         bar = progress(
             total=len(self.sampler),
@@ -368,7 +382,14 @@ class Trainer:
         """Consensus, dev loss and WER of the model trained in ``epoch``, best model (every worker calls it)."""
         p = self.progress
         self.strategy.consensus(self.model)
-        result = evaluate(self.model, self.dev_set, self.tokenizer, self.worker, self.config.batch_frames, self.amp)
+        model, evaluator = self.model, self.worker
+        if self.strategy.elastic:  # the live set's leader evaluates a copy of the average alone; the others go on
+            if not self.strategy.leads(self.worker.rank):
+                return
+            model, evaluator = copy.deepcopy(self.model), replace(self.worker, rank=0, world_size=1)
+            self.strategy.resume()  # type: ignore[attr-defined]
+            self.save_model(self.exp / "last.pt", model)
+        result = evaluate(model, self.dev_set, self.tokenizer, evaluator, self.config.batch_frames, self.amp)
         self.metrics.write({"kind": "eval", "step": p.step, "epoch": epoch, "train_s": p.train_s, **result})
         log.info(
             "epoch %d step %d: dev loss %.3f, dev WER (greedy) %.2f %%",
@@ -377,15 +398,15 @@ class Trainer:
             result["dev_loss"],
             100 * result["dev_wer"],
         )
-        if self.worker.is_main and result["dev_wer"] < p.best_dev_wer:
-            self.save_model(self.exp / "best.pt")
+        if self.strategy.leads(self.worker.rank) and result["dev_wer"] < p.best_dev_wer:
+            self.save_model(self.exp / "best.pt", model)
         p.best_dev_wer = min(p.best_dev_wer, result["dev_wer"])
 
-    def save_model(self, path: Path) -> None:
-        """The consensus model with what decoding needs (model shape, units)."""
+    def save_model(self, path: Path, model: torch.nn.Module | None = None) -> None:
+        """The consensus model (or ``model``, a copy of it) with what decoding needs (model shape, units)."""
         checkpoint.atomic_save(
             {
-                "model": self.model.state_dict(),
+                "model": (model or self.model).state_dict(),
                 "model_config": asdict(self.model_config),
                 "units": self.tokenizer.units,
             },
@@ -402,12 +423,14 @@ class Trainer:
                 self.worker.world_size,
                 len(self.sampler),
             )
+        if self.strategy.elastic:  # a replacement joins the epoch the live workers are in
+            self.progress.epoch = self.strategy.live_epoch()  # type: ignore[attr-defined]
         try:
             while not self.finished():
                 self.train_one_epoch()
                 self.end_of_pass()
             self.strategy.consensus(self.model)
-            if self.worker.is_main:
+            if self.strategy.leads(self.worker.rank):
                 self.save_model(self.exp / "final.pt")
                 if not (self.exp / "best.pt").exists():
                     self.save_model(self.exp / "best.pt")

@@ -26,6 +26,8 @@ from dasr.train.trainer import Trainer
 def strategy_from_config(config: TrainConfig) -> Strategy:
     """The Strategy the config names, with the options its class takes from the config (``CONFIG_OPTIONS``)."""
     cls = strategy_class(config.strategy)
+    if config.elastic:
+        from dasr.parallel.elastic import ElasticAdpsgdStrategy as cls
     return cls(**{option: getattr(config, field) for option, field in cls.CONFIG_OPTIONS.items()})
 
 
@@ -50,6 +52,11 @@ def run_worker(config: TrainConfig, prepare: bool = False) -> dict:
         if prepare:
             prepare_experiment(config)
         return asdict(Trainer(config, SingleStrategy(), Worker(device=select_device(config.device))).run())
+    if config.elastic:  # no torch process group: membership is the coordinator's
+        torch.set_num_threads(1)
+        slot = int(os.environ["DASR_ELASTIC_SLOT"])
+        worker = Worker(rank=slot, world_size=config.world_size, device=select_device(config.device))
+        return asdict(Trainer(config, strategy_from_config(config), worker).run())
     if restarted():
         config = replace(config, resume=True)
     worker = init_worker()

@@ -25,6 +25,7 @@ BENCHMARKS = {
     "consensus": "gossip rounds to shrink the replica spread 10x per graph at N = 4, 8, 16 (exact)",
     "large-batch": "effective batch B vs 10B, with and without LR scaling + warm-up",
     "accuracy": "test WER of every strategy at equal epochs",
+    "elastic": "elastic adpsgd through a worker killed every T s: throughput, rejoin time, claims, dev WER vs sync/localsgd",
     "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
     "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
     "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",

@@ -1,0 +1,83 @@
+"""Start an elastic run on this machine: the coordinator in a process of its own, N workers, replacements.
+
+Unlike torch's agent, which stops and restarts every local worker when one fails, this
+launcher replaces only the worker that died; the others never stop::
+
+    codes = launch_elastic([sys.executable, "train.py"], nproc=4, max_restarts=20)
+
+Each worker finds ``$DASR_ELASTIC_STORE`` (the coordinator's ``host:port``) and
+``$DASR_ELASTIC_SLOT`` in its environment (what :class:`dasr.parallel.elastic.ElasticADPSGD` reads).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Callable
+
+from dasr.parallel.elastic import SLOT_ENV, STORE_ENV
+from dasr.parallel.membership import start_coordinator, stop_coordinator
+
+
+def worker_env(address: str, slot: int, restarts: int) -> dict[str, str]:
+    """The environment of slot ``slot``'s worker (its ``restarts``-th replacement)."""
+    return {
+        **os.environ,
+        STORE_ENV: address,
+        SLOT_ENV: str(slot),
+        "DASR_ELASTIC_RESTART": str(restarts),
+        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def launch_elastic(
+    command: list[str],
+    nproc: int,
+    max_restarts: int = 0,
+    lease_s: float = 5.0,
+    on_start: Callable[[int, subprocess.Popen], None] | None = None,
+    on_end: Callable[[str], None] | None = None,
+) -> dict[int, int]:
+    """Run ``command`` as ``nproc`` elastic workers until each slot's worker exits 0; returns {slot: exit code}.
+
+    A worker that dies (non-zero exit, a signal) is replaced in its slot while restarts last
+    (``max_restarts`` in all); after that its slot stays empty and the others go on.
+    ``on_start(slot, process)`` is called for every worker started (e.g. to inject faults),
+    ``on_end(address)`` once all have ended, while the coordinator's store still serves.
+    """
+    if nproc < 1 or max_restarts < 0:
+        raise ValueError(f"need nproc >= 1 and max_restarts >= 0, got {nproc}, {max_restarts}")
+    coordinator, address = start_coordinator(nproc, lease_s=lease_s)
+    procs: dict[int, subprocess.Popen] = {}
+    codes: dict[int, int] = {}
+    restarts = 0
+
+    def start(slot: int) -> None:
+        procs[slot] = subprocess.Popen(command, env=worker_env(address, slot, restarts))
+        if on_start is not None:
+            on_start(slot, procs[slot])
+
+    try:
+        for slot in range(nproc):
+            start(slot)
+        while procs:
+            time.sleep(0.1)
+            for slot, proc in list(procs.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                del procs[slot]
+                codes[slot] = code
+                if code != 0 and restarts < max_restarts:
+                    restarts += 1
+                    start(slot)
+        if on_end is not None:
+            on_end(address)
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+        stop_coordinator(coordinator, address)
+    return codes

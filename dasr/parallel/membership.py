@@ -1,0 +1,260 @@
+"""Who is in an elastic run: leases on a store outside every worker, and views with a version.
+
+The store is a ``torch.distributed.TCPStore`` served by a small coordinator process
+(:func:`start_coordinator`, or ``python -m dasr.parallel.membership``), so no worker's death takes
+it down. The coordinator is the one place membership is decided (as torchft's lighthouse decides
+its quorum): every ``poll_s`` it reads each slot's join record and heartbeat counter, and a
+member whose counter has not moved for ``lease_s`` (by the coordinator's own clock: no clock is
+compared across machines) is out. Each change of the live set is published as the next *view*::
+
+    dasr-elastic/view = "7 0:3f2a,1:9c1d,3:77e0"      # version 7: slots 0, 1, 3 and their incarnations
+
+Workers (:class:`Member`) join by writing ``join/<slot> = <incarnation>`` and keep a heartbeat
+thread adding to ``beat/<slot>``; one that leaves on purpose writes ``left/<slot>``. A dead or
+hung member's unfinished batch claim goes back to the pool (:func:`dasr.data.loader.release_claim`).
+Every live worker reads the same view from the store, so all of them draw the same matchings
+over it (:mod:`dasr.parallel.elastic`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch.distributed as dist
+
+from dasr.data.loader import release_claim
+
+PREFIX = "dasr-elastic"
+
+
+def connect(address: str, timeout_s: float = 60.0) -> dist.TCPStore:
+    """A client of the coordinator's store at ``host:port``."""
+    host, port = address.rsplit(":", 1)
+    return dist.TCPStore(host, int(port), is_master=False, timeout=timedelta(seconds=timeout_s))
+
+
+@dataclass(frozen=True)
+class View:
+    """One version of the live set: ``members`` are ``(slot, incarnation)`` pairs, sorted by slot;
+    ``ready`` the slots that hold the model (a replacement is a member before it is ready)."""
+
+    version: int
+    members: tuple[tuple[int, str], ...]
+    ready: frozenset[int] = frozenset()
+
+    @property
+    def slots(self) -> list[int]:
+        return [s for s, _ in self.members]
+
+    def encode(self) -> str:
+        return f"{self.version} " + ",".join(f"{s}:{i}{'*' * (s in self.ready)}" for s, i in self.members)
+
+    @classmethod
+    def decode(cls, text: str) -> View:
+        version, _, rest = text.partition(" ")
+        parts = [m.partition(":") for m in rest.split(",") if m]
+        members = tuple((int(s), i.rstrip("*")) for s, _, i in parts)
+        return cls(int(version), members, frozenset(int(s) for s, _, i in parts if i.endswith("*")))
+
+
+def read_view(store: dist.Store) -> View:
+    """The current view (version 0 and nobody before the coordinator's first one)."""
+    return View.decode(store.get(f"{PREFIX}/view").decode())
+
+
+class Coordinator:
+    """Decides the live set from join records and heartbeats and publishes it as versioned views.
+
+    Args:
+        store: the store (this process serves it).
+        slots: how many worker slots the run has.
+        lease_s: a member whose heartbeat has not moved for this long is out.
+        settle_s: the first view waits for all slots to join, or this long after the first join.
+    """
+
+    def __init__(self, store: dist.Store, slots: int, lease_s: float, settle_s: float = 60.0):
+        self.store, self.slots, self.lease_s, self.settle_s = store, slots, lease_s, settle_s
+        self.version = 0
+        self.live: dict[int, str] = {}
+        self._seen: dict[int, tuple[str, int, float]] = {}  # slot -> (incarnation, beat count, when it moved)
+        self._expired: set[tuple[int, str]] = set()
+        self._first_join: float | None = None
+        store.set(f"{PREFIX}/slots", str(slots))
+        for s in range(slots):
+            for key in ("join", "left", "held", "ready"):
+                store.set(f"{PREFIX}/{key}/{s}", "")
+            store.add(f"{PREFIX}/beat/{s}", 0)
+        store.set(f"{PREFIX}/view", View(0, ()).encode())
+
+    def _candidates(self, now: float) -> dict[int, str]:
+        """Slots whose current incarnation joined, has not left, and holds its lease (``*``: and is ready)."""
+        keys = [f"{PREFIX}/{k}/{s}" for k in ("join", "left", "ready") for s in range(self.slots)]
+        values = [v.decode() for v in self.store.multi_get(keys)]
+        n = self.slots
+        joins, lefts, readies = values[:n], values[n : 2 * n], values[2 * n :]
+        out = {}
+        for s in range(self.slots):
+            inc = joins[s]
+            if not inc or inc == lefts[s] or (s, inc) in self._expired:
+                continue
+            beat = self.store.add(f"{PREFIX}/beat/{s}", 0)
+            seen = self._seen.get(s)
+            if seen is None or seen[0] != inc or seen[1] != beat:
+                self._seen[s] = (inc, beat, now)
+            elif now - seen[2] > self.lease_s:
+                self._expired.add((s, inc))
+                continue
+            out[s] = inc + "*" * (readies[s] == inc)
+        return out
+
+    def poll(self) -> View | None:
+        """Check leases once; publish and return a new view if the live set changed."""
+        now = time.monotonic()
+        live = self._candidates(now)
+        if self.version == 0:
+            if live and self._first_join is None:
+                self._first_join = now
+            if len(live) < self.slots and (self._first_join is None or now - self._first_join < self.settle_s):
+                return None
+        if live == self.live:
+            return None
+        for s, inc in self.live.items():
+            if live.get(s, "").rstrip("*") != inc.rstrip("*"):
+                release_claim(self.store, PREFIX, s, inc.rstrip("*"))
+        self.live = live
+        self.version += 1
+        view = View.decode(f"{self.version} " + ",".join(f"{s}:{i}" for s, i in sorted(live.items())))
+        self.store.set(f"{PREFIX}/view/{self.version}", view.encode())
+        self.store.set(f"{PREFIX}/view", view.encode())
+        return view
+
+    def serve(self, poll_s: float = 0.1, parent: int | None = None) -> None:
+        """Poll until the launcher sets ``dasr-elastic/stop`` (or, given its ``parent`` pid, dies)."""
+        while not self.store.check([f"{PREFIX}/stop"]) and (parent is None or os.getppid() == parent):
+            self.poll()
+            time.sleep(poll_s)
+
+
+class Member:
+    """This worker's place in the run: its join record and the heartbeat thread that holds its lease.
+
+    Args:
+        address: ``host:port`` of the coordinator's store.
+        slot: this worker's slot (its rank in the run's numbering; a replacement takes the dead one's).
+        heartbeat_s: seconds between heartbeats (well under the coordinator's lease).
+    """
+
+    def __init__(self, address: str, slot: int, heartbeat_s: float = 0.2):
+        self.address, self.slot, self.heartbeat_s = address, slot, heartbeat_s
+        self.store = connect(address)
+        self.slots = int(self.store.get(f"{PREFIX}/slots"))
+        if not 0 <= slot < self.slots:
+            raise ValueError(f"slot {slot} is outside the run's {self.slots} slots")
+        self.incarnation = ""
+        self._stop = threading.Event()
+        self._beats = threading.Thread(target=self._beat, name=f"dasr-lease-{slot}", daemon=True)
+
+    def join(self) -> str:
+        """Write a new incarnation for this slot (also to come back after being dropped); returns it."""
+        self.incarnation = uuid.uuid4().hex[:8]
+        self.store.add(f"{PREFIX}/beat/{self.slot}", 1)
+        self.store.set(f"{PREFIX}/join/{self.slot}", self.incarnation)
+        if not self._beats.is_alive() and not self._stop.is_set():
+            self._beats.start()
+        return self.incarnation
+
+    def _beat(self) -> None:
+        store = connect(self.address)
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                store.add(f"{PREFIX}/beat/{self.slot}", 1)
+            except RuntimeError:  # the coordinator is gone: nothing left to hold a lease on
+                return
+
+    def mark_ready(self, store: dist.Store) -> None:
+        """This incarnation holds the live set's model now (the next view says so); ``store``: the caller's client."""
+        store.set(f"{PREFIX}/ready/{self.slot}", self.incarnation)
+
+    def view(self, store: dist.Store | None = None) -> View:
+        """The current view (read through ``store``, e.g. a thread's own client, or this member's)."""
+        return read_view(store or self.store)
+
+    def leave(self) -> None:
+        """Leave on purpose: the coordinator drops this slot at once, and its claims are done."""
+        self._stop.set()
+        try:
+            self.store.set(f"{PREFIX}/left/{self.slot}", self.incarnation)
+        except RuntimeError:
+            pass
+
+
+def claims_summary(store: dist.Store) -> dict:
+    """What the run's batch claims came to: batches trained once, twice or more, re-offered, left re-offered."""
+    keys = store.list_keys()
+    counts = [int(store.add(k, 0)) for k in keys if k.startswith(f"{PREFIX}/done/")]
+    epochs = {k.split("/")[2] for k in keys if k.startswith(f"{PREFIX}/reoffered/")}
+    reoffered = [int(store.add(k, 0)) for k in keys if k.startswith(f"{PREFIX}/reoffered/")]
+    return {
+        "batches_trained": len(counts),
+        "trained_once": sum(c == 1 for c in counts),
+        "trained_twice_or_more": sum(c > 1 for c in counts),
+        "reoffered": sum(reoffered),
+        "reoffered_never_taken": sum(int(store.queue_len(f"{PREFIX}/requeue/{e}")) for e in epochs),
+    }
+
+
+def _serve_socket() -> tuple[socket.socket, int]:
+    sock = socket.create_server(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
+def start_coordinator(slots: int, lease_s: float = 5.0, settle_s: float = 60.0) -> tuple[subprocess.Popen, str]:
+    """Start the coordinator in a process of its own on 127.0.0.1; returns it and its ``host:port``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dasr.parallel.membership", str(slots), "--lease-s", str(lease_s)]
+        + ["--settle-s", str(settle_s)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("serving "):
+        proc.kill()
+        raise RuntimeError(f"the elastic coordinator did not start (it said {line!r})")
+    return proc, line.split()[1]
+
+
+def stop_coordinator(proc: subprocess.Popen, address: str) -> None:
+    """Ask the coordinator to end, and wait for it (killing it if it does not)."""
+    try:
+        connect(address, timeout_s=5).set(f"{PREFIX}/stop", "1")
+        proc.wait(timeout=10)
+    except (RuntimeError, subprocess.TimeoutExpired):
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    """``python -m dasr.parallel.membership SLOTS``: serve the store and decide membership until stopped."""
+    parser = argparse.ArgumentParser(description="elastic adpsgd coordinator: store, leases, views")
+    parser.add_argument("slots", type=int)
+    parser.add_argument("--lease-s", type=float, default=5.0)
+    parser.add_argument("--settle-s", type=float, default=60.0)
+    args = parser.parse_args()
+    sock, port = _serve_socket()
+    store = dist.TCPStore("127.0.0.1", port, is_master=True, master_listen_fd=sock.fileno(), multi_tenant=True)
+    print(f"serving 127.0.0.1:{port}", flush=True)
+    Coordinator(store, args.slots, args.lease_s, args.settle_s).serve(parent=os.getppid())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""`dasr bench elastic`: elastic adpsgd trained through injected faults, beside fault-free and sync/localsgd runs.
+
+N = 4 workers train with `dasr train`; every ``every_s`` seconds of training one worker (the
+slots in turn, rank 0 included) is killed with SIGKILL, ``kills`` times per run. The same kills
+hit `sync` and `localsgd`, which torch's agent restarts as a whole from the latest checkpoint
+(`--max-restarts`, `--checkpoint-every`). The benchmark watches each run from outside: it
+timestamps every metrics record as it appears (throughput over the training window, first to
+last train record), and for elastic runs reads the coordinator's views (kill → dropped →
+replacement admitted). Claims come from the run's EXP/elastic-claims.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dasr.cli import arg
+from dasr.parallel.membership import View, connect, read_view
+from lab.bench.procs import cmdline, descendants
+from lab.bench.runs import TrainRun, require_data
+from lab.report import Report, new_figure, publish, sharing
+from lab.summary import update_summary
+
+NPROC = 4
+#: (kills per faulted run, seconds of training between kills, epochs): quick smoke run, full benchmark
+SIZES = {True: (3, 15.0, 6), False: (20, 15.0, 40)}
+ARGUMENTS = (
+    arg("--kills", type=int, default=None, help="kills per faulted run (default: 3 quick, 20 full)"),
+    arg("--every-s", type=float, default=None, help="seconds between kills (default 15)"),
+    arg("--epochs", type=int, default=None, help="epochs per run (default: 6 quick, 40 full)"),
+    arg("--model", default="demo", help="model preset (default demo)"),
+    arg("--batch-frames", type=int, default=2000, help="padded frames per worker step"),
+)
+
+
+@dataclass
+class Watch:
+    """What the benchmark sees of one run from outside."""
+
+    exp: Path
+    records: list[tuple[float, dict]] = field(default_factory=list)
+    kills: list[dict] = field(default_factory=list)
+    live_samples: list[tuple[float, int]] = field(default_factory=list)  # (when, ready workers)
+    store: object | None = None  # a client of the coordinator's store (elastic runs)
+    store_gone: bool = False
+    _read: int = 0
+
+    def poll(self) -> None:
+        """Timestamp the metrics records written since the last poll."""
+        path = self.exp / "metrics.jsonl"
+        if not path.exists():
+            return
+        with path.open() as f:
+            f.seek(self._read)
+            text = f.read()
+        complete = text[: text.rfind("\n") + 1]
+        self._read += len(complete.encode())
+        now = time.monotonic()
+        self.records += [(now, json.loads(line)) for line in complete.splitlines() if line]
+
+    def train_records(self) -> list[tuple[float, dict]]:
+        return [(t, r) for t, r in self.records if r["kind"] == "train"]
+
+
+def _elastic_workers(launcher: int) -> dict[int, tuple[int, str]]:
+    """{slot: (pid, store address)} of the elastic workers under ``launcher``."""
+    out = {}
+    for pid in descendants(launcher):
+        if "dasr.train" not in cmdline(pid):
+            continue
+        try:
+            env = dict(e.split(b"=", 1) for e in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") if b"=" in e)
+        except OSError:
+            continue
+        if b"DASR_ELASTIC_SLOT" in env:
+            out[int(env[b"DASR_ELASTIC_SLOT"])] = (pid, env[b"DASR_ELASTIC_STORE"].decode())
+    return out
+
+
+def _agent_workers(launcher: int) -> list[int]:
+    return [p for p in descendants(launcher) if "spawn_main" in cmdline(p)]
+
+
+def _kill_one(launcher: int, elastic: bool, n: int) -> dict | None:
+    """SIGKILL the ``n``-th kill's victim (slots in turn); what was killed, or None if no worker is up."""
+    if elastic:
+        workers = _elastic_workers(launcher)
+        slot = n % NPROC
+        if slot not in workers:
+            return None
+        pid, address = workers[slot]
+        view = read_view(connect(address, timeout_s=10))
+        os.kill(pid, signal.SIGKILL)
+        return {"slot": slot, "pid": pid, "incarnation": dict(view.members).get(slot)}
+    workers = _agent_workers(launcher)
+    if len(workers) < NPROC:
+        return None
+    pid = workers[n % NPROC]
+    os.kill(pid, signal.SIGKILL)
+    return {"slot": n % NPROC, "pid": pid}
+
+
+def _track_rejoin(kill: dict, view: View, now: float) -> None:
+    """Note when the killed incarnation left the view and when the slot's replacement was admitted."""
+    members = dict(view.members)
+    if "dropped_s" not in kill and members.get(kill["slot"]) != kill["incarnation"]:
+        kill["dropped_s"] = now - kill["t"]
+    replaced = members.get(kill["slot"]) not in (None, kill["incarnation"])
+    if "rejoined_s" not in kill and replaced and kill["slot"] in view.ready:  # the replacement holds the model
+        kill["rejoined_s"] = now - kill["t"]
+
+
+def watch_run(run: TrainRun, data: str, exp: Path, kills: int, every_s: float, timeout_s: float) -> dict:
+    """Start ``run``, kill a worker every ``every_s`` s of training ``kills`` times, and summarise it."""
+    elastic = "--elastic" in run.options
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    log = (exp.parent / f"{exp.name}.log").open("w")
+    proc = subprocess.Popen(run.command(data, exp), stdout=log, stderr=subprocess.STDOUT, env=env)
+    w = Watch(exp)
+    deadline, next_kill = time.monotonic() + timeout_s, None
+    try:
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{run.label} did not finish within {timeout_s:.0f} s")
+            time.sleep(0.25)
+            w.poll()
+            now = time.monotonic()
+            if next_kill is None and w.train_records():
+                next_kill = now + every_s
+            if next_kill is not None and len(w.kills) < kills and now >= next_kill:
+                killed = _kill_one(proc.pid, elastic, len(w.kills))
+                if killed is not None:
+                    w.kills.append({**killed, "t": now})
+                next_kill = now + every_s
+            if elastic:
+                _watch_views(w, proc.pid, now)
+    finally:
+        if proc.poll() is None:
+            for pid in [proc.pid, *descendants(proc.pid)]:
+                os.kill(pid, signal.SIGKILL)
+        proc.wait()
+        log.close()
+    w.poll()
+    return summarise(run, w, proc.returncode, elastic)
+
+
+def _watch_views(w: Watch, launcher: int, now: float) -> None:
+    """Sample the live set and follow each kill's slot through the coordinator's views."""
+    if w.store_gone:
+        return
+    try:
+        if w.store is None:
+            address = next((address for _, address in _elastic_workers(launcher).values()), None)
+            if address is None:
+                return
+            w.store = connect(address, timeout_s=5)
+        view = read_view(w.store)  # type: ignore[arg-type]
+    except RuntimeError:  # the coordinator has stopped: the run is ending
+        w.store_gone = True
+        return
+    if view.version:
+        w.live_samples.append((now, len(view.ready)))
+    for kill in w.kills:
+        _track_rejoin(kill, view, now)
+
+
+def summarise(run: TrainRun, w: Watch, returncode: int, elastic: bool) -> dict:
+    """Throughput over the training window, the last evaluation, the kills and (elastic) the claims."""
+    train = w.train_records()
+    window = train[-1][0] - train[0][0] if len(train) > 1 else 0.0
+    samples = sum(r["utts_per_step"] for _, r in train)
+    evals = [r for _, r in w.records if r["kind"] == "eval"]
+    live = [n for t, n in w.live_samples if train and train[0][0] <= t <= train[-1][0]]
+    claims_file = w.exp / "elastic-claims.json"
+    return {
+        "label": run.label,
+        "strategy": run.strategy,
+        "elastic": elastic,
+        "returncode": returncode,
+        "samples": samples,
+        "train_window_s": window,
+        "samples_per_s": samples / window if window else None,
+        "final_dev_wer": evals[-1]["dev_wer"] if evals else None,
+        "final_dev_loss": evals[-1]["dev_loss"] if evals else None,
+        "final_epoch": evals[-1]["epoch"] if evals else None,
+        "kills": [{k: v for k, v in kill.items() if k != "t"} for kill in w.kills],
+        "mean_live": statistics.mean(live) if live else None,  # workers holding the model, while training
+        "claims": json.loads(claims_file.read_text()) if claims_file.exists() else None,
+    }
+
+
+def runs(model: str, batch_frames: int, epochs: int, kills: int) -> list[tuple[TrainRun, int]]:
+    """The runs, in order, with the kills each gets."""
+    common = ["--model", model, "--batch-frames", str(batch_frames), "--epochs", str(epochs)]
+    common += ["--log-every", "1", "--eval-every-epochs", str(max(1, epochs // 4))]
+    elastic = [*common, "--elastic", "--max-restarts", str(kills), "--lease-s", "5"]
+    restarted = [*common, "--max-restarts", str(kills), "--checkpoint-every", "20"]
+    return [
+        (TrainRun("adpsgd elastic, no faults", "adpsgd", NPROC, elastic), 0),
+        (TrainRun("adpsgd elastic, kills", "adpsgd", NPROC, elastic), kills),
+        (TrainRun("sync, kills (agent restart)", "sync", NPROC, restarted), kills),
+        (TrainRun("localsgd, kills (agent restart)", "localsgd", NPROC, restarted), kills),
+    ]
+
+
+def measure(data: str, model: str, batch_frames: int, epochs: int, kills: int, every_s: float) -> dict:
+    """Every run of :func:`runs`, one after the other."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="dasr-bench-elastic-") as tmp:
+        for i, (run, k) in enumerate(runs(model, batch_frames, epochs, kills)):
+            summary = watch_run(run, data, Path(tmp) / f"run{i}", k, every_s, timeout_s=3600)
+            print(f"  {run.label}: {json.dumps({x: summary[x] for x in ('returncode', 'samples_per_s')})}", flush=True)
+            out.append(summary)
+    return {"nproc": NPROC, "model": model, "epochs": epochs, "kills": kills, "every_s": every_s, "runs": out}
+
+
+def headline(results: dict) -> dict:
+    """The summary figures: kills survived, throughput ratio (live share excluded), WER difference, rejoin time."""
+    clean, faulted = results["runs"][0], results["runs"][1]
+    kills = faulted["kills"]
+    survived = sum("rejoined_s" in k for k in kills) if faulted["returncode"] == 0 else 0
+    ratio = None
+    if clean["samples_per_s"] and faulted["samples_per_s"]:  # per live worker: the dead worker's share excluded
+        ratio = (faulted["samples_per_s"] / (faulted["mean_live"] or NPROC)) / (
+            clean["samples_per_s"] / (clean["mean_live"] or NPROC)
+        )
+    wer = None
+    if clean["final_dev_wer"] and faulted["final_dev_wer"] is not None:
+        wer = (faulted["final_dev_wer"] - clean["final_dev_wer"]) / clean["final_dev_wer"]
+    rejoins = [k["rejoined_s"] for k in kills if "rejoined_s" in k]
+    return {
+        "elastic_kills": len(kills),
+        "elastic_kills_survived": survived,
+        "elastic_throughput_ratio": ratio,
+        "elastic_wer_rel_diff": wer,
+        "elastic_rejoin_s_median": statistics.median(rejoins) if rejoins else None,
+    }
+
+
+def render(results: dict, report: Report):
+    """The report's tables and figure from the stored results."""
+    cores = report.machine["cores"]
+    head = headline(results)
+    report.add(
+        "Setup",
+        f"{results['nproc']} workers ({sharing(results['nproc'], cores)}), `{results['model']}` model, "
+        f"{results['epochs']} epochs; faulted runs: SIGKILL of one worker every {results['every_s']:.0f} s of "
+        f"training, slots in turn (rank 0 included), {results['kills']} kills. Runs one after the other.",
+    )
+    rows = "| run | exit | samples/s | train window, s | mean live workers | final dev WER | final dev loss | kills |\n"
+    rows += "|---|---|---|---|---|---|---|---|\n"
+    for r in results["runs"]:
+        sps = f"{r['samples_per_s']:.1f}" if r["samples_per_s"] else "-"
+        wer = f"{100 * r['final_dev_wer']:.1f} %" if r["final_dev_wer"] is not None else "-"
+        live = f"{r['mean_live']:.2f}" if r["mean_live"] else "-"
+        loss = f"{r['final_dev_loss']:.2f}" if r.get("final_dev_loss") is not None else "-"
+        rows += f"| {r['label']} | {r['returncode']} | {sps} | {r['train_window_s']:.0f} | {live} | {wer} | {loss} | "
+        rows += f"{len(r['kills'])} |\n"
+    report.add("Runs", rows)
+    kills = results["runs"][1]["kills"]
+    lines = "| kill | slot | dropped after, s | replacement holds the model after, s |\n|---|---|---|---|\n"
+    for i, k in enumerate(kills):
+        lines += f"| {i + 1} | {k['slot']} | {k.get('dropped_s', float('nan')):.1f} | "
+        lines += f"{k.get('rejoined_s', float('nan')):.1f} |\n"
+    report.add("Elastic kills (kill → view without it → its replacement ready in a view)", lines)
+    report.add("Batch claims of the faulted elastic run", f"`{json.dumps(results['runs'][1]['claims'])}`")
+    report.add("Headline", f"`{json.dumps(head)}`")
+    fig, axes = new_figure(1)
+    labels = [r["label"] for r in results["runs"]]
+    axes[0].barh(labels, [r["samples_per_s"] or 0 for r in results["runs"]])
+    axes[0].set_xlabel("samples/s over the training window")
+    return fig
+
+
+def run_cli(args, command: str) -> dict:
+    """`dasr bench elastic`: measure, publish elastic.md/.json/.png and the summary's figures."""
+    data = require_data(args.data, "elastic")
+    kills, every_s, epochs = SIZES[args.quick]
+    kills = args.kills if args.kills is not None else kills
+    every_s = args.every_s if args.every_s is not None else every_s
+    epochs = args.epochs if args.epochs is not None else epochs
+    results = measure(data, args.model, args.batch_frames, epochs, kills, every_s)
+    report = publish("elastic", "Elastic adpsgd through injected faults", command, results, render, args.out)
+    update_summary(args.out, headline(results), report)
+    return results
