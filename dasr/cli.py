@@ -389,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
         "strategies": "samples/s and compute/communication per strategy at N = 1, 2, 4",
         "stragglers": "time to a target dev WER with one worker 1x/2x/4x slower",
         "consensus": "gossip rounds to shrink the replica spread 10x per graph at N = 4, 8, 16 (exact)",
-        "large-batch": "effective batch B vs 10B, with and without LR scaling + warm-up",
+        "large-batch": "dev WER at m x B (m = 1..16) trained to the plateau, sync and adpsgd, seeds, recipe rivals",
         "accuracy": "test WER of every strategy at equal epochs",
         "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
         "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
@@ -409,6 +409,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--exp", default=None, help="decode with EXP/best.pt (default: the briefly trained demo model)"
     )
     bench_parsers["export"].add_argument("--exp", default=None, help="the model to export (e.g. exp/demo/model)")
+    large = bench_parsers["large-batch"]
+    large.add_argument(
+        "--work",
+        default="exp/large-batch",
+        help="keeps each run and its result; a rerun resumes (default exp/large-batch)",
+    )
+    large.add_argument(
+        "--only", default=None, metavar="TEXT", help="run only the runs whose id contains TEXT, e.g. m10"
+    )
     real = bench_parsers["real-speech"]
     real.add_argument("--exp", default=None, help="the model to check (trained on --data, e.g. exp/demo/model)")
     real.add_argument("--label", default="demo", help="its name in the report (default demo)")
