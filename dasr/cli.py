@@ -418,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     large.add_argument(
         "--only", default=None, metavar="TEXT", help="run only the runs whose id contains TEXT, e.g. m10"
     )
+    large.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from the finished runs, train nothing"
+    )
     real = bench_parsers["real-speech"]
     real.add_argument("--exp", default=None, help="the model to check (trained on --data, e.g. exp/demo/model)")
     real.add_argument("--label", default="demo", help="its name in the report (default demo)")

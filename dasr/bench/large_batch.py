@@ -155,12 +155,12 @@ def load_results(work: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob("*/result.json"))}
 
 
-def next_due(todo: list[Point], results: dict[str, dict], plan: Plan, failed: set[str]) -> Point | None:
+def next_due(todo: list[Point], results: dict[str, dict], failed: set[str]) -> Point | None:
     """The first run not finished, or finished short of m = 1's plateau epochs (and not capped), that has not failed."""
     need = lbr.base_plateau_epochs(list(results.values())) or 0
     for point in todo:
         r = results.get(point.id)
-        if point.id not in failed and (r is None or (len(r["evals"]) < min(need, plan.max_epochs))):
+        if point.id not in failed and (r is None or len(r["evals"]) < min(need, r["max_epochs"])):
             return point
     return None
 
@@ -187,18 +187,29 @@ def train_point(point: Point, data_dir: str, work: Path, plan: Plan, min_epochs:
 
 
 def run(
-    data_dir: str | None, quick: bool, out_dir: str, command: str, work: str = DEFAULT_WORK, only: str | None = None
+    data_dir: str | None,
+    quick: bool,
+    out_dir: str,
+    command: str,
+    work: str = DEFAULT_WORK,
+    only: str | None = None,
+    report_only: bool = False,
 ) -> dict:
-    """Run (or continue) the plan's runs whose id contains ``only``, rewriting the report after each; the results."""
-    require_data(data_dir, "large-batch")
-    assert data_dir is not None
+    """Run (or continue) the plan's runs whose id contains ``only`` (none: ``report_only``), rewriting the report after each.
+
+    Returns:
+        The results of the report (:func:`dasr.bench.large_batch_report.analyse`).
+    """
     plan = PLANS[quick]
     home = Path(work) / ("quick" if quick else "full")
+    if report_only:
+        return write_report(load_results(home), plan, out_dir, command)
+    data_dir = require_data(data_dir, "large-batch")
     home.mkdir(parents=True, exist_ok=True)
     todo = [p for p in points(plan) if only is None or only in p.id]
     failed: set[str] = set()
     results = load_results(home)
-    while (point := next_due(todo, results, plan, failed)) is not None:
+    while (point := next_due(todo, results, failed)) is not None:
         need = lbr.base_plateau_epochs(list(results.values())) or 0
         print(f"  {point.id}: training until its plateau (at least {need} epochs) ...", flush=True)
         try:
@@ -242,4 +253,4 @@ def write_report(results: dict[str, dict], plan: Plan, out_dir: str, command: st
 
 def run_cli(args, command: str) -> dict:
     """`dasr bench large-batch`: :func:`run` with the command line's options."""
-    return run(args.data, args.quick, args.out, command, args.work, args.only)
+    return run(args.data, args.quick, args.out, command, args.work, args.only, args.report_only)
