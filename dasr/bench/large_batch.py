@@ -20,6 +20,7 @@ in :mod:`dasr.bench.large_batch_report`.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -251,6 +252,15 @@ def write_report(results: dict[str, dict], plan: Plan, out_dir: str, command: st
     return analysis
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_cli(args, command: str) -> dict:
-    """`dasr bench large-batch`: :func:`run` with the command line's options."""
+    """`dasr bench large-batch`: :func:`run` with the command line's options.
+
+    SIGTERM interrupts it like Ctrl-C, so the training run in progress (in a session of its own)
+    is stopped too and the next invocation continues it from its checkpoint alone.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
     return run(args.data, args.quick, args.out, command, args.work, args.only, args.report_only)
