@@ -1,7 +1,7 @@
 """Training a benchmark run until its dev WER plateaus, resumably: `dasr train` watched from outside.
 
 The run evaluates after every epoch; it is stopped once its last :data:`PLATEAU_EVALS` dev WERs lie
-within :data:`PLATEAU_REL` relative of each other and it has trained ``min_epochs``, or at
+within :data:`PLATEAU_REL` relative of each other (all below CTC's blank-only 100 %) and it has trained ``min_epochs``, or at
 ``max_epochs`` (a run stopped there has not plateaued). Every evaluation writes a checkpoint,
 so a stopped or interrupted run continues with ``--resume`` where it left off, e.g. when a
 later ``min_epochs`` asks for more epochs::
@@ -32,10 +32,14 @@ POLL_S = 2.0
 
 
 def plateau_epochs(wers: list[float], evals: int = PLATEAU_EVALS, rel: float = PLATEAU_REL) -> int | None:
-    """How many evaluations it took until the last ``evals`` of them first lay within ``rel``; None if never."""
+    """How many evaluations it took until the last ``evals`` of them first lay within ``rel``; None if never.
+
+    CTC's blank-only start (dev WER 100 %, or above with stray insertions) is no plateau: every
+    evaluation of the window must be below 100 %.
+    """
     for end in range(evals, len(wers) + 1):
         window = wers[end - evals : end]
-        if max(window) <= (1 + rel) * min(window):
+        if max(window) < 1.0 and max(window) <= (1 + rel) * min(window):
             return end
     return None
 
