@@ -35,6 +35,8 @@ def test_recipes_scale_lr_by_their_optimizers_rule_and_warm_up_as_they_say():
     assert options["--batch-frames"] == "3000" and options["--reference-batch-frames"] == "600"
     assert options["--seed"] == "2" and options["--optimizer"] == "adamw"
     assert lb.RECIPES["adamw"].options(10)[-2:] == ["--warmup-epochs", "0.1"]
+    assert lb.RECIPES["adamw-linear"].peak_lr(10) == pytest.approx(0.02)
+    assert lb.RECIPES["adamw-linear"].options(10)[4:6] == ["--lr-scaling", "linear"]
     assert lb.RECIPES["adamw-no-warmup"].warmup_epochs(10) == 0.0
 
 
@@ -133,7 +135,9 @@ def test_a_run_stops_at_its_plateau_and_resumes_from_its_checkpoint(speech_data_
     assert not (exp / "final.pt").exists() and _running_in(exp) == []  # stopped, not run to its 500 epochs
     evals = train_until(run, speech_data_dir, exp, min_epochs=stopped + 2, max_epochs=500, timeout_s=600)
     assert [e["epoch"] for e in evals] == list(range(len(evals))) and len(evals) >= stopped + 2
-    assert read_evals(exp)[: len(evals)] == evals  # one evaluation per epoch, though the stopped epoch was trained twice
+    assert (
+        read_evals(exp)[: len(evals)] == evals
+    )  # one evaluation per epoch, though the stopped epoch was trained twice
     assert "resumed from step" in (tmp_path / "run" / "train.log").read_text()
     assert evals[stopped]["step"] > evals[stopped - 1]["step"] and _running_in(exp) == []
 
