@@ -34,7 +34,8 @@ def test_recipes_scale_lr_by_their_optimizers_rule_and_warm_up_as_they_say():
     assert float(options["--warmup-epochs"]) * 10 == pytest.approx(fixed.warmup_epochs(10)) == pytest.approx(0.1)
     assert options["--batch-frames"] == "3000" and options["--reference-batch-frames"] == "600"
     assert options["--seed"] == "2" and options["--optimizer"] == "adamw"
-    assert lb.RECIPES["adamw"].options(10)[-2:] == ["--warmup-epochs", "0.1"]
+    assert lb.RECIPES["adamw"].options(10)[-4:] == ["--warmup-epochs", "0.1", "--anneal-start-epoch", "6"]
+    assert lb.RECIPES["adamw-late-anneal"].options(10)[-1] == "12"
     assert lb.RECIPES["adamw-linear"].peak_lr(10) == pytest.approx(0.02)
     assert lb.RECIPES["adamw-linear"].options(10)[4:6] == ["--lr-scaling", "linear"]
     assert lb.RECIPES["adamw-no-warmup"].warmup_epochs(10) == 0.0

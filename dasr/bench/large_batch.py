@@ -56,6 +56,7 @@ class Recipe:
     lr: float
     warmup: str = "legw"
     scaling: str = "auto"
+    anneal_start_epoch: int = ANNEAL_START_EPOCH
 
     def peak_lr(self, m: int) -> float:
         """The peak LR at m x B: by default the optimizer's rule (linear for SGD, square root for AdamW and LAMB)."""
@@ -68,7 +69,8 @@ class Recipe:
     def options(self, m: int) -> list[str]:
         """The optimizer options (the trainer multiplies ``--warmup-epochs`` by m itself: LEGW)."""
         warmup = ["--warmup-epochs", str(self.warmup_epochs(m) / m)]
-        return ["--optimizer", self.optimizer, "--lr", str(self.lr), "--lr-scaling", self.scaling, *warmup]
+        anneal = ["--anneal-start-epoch", str(self.anneal_start_epoch)]
+        return ["--optimizer", self.optimizer, "--lr", str(self.lr), "--lr-scaling", self.scaling, *warmup, *anneal]
 
 
 #: the recipe and its rivals at m = 10. The LRs at B were set before the runs, not tuned: AdamW's
@@ -83,6 +85,10 @@ RECIPES = {
     "adamw-no-warmup": Recipe("AdamW, sqrt LR scaling, no warm-up", "adamw", 0.002, "none"),
     # added after the first rivals: without warm-up (a larger early LR) did best, so: a larger peak
     "adamw-linear": Recipe("AdamW, linear LR scaling, LEGW warm-up", "adamw", 0.002, scaling="linear"),
+    # ... and one that keeps the peak until m = 1's plateau (12 epochs): are 10x fewer updates the limit?
+    "adamw-late-anneal": Recipe(
+        "AdamW, sqrt LR scaling, LEGW warm-up, annealed from epoch 12", "adamw", 0.002, anneal_start_epoch=12
+    ),
 }
 DEFAULT_RECIPE = "adamw"
 
@@ -111,8 +117,6 @@ class Point:
             str(NPROC * BASE_FRAMES),
             "--anneal",
             "paper",
-            "--anneal-start-epoch",
-            str(ANNEAL_START_EPOCH),
             "--eval-every-epochs",
             "1",
             "--log-every",
