@@ -345,6 +345,8 @@ def _ratio(ok: dict, multipliers: list[int]) -> str:
         return "not measured"
     if ok["adpsgd"] >= 2 * ok["sync"]:
         return "met"
+    if ok["adpsgd"] == ok["sync"] == 1:
+        return "**missed** (neither held any m above 1)"
     if ok["adpsgd"] == max(multipliers):
         return f"undetermined (adpsgd held up to the largest m tested, {ok['adpsgd']})"
     return "**missed**"
@@ -391,6 +393,9 @@ def _figure(results: dict):
                 label=f"{s}, {VIEW_NAMES[view]}",
             )
     right.set_xscale("log")
+    ms = sorted({int(m) for by_m in results["groups"].values() for m in by_m})
+    right.set_xticks(ms, [str(m) for m in ms])
+    right.minorticks_off()
     right.set_xlabel("batch multiplier m (global batch m x B)")
     right.set_ylabel("dev WER (mean, bars: seeds' range)")
     if right.lines:
