@@ -97,7 +97,8 @@ def test_report_from_stored_runs_gives_both_views_spread_and_verdicts(tmp_path):
     runs = {r["id"]: r for r in results["runs"]}
     assert runs["sync-m10-adamw-s0"]["plateau_epochs"] == 8 and runs["sync-m10-adamw-s0"]["updates_equal"] == 300
     lamb = next(r for r in results["recipes_at_top"] if r["recipe"] == "lamb")
-    assert lamb["dev_wer_equal"] == 0.75 and lamb["rel_equal"] == pytest.approx(0.25)
+    assert lamb["equal"]["mean"] == 0.75 and lamb["rel_equal"] == pytest.approx(0.25)
+    assert results["best_recipe_at_top"] == "adamw"
     assert "sync-m16-adamw-s0" in results["pending_runs"] and "sync-m10-adamw-s0" not in results["pending_runs"]
     summary = {k: v["value"] for k, v in json.loads((out / "summary.json").read_text()).items()}
     assert summary["large_batch_base_plateau_epochs"] == 6

@@ -141,22 +141,32 @@ class Plan:
     seeds: tuple[int, ...]
     rivals: tuple[str, ...]
     max_epochs: int
+    seeded_rivals: tuple[str, ...] = ()
 
 
 #: quick smoke run (capped at 3 epochs: the least that can show a plateau), full benchmark
 PLANS = {
     True: Plan((1, 2), 2, (0,), (), 3),
-    False: Plan((1, 2, 4, 10, 16), 10, (0, 1, 2), tuple(r for r in RECIPES if r != DEFAULT_RECIPE), 24),
+    False: Plan(
+        (1, 2, 4, 10, 16),
+        10,
+        (0, 1, 2),
+        tuple(r for r in RECIPES if r != DEFAULT_RECIPE),
+        24,
+        # the rivals that beat the recipe by more than the seeds' range with seed 0 get the seeds too
+        ("adamw-no-warmup", "adamw-late-anneal"),
+    ),
 }
 
 
 def points(plan: Plan) -> list[Point]:
-    """The runs in order of importance: m = 1 and the top m, the rivals, more seeds, then the other multipliers."""
+    """The runs in order of importance: m = 1 and the top m, the rivals, more seeds, the other multipliers, rivals' seeds."""
     order = [Point(s, m) for m in (1, plan.top) for s in STRATEGIES]
     order += [Point("sync", plan.top, r) for r in plan.rivals]
     order += [Point(s, m, seed=k) for k in plan.seeds[1:] for m in (1, plan.top) for s in STRATEGIES]
     others = sorted((m for m in plan.multipliers if m not in (1, plan.top)), reverse=True)
-    return order + [Point(s, m) for m in others for s in STRATEGIES]
+    order += [Point(s, m) for m in others for s in STRATEGIES]
+    return order + [Point("sync", plan.top, r, k) for r in plan.seeded_rivals for k in plan.seeds[1:]]
 
 
 def load_results(work: Path) -> dict[str, dict]:

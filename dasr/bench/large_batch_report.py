@@ -143,6 +143,7 @@ def analyse(runs: list[dict], setup: dict, pending: list[str]) -> dict:
         for v in ("equal",)
         if m in ("1", top) and g[v] is not None and g[v]["spread_rel"] is not None
     ]
+    recipes = _recipes(rows, groups, setup)
     verdicts = {
         s: {v: verdict(groups.get(s, {}).get("1", {}).get(v), groups.get(s, {}).get(top, {}).get(v)) for v in VIEWS}
         for s in ("sync", "adpsgd")
@@ -156,39 +157,35 @@ def analyse(runs: list[dict], setup: dict, pending: list[str]) -> dict:
         "largest_ok_multiplier": largest_ok,
         "goal_verdicts_at_top": verdicts,
         "seed_spread_rel": max(spreads, default=None),
-        "recipes_at_top": _recipes(rows, groups, setup),
+        "recipes_at_top": recipes,
+        "best_recipe_at_top": best_recipe(recipes),
         "pending_runs": pending,
     }
 
 
 def _recipes(rows: list[dict], groups: dict, setup: dict) -> list[dict]:
-    """Each recipe's sync seed-0 run at the top m, against sync m = 1's mean in both views."""
+    """Each recipe's sync runs at the top m (mean over their seeds), against sync m = 1's mean in both views."""
     base = groups.get("sync", {}).get("1", {})
+    top = str(setup["top"])
     out = []
     for name in (setup["default_recipe"], *setup["rivals"]):
-        r = next(
-            (r for r in rows if (r["strategy"], r["m"], r["recipe"], r["seed"]) == ("sync", setup["top"], name, 0)),
-            None,
-        )
-        if r is None:
+        mine = group(rows, name).get("sync", {}).get(top)
+        if mine is None:
             out.append({"recipe": name, "measured": False})
             continue
-        out.append(
-            {
-                "recipe": name,
-                "measured": True,
-                **{f"dev_wer_{v}": r[f"dev_wer_{v}"] for v in VIEWS},
-                **{
-                    f"rel_{v}": None
-                    if r[f"dev_wer_{v}"] is None or base.get(v) is None
-                    else r[f"dev_wer_{v}"] / base[v]["mean"] - 1
-                    for v in VIEWS
-                },
-                "plateau_epochs": r["plateau_epochs"],
-                "peak_lr": r["peak_lr"],
-            }
-        )
+        rel = {
+            f"rel_{v}": None if mine[v] is None or base.get(v) is None else mine[v]["mean"] / base[v]["mean"] - 1
+            for v in VIEWS
+        }
+        peak = next(r["peak_lr"] for r in rows if r["recipe"] == name and str(r["m"]) == top)
+        out.append({"recipe": name, "measured": True, **mine, **rel, "peak_lr": peak})
     return out
+
+
+def best_recipe(recipes: list[dict]) -> str | None:
+    """The recipe with the lowest mean dev WER at equal epochs among those measured there."""
+    measured = [r for r in recipes if r["measured"] and r["equal"] is not None]
+    return min(measured, key=lambda r: r["equal"]["mean"])["recipe"] if measured else None
 
 
 def summary_figures(results: dict) -> dict:
@@ -302,18 +299,22 @@ def _views(results: dict, report: Report) -> None:
 
 def _recipe_table(results: dict, report: Report) -> None:
     rows = (
-        f"| recipe (sync, m = {results['setup']['top']}, seed 0) | peak LR | dev WER at E | vs sync m = 1 | epochs to plateau | "
-        "dev WER at plateau | vs sync m = 1 at plateau |\n|---|---|---|---|---|---|---|\n"
+        f"| recipe (sync, m = {results['setup']['top']}) | peak LR | dev WER at E: mean ± half range | vs sync m = 1 | "
+        "epochs to plateau (mean) | dev WER at plateau | vs sync m = 1 at plateau |\n|---|---|---|---|---|---|---|\n"
     )
     for r in results["recipes_at_top"]:
         title = results["setup"]["recipes"][r["recipe"]]["title"]
         if not r["measured"]:
             rows += f"| {title} | – | pending | | | | |\n"
             continue
+        epochs = "–" if r["plateau_epochs"] is None else f"{r['plateau_epochs']['mean']:.1f}"
         rows += (
-            f"| {title} | {r['peak_lr']:.4f} | {_pct(r['dev_wer_equal'])} | {_pct(r['rel_equal'], True)} | "
-            f"{r['plateau_epochs'] or '–'} | {_pct(r['dev_wer_plateau'])} | {_pct(r['rel_plateau'], True)} |\n"
+            f"| {title} | {r['peak_lr']:.4f} | {_mean_spread(r['equal'])} | {_pct(r['rel_equal'], True)} | "
+            f"{epochs} | {_mean_spread(r['plateau'])} | {_pct(r['rel_plateau'], True)} |\n"
         )
+    best = results["best_recipe_at_top"]
+    if best is not None:
+        rows += f"\nLowest mean dev WER at E: {results['setup']['recipes'][best]['title']}.\n"
     report.add("The recipe and its rivals", rows)
 
 
