@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,13 +52,17 @@ class TrainConfig:
     epochs: int = option(10, "epochs to train (unless --max-steps is given)")
     max_steps: int = option(0, "stop after this many steps of this worker (0: no limit)")
     batch_frames: int = option(10000, "padded frames per batch per worker")
-    optimizer: str = option("sgd", "sgd: Nesterov momentum, the paper's", ("sgd", "adamw"))
+    optimizer: str = option(
+        "sgd",
+        "sgd: Nesterov momentum, the paper's; lamb: layer-wise adaptive AdamW (torch-optimizer, the lamb extra)",
+        ("sgd", "adamw", "lamb"),
+    )
     lr: float = option(0.1, "peak learning rate for the reference batch")
     reference_batch_frames: int = option(0, "batch --lr is meant for (0: --batch-frames of one worker)")
     lr_scaling: str = option(
         "auto",
         "scale the peak LR with the batch multiplier m = nproc x nnodes x --batch-frames / --reference-batch-frames "
-        "(auto: linear for sgd, sqrt for adamw)",
+        "(auto: linear for sgd, sqrt for adamw and lamb)",
         ("auto", "linear", "sqrt", "none"),
     )
     warmup_steps: int = option(0, "steps of linear learning-rate warm-up (0: --warmup-epochs)")
@@ -121,6 +126,8 @@ class TrainConfig:
                 "--checkpoint-every cannot be combined with --eval-every-s: in time mode every evaluation "
                 "writes a checkpoint; lower --eval-every-s for more frequent checkpoints"
             )
+        if self.optimizer == "lamb" and importlib.util.find_spec("torch_optimizer") is None:
+            raise DasrError("--optimizer lamb needs torch-optimizer: pip install 'dasr[lamb]'")
         if self.batch_frames <= 0:
             raise DasrError(f"--batch-frames must be positive, not {self.batch_frames}")
         if self.elastic:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lab.bench import large_batch, stragglers, strategies
+from lab.bench import stragglers, strategies
 from lab.bench.runs import summarise, time_to_target
 
 
@@ -115,92 +115,6 @@ def test_strategies_report_pairs_rounds_side_by_side(tmp_path, monkeypatch):
     rows = {r["label"]: r for r in results["runs"]}
     assert rows["sync x4"]["samples_per_s"] == pytest.approx(37.5)  # median of 50 and 25
     assert {r["nproc"] for r in results["runs"]} == {1, 2, 4}
-
-
-def _fake_large_batch_train(finals):
-    """A `train` that ends each large-batch run at the dev WER ``finals[label]``, with 10,000 / m updates."""
-
-    def fake_train(run, data_dir, exp_dir, skip_steps, timeout_s):
-        m = int(run.options[run.options.index("--batch-frames") + 1]) // large_batch.BASE_FRAMES
-        evals = [
-            {"epoch": 0, "step": 5000 // m, "train_s": 5.0, "dev_wer": 1.0, "dev_loss": 100.0},
-            {"epoch": 1, "step": 10000 // m, "train_s": 10.0, "dev_wer": finals[run.label], "dev_loss": 50.0},
-        ]
-        return {**_fake_run(run.strategy, run.nproc), "evals": evals, "label": run.label, "strategy": run.strategy}
-
-    return fake_train
-
-
-def test_large_batch_report_measures_each_multiplier_against_m1(tmp_path, monkeypatch):
-    finals = {
-        "sync m=1": 0.50,
-        "sync m=2": 0.505,  # +1 %
-        "sync m=4": 0.52,  # +4 %: sync tolerates m = 2 (m = 10 within 2 % does not count past it)
-        "sync m=10": 0.508,
-        "sync m=10, no LR scaling": 0.7,
-        "sync m=10, no warm-up": 0.9,
-        "adpsgd m=1": 0.40,
-        "adpsgd m=2": 0.404,
-        "adpsgd m=4": 0.406,
-        "adpsgd m=10": 0.44,  # +10 %: adpsgd tolerates m = 4
-    }
-    monkeypatch.setattr(large_batch, "train", _fake_large_batch_train(finals))
-    results = large_batch.run(
-        str(tmp_path), quick=False, out_dir=str(tmp_path / "out"), command="dasr bench large-batch"
-    )
-    labels = [r["label"] for r in results["runs"]]
-    assert labels[:6] == [
-        "sync m=1",
-        "adpsgd m=1",
-        "sync m=10",
-        "adpsgd m=10",
-        "sync m=10, no LR scaling",
-        "sync m=10, no warm-up",
-    ]
-    assert sorted(labels) == sorted(finals) and results["missing_runs"] == []
-    assert results["rel_diff_vs_m1_at_largest_m"] == pytest.approx({"sync": 0.016, "adpsgd": 0.1})
-    assert results["largest_ok_multiplier"] == {"sync": 2, "adpsgd": 4}
-    runs = {r["label"]: r for r in results["runs"]}
-    assert runs["sync m=10"]["peak_lr"] == pytest.approx(0.002 * 10**0.5)
-    assert runs["sync m=10, no LR scaling"]["peak_lr"] == pytest.approx(0.002)
-    assert runs["sync m=10"]["warmup_epochs"] == pytest.approx(1.0)
-    assert runs["sync m=10, no warm-up"]["warmup_epochs"] == 0.0
-    summary = {k: v["value"] for k, v in json.loads((tmp_path / "out" / "summary.json").read_text()).items()}
-    assert summary["large_batch_10x_warmup_wer_rel_diff"] == pytest.approx(0.016)
-    assert summary["large_batch_10x_warmup_wer_rel_diff_adpsgd"] == pytest.approx(0.1)
-    assert summary["large_batch_10x_updates"] == 1000
-    assert summary["large_batch_base_dev_wer"] == 0.5
-    assert summary["large_batch_largest_ok_multiplier_sync"] == 2
-    assert summary["large_batch_largest_ok_multiplier_adpsgd"] == 4
-    text = (tmp_path / "out" / "large-batch.md").read_text()
-    assert "sync +1.6 % (met), adpsgd +10.0 % (**missed**)" in text
-    assert "sync recipe 50.8 % (+1.6 %), no LR scaling 70.0 % (+40.0 %), no warm-up 90.0 % (+80.0 %)" in text
-    assert "adpsgd's at least 2x sync's: met" in text
-
-
-def test_large_batch_runs_differ_only_in_batch_and_ablated_option():
-    sync10, ablated = large_batch.Point("sync", 10).run(7), large_batch.Point("sync", 10, "no LR scaling").run(7)
-    value = dict(zip(sync10.options[::2], sync10.options[1::2]))
-    assert value["--batch-frames"] == "3000" and value["--reference-batch-frames"] == "600"
-    assert value["--epochs"] == "7" and value["--model"] == "tiny"
-    assert ablated.options == sync10.options + ["--lr-scaling", "none"]
-
-
-def test_large_batch_budget_skips_later_runs_and_names_them(tmp_path, monkeypatch):
-    finals = {"sync m=1": 0.5, "adpsgd m=1": 0.45, "sync m=2": 0.5, "adpsgd m=2": 0.5}
-    finals.update({"sync m=2, no LR scaling": 0.6, "sync m=2, no warm-up": 0.7})
-    monkeypatch.setattr(large_batch, "train", _fake_large_batch_train(finals))
-    monkeypatch.setattr(large_batch, "BUDGET_S", 5.0)  # the first run's 9 s leave no room for a second
-    results = large_batch.run(
-        str(tmp_path), quick=True, out_dir=str(tmp_path / "out"), command="dasr bench large-batch -q"
-    )
-    assert [r["label"] for r in results["runs"]] == ["sync m=1"]
-    assert results["missing_runs"][:2] == ["adpsgd m=1", "sync m=2"]
-    assert results["largest_ok_multiplier"] == {"sync": 1, "adpsgd": None}
-    assert (
-        "Not run (time budget, or failed: see the log): adpsgd m=1, sync m=2"
-        in (tmp_path / "out" / "large-batch.md").read_text()
-    )
 
 
 def test_accuracy_report_has_one_row_per_strategy(tmp_path, monkeypatch):

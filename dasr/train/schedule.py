@@ -7,7 +7,8 @@ with the batch and warming up to it. Here the batch multiplier is
 * the peak LR is ``lr x m`` for SGD with Nesterov momentum (Goyal et al. 2017, the paper's
   rule: k steps of SGD at batch B move about as far as one step at kB) and ``lr x sqrt(m)``
   for AdamW (its update is normalised by the gradient's scale, so only the noise term grows
-  with the batch: the square-root rule of Hoffer et al. 2017 and Malladi et al. 2022);
+  with the batch: the square-root rule of Hoffer et al. 2017 and Malladi et al. 2022) and for
+  LAMB (AdamW with a layer-wise trust ratio; You et al. 2020 scale its LR by the square root);
 * the warm-up lasts ``warmup_epochs x m`` epochs (LEGW, You et al. 2019): the same number of
   updates at every batch, each seeing m times the data;
 * then the paper's annealing, x 1/sqrt(2) per epoch from ``anneal_start_epoch`` (or cosine).
@@ -21,11 +22,11 @@ from dataclasses import dataclass
 from dasr.config import TrainConfig
 
 #: the LR scaling rule ``lr_scaling="auto"`` picks for each optimizer
-AUTO_RULE = {"sgd": "linear", "adamw": "sqrt"}
+AUTO_RULE = {"sgd": "linear", "adamw": "sqrt", "lamb": "sqrt"}
 
 
 def scaling_rule(rule: str, optimizer: str) -> str:
-    """``rule``, or for ``"auto"`` the rule of ``optimizer`` (linear for SGD, square root for AdamW)."""
+    """``rule``, or for ``"auto"`` the rule of ``optimizer`` (linear for SGD, square root for AdamW and LAMB)."""
     if rule != "auto":
         return rule
     if optimizer not in AUTO_RULE:

@@ -57,11 +57,19 @@ class Progress:
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Nesterov SGD (the paper's) or AdamW, at the configured base LR (the schedule sets each step's)."""
+    """Nesterov SGD (the paper's), AdamW or LAMB, at the configured base LR (the schedule sets each step's).
+
+    LAMB comes from torch-optimizer (You et al. 2020's layer-wise trust ratio on AdamW's update);
+    :meth:`TrainConfig.validate` has checked that it is installed.
+    """
     if config.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
         )
+    if config.optimizer == "lamb":
+        import torch_optimizer
+
+        return torch_optimizer.Lamb(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 

@@ -23,7 +23,7 @@ BENCHMARKS = {
     "strategies": "samples/s and compute/communication per strategy at N = 1, 2, 4",
     "stragglers": "time to a target dev WER with one worker 1x/2x/4x slower",
     "consensus": "gossip rounds to shrink the replica spread 10x per graph at N = 4, 8, 16 (exact)",
-    "large-batch": "effective batch B vs 10B, with and without LR scaling + warm-up",
+    "large-batch": "dev WER at m x B (m = 1..16) trained to the plateau, sync and adpsgd, seeds, recipe rivals",
     "accuracy": "test WER of every strategy at equal epochs",
     "elastic": "elastic adpsgd through a worker killed every T s: throughput, rejoin time, claims, dev WER vs sync/localsgd",
     "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",

@@ -1,385 +1,295 @@
-"""`dasr bench large-batch`: final dev WER against the global batch m x B at equal epochs, sync and adpsgd.
+"""`dasr bench large-batch`: dev WER against the global batch m x B, every run trained until its dev WER plateaus.
 
 The paper grew the batch from 256 to 2560 utterances at equal accuracy by scaling the peak LR
-with the batch and warming up to it. This benchmark trains the `tiny` model on N = 2 workers
-at m = 1, 2, 4, 10 times a base batch B (B = N x 300 padded frames: one utterance per worker,
-the corpus's mean being about 275 frames) for the same number of epochs, with the trainer's
-default recipe (:mod:`dasr.train.schedule`): AdamW, so the peak LR grows with sqrt(m); LEGW
-warm-up of 0.1 x m epochs; the paper's x 1/sqrt(2) annealing per epoch from epoch 4. The
-ablation runs m = 10 without LR scaling and without warm-up.
+with the batch and warming up to it, comparing models trained to their plateau. This benchmark
+trains the `tiny` model on N = 2 workers at m = 1, 2, 4, 10, 16 times a base batch B
+(B = N x 300 padded frames, about one utterance per worker), sync and adpsgd, each run until
+its dev WER plateaus (:mod:`lab.bench.plateau`: the last three epochs within 2 % relative).
+It reports two views side by side: equal epochs (the paper's protocol: every run's dev WER at the
+epochs m = 1 took to plateau, read from its per-epoch evaluations, so every run trains at least
+that long) and each run at its own plateau. m = 1 and m = 10 run with three seeds; at m = 10
+the recipe meets its rivals (:data:`RECIPES`).
 
-The epochs are chosen so that m = 10 makes at least 1,000 updates (7 epochs of a 2.3-hour
-corpus: about 144 updates per epoch), which makes m = 1 about 10,000. Runs go in order of
-importance (m = 1 and 10 of both strategies, the ablation, then m = 4 and 2) and the report is
-rewritten after each, so a run cut short by :data:`BUDGET_S` still leaves a report naming
-what is missing. The largest tolerated multiplier of a strategy is the largest m such that
-every tested m' <= m ends within 2 % relative dev WER of m = 1.
+Each run keeps its experiment and ``result.json`` under the work dir (``--work``), so the
+command can stop and resume: a rerun skips finished runs, continues an interrupted one from its
+checkpoint, lengthens finished ones when m = 1's plateau moves later, and rewrites the report
+from everything done so far (unfinished runs are listed as pending). Analysis and rendering are
+in :mod:`lab.bench.large_batch_report`.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import json
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dasr.cli import arg
 from dasr.errors import DasrError
 from dasr.train.schedule import scaled_peak_lr, scaling_rule
-from lab.bench.runs import TrainRun, require_data, train
-from lab.report import Report, machine_info, new_figure, sharing
+from lab.bench import large_batch_report as lbr
+from lab.bench.plateau import train_until
+from lab.bench.runs import TrainRun, require_data
+from lab.report import publish
 from lab.summary import update_summary
+
+ARGUMENTS = (
+    arg(
+        "--work",
+        default="exp/large-batch",
+        help="keeps each run and its result; a rerun resumes (default exp/large-batch)",
+    ),
+    arg("--only", default=None, metavar="TEXT", help="run only the runs whose id contains TEXT, e.g. m10"),
+    arg("--report-only", action="store_true", help="rewrite the report from the finished runs, train nothing"),
+)
 
 NPROC = 2
 MODEL = "tiny"
-OPTIMIZER = "adamw"
 BASE_FRAMES = 300
-BASE_LR = 0.002
 WARMUP_EPOCHS = 0.1
-ANNEAL_START_EPOCH = 4
-WER_GOAL = 0.02
-#: no new run starts once the benchmark's wall time plus its longest run so far would pass this
-BUDGET_S = 70 * 60
+ANNEAL_START_EPOCH = 6
 STRATEGIES = ("sync", "adpsgd")
-#: the corpus the full plan is sized for (its epochs give m = 10 its 1,000 updates)
+DEFAULT_WORK = "exp/large-batch"
+#: the corpus the full plan is sized for
 CORPUS = (
-    "`dasr corpus synth --out DATA --hours 3` then `dasr features DATA` (espeak voices; 2,969 train utterances, "
-    "2.3 h, mean 274 frames; 376 dev)"
+    "`dasr corpus synth --out DATA --hours 1` then `dasr features DATA` (espeak voices; 998 train utterances, "
+    "0.76 h, 96 speakers, 1,201 words; 127 dev)"
 )
-#: option changes of each variant: the recipe, and the two ablations (at the largest multiplier)
-VARIANTS = {"recipe": [], "no LR scaling": ["--lr-scaling", "none"], "no warm-up": ["--warmup-epochs", "0"]}
 
 
 @dataclass(frozen=True)
-class Plan:
-    """What one invocation runs: the multipliers of B, the equal epochs, the strategies with ablations."""
+class Recipe:
+    """An optimizer with its LR at B, its LR scaling rule, and a warm-up kind: LEGW (0.1 x m epochs), fixed, none."""
 
-    multipliers: tuple[int, ...]
-    epochs: int
-    ablated: tuple[str, ...]
+    title: str
+    optimizer: str
+    lr: float
+    warmup: str = "legw"
+    scaling: str = "auto"
+    anneal_start_epoch: int = ANNEAL_START_EPOCH
+
+    def peak_lr(self, m: int) -> float:
+        """The peak LR at m x B: by default the optimizer's rule (linear for SGD, square root for AdamW and LAMB)."""
+        return scaled_peak_lr(self.lr, m, scaling_rule(self.scaling, self.optimizer))
+
+    def warmup_epochs(self, m: int) -> float:
+        """The warm-up epochs at m x B: LEGW's 0.1 x m, a fixed 0.1 at every m, or none."""
+        return {"legw": WARMUP_EPOCHS * m, "fixed": WARMUP_EPOCHS, "none": 0.0}[self.warmup]
+
+    def options(self, m: int) -> list[str]:
+        """The optimizer options (the trainer multiplies ``--warmup-epochs`` by m itself: LEGW)."""
+        warmup = ["--warmup-epochs", str(self.warmup_epochs(m) / m)]
+        anneal = ["--anneal-start-epoch", str(self.anneal_start_epoch)]
+        return ["--optimizer", self.optimizer, "--lr", str(self.lr), "--lr-scaling", self.scaling, *warmup, *anneal]
 
 
-#: quick smoke run, full benchmark
-PLANS = {True: Plan((1, 2), 1, ("sync",)), False: Plan((1, 2, 4, 10), 7, ("sync",))}
+#: the recipe and its rivals at m = 10. The LRs at B were set before the runs, not tuned: AdamW's
+#: 0.002 is the previous equal-epoch benchmark's; SGD's 0.005 is the 0.05 of `dasr bench
+#: accuracy` at 8,000 frames scaled down to B by the paper's own linear rule; LAMB's 0.005 lets
+#: its trust ratio (the update's size relative to the weights') match SGD's.
+RECIPES = {
+    "adamw": Recipe("AdamW, sqrt LR scaling, LEGW warm-up (default)", "adamw", 0.002),
+    "sgd": Recipe("SGD + Nesterov, linear LR scaling, LEGW warm-up (the paper's)", "sgd", 0.005),
+    "lamb": Recipe("LAMB (torch-optimizer), sqrt LR scaling, LEGW warm-up", "lamb", 0.005),
+    "adamw-fixed-warmup": Recipe("AdamW, sqrt LR scaling, fixed 0.1-epoch warm-up", "adamw", 0.002, "fixed"),
+    "adamw-no-warmup": Recipe("AdamW, sqrt LR scaling, no warm-up", "adamw", 0.002, "none"),
+    # added after the first rivals: without warm-up (a larger early LR) did best, so: a larger peak
+    "adamw-linear": Recipe("AdamW, linear LR scaling, LEGW warm-up", "adamw", 0.002, scaling="linear"),
+    # ... and one that keeps the peak until m = 1's plateau (12 epochs): are 10x fewer updates the limit?
+    "adamw-late-anneal": Recipe(
+        "AdamW, sqrt LR scaling, LEGW warm-up, annealed from epoch 12", "adamw", 0.002, anneal_start_epoch=12
+    ),
+}
+DEFAULT_RECIPE = "adamw"
 
 
 @dataclass(frozen=True)
 class Point:
-    """One run of the benchmark: a strategy at multiplier ``m`` with the recipe or an ablation."""
+    """One run: a strategy at multiplier ``m`` with a recipe and a seed."""
 
     strategy: str
     m: int
-    variant: str = "recipe"
+    recipe: str = DEFAULT_RECIPE
+    seed: int = 0
 
     @property
-    def label(self) -> str:
-        suffix = "" if self.variant == "recipe" else f", {self.variant}"
-        return f"{self.strategy} m={self.m}{suffix}"
+    def id(self) -> str:
+        return f"{self.strategy}-m{self.m}-{self.recipe}-s{self.seed}"
 
-    def peak_lr(self) -> float:
-        """The peak LR the trainer's recipe gives this run."""
-        rule = "none" if self.variant == "no LR scaling" else scaling_rule("auto", OPTIMIZER)
-        return scaled_peak_lr(BASE_LR, self.m, rule)
-
-    def warmup_epochs(self) -> float:
-        """LEGW: the warm-up epochs at B, times m (none in the no-warm-up ablation)."""
-        return 0.0 if self.variant == "no warm-up" else WARMUP_EPOCHS * self.m
-
-    def run(self, epochs: int) -> TrainRun:
-        """The `dasr train` run: only the batch and the reference batch differ; the recipe is the trainer's default."""
+    def run(self) -> TrainRun:
+        """The `dasr train` run: the batch, the recipe's options and the seed differ between runs; the epochs are set later."""
         options = [
             "--model",
             MODEL,
-            "--optimizer",
-            OPTIMIZER,
-            "--lr",
-            str(BASE_LR),
             "--batch-frames",
             str(BASE_FRAMES * self.m),
             "--reference-batch-frames",
             str(NPROC * BASE_FRAMES),
-            "--warmup-epochs",
-            str(WARMUP_EPOCHS),
             "--anneal",
             "paper",
-            "--anneal-start-epoch",
-            str(ANNEAL_START_EPOCH),
-            "--epochs",
-            str(epochs),
             "--eval-every-epochs",
             "1",
             "--log-every",
-            "50",
+            "10",
             "--checkpoint-every",
             "0",
             "--gossip-period-s",
             "0.5",
-            *VARIANTS[self.variant],
+            "--seed",
+            str(self.seed),
+            *RECIPES[self.recipe].options(self.m),
         ]
-        return TrainRun(self.label, self.strategy, NPROC, options)
+        return TrainRun(self.id, self.strategy, NPROC, options)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one invocation aims at: multipliers, the largest (where seeds and rivals run), seeds, the epoch cap."""
+
+    multipliers: tuple[int, ...]
+    top: int
+    seeds: tuple[int, ...]
+    rivals: tuple[str, ...]
+    max_epochs: int
+    seeded_rivals: tuple[str, ...] = ()
+
+
+#: quick smoke run (capped at 3 epochs: the least that can show a plateau), full benchmark
+PLANS = {
+    True: Plan((1, 2), 2, (0,), (), 3),
+    False: Plan(
+        (1, 2, 4, 10, 16),
+        10,
+        (0, 1, 2),
+        tuple(r for r in RECIPES if r != DEFAULT_RECIPE),
+        24,
+        # the rivals that beat the recipe by more than the seeds' range with seed 0 get the seeds too
+        ("adamw-no-warmup", "adamw-late-anneal"),
+    ),
+}
 
 
 def points(plan: Plan) -> list[Point]:
-    """The runs in order of importance: m = 1 and the largest m, the ablations, then the multipliers between."""
-    top = max(plan.multipliers)
-    order = [Point(s, m) for m in (1, top) for s in STRATEGIES]
-    order += [Point(s, top, v) for s in plan.ablated for v in VARIANTS if v != "recipe"]
-    order += [Point(s, m) for m in sorted(plan.multipliers, reverse=True) if m not in (1, top) for s in STRATEGIES]
-    return order
+    """The runs in order of importance: m = 1 and the top m, the rivals, more seeds, the other multipliers, rivals' seeds."""
+    order = [Point(s, m) for m in (1, plan.top) for s in STRATEGIES]
+    order += [Point("sync", plan.top, r) for r in plan.rivals]
+    order += [Point(s, m, seed=k) for k in plan.seeds[1:] for m in (1, plan.top) for s in STRATEGIES]
+    others = sorted((m for m in plan.multipliers if m not in (1, plan.top)), reverse=True)
+    order += [Point(s, m) for m in others for s in STRATEGIES]
+    return order + [Point("sync", plan.top, r, k) for r in plan.seeded_rivals for k in plan.seeds[1:]]
 
 
-def relative_wer_difference(wer: float, reference: float) -> float:
-    """(wer - reference) / reference."""
-    return (wer - reference) / reference
+def load_results(work: Path) -> dict[str, dict]:
+    """The finished runs' ``result.json`` under ``work``, by run id."""
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted(work.glob("*/result.json"))}
 
 
-def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
-    """Run the benchmark within :data:`BUDGET_S`; rewrite ``large-batch.md/.json/.png`` and the summary after each run."""
-    require_data(data_dir, "large-batch")
+def next_due(todo: list[Point], results: dict[str, dict], failed: set[str]) -> Point | None:
+    """The first run not finished, or finished short of m = 1's plateau epochs (and not capped), that has not failed."""
+    need = lbr.base_plateau_epochs(list(results.values())) or 0
+    for point in todo:
+        r = results.get(point.id)
+        if point.id not in failed and (r is None or len(r["evals"]) < min(need, r["max_epochs"])):
+            return point
+    return None
+
+
+def train_point(point: Point, data_dir: str, work: Path, plan: Plan, min_epochs: int) -> dict:
+    """Train ``point`` until its plateau and ``min_epochs`` (or the cap); write and return its ``result.json``."""
+    started = time.perf_counter()
+    evals = train_until(point.run(), data_dir, work / point.id / "exp", min_epochs, plan.max_epochs)
+    path = work / point.id / "result.json"
+    before = json.loads(path.read_text())["wall_s"] if path.exists() else 0.0
+    recipe = RECIPES[point.recipe]
+    result = {
+        **asdict(point),
+        "id": point.id,
+        "options": point.run().options,
+        "peak_lr": recipe.peak_lr(point.m),
+        "warmup_epochs": recipe.warmup_epochs(point.m),
+        "max_epochs": plan.max_epochs,
+        "evals": evals,
+        "wall_s": before + time.perf_counter() - started,
+    }
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def run(
+    data_dir: str | None,
+    quick: bool,
+    out_dir: str,
+    command: str,
+    work: str = DEFAULT_WORK,
+    only: str | None = None,
+    report_only: bool = False,
+) -> dict:
+    """Run (or continue) the plan's runs whose id contains ``only`` (none: ``report_only``), rewriting the report after each.
+
+    Returns:
+        The results of the report (:func:`lab.bench.large_batch_report.analyse`).
+    """
     plan = PLANS[quick]
-    report = Report(
-        "large-batch", "Large batches: dev WER against the global batch at equal epochs", command, machine_info()
-    )
-    started, longest = time.perf_counter(), 0.0
-    done: list[dict] = []
-    results: dict = {}
-    with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
-        for i, point in enumerate(points(plan)):
-            elapsed = time.perf_counter() - started
-            if elapsed + longest > BUDGET_S:
-                print(f"  budget: {point.label} and later runs skipped ({elapsed:.0f} s spent)", flush=True)
-                break
-            try:
-                summary = train(point.run(plan.epochs), data_dir, Path(tmp) / f"run-{i}", 0, timeout_s=BUDGET_S)
-            except DasrError as e:  # one failed run leaves the others' results standing; the report names it
-                print(f"  {point.label} failed: {e}", flush=True)
-                continue
-            longest = max(longest, summary["process_wall_s"])
-            done.append({**summary, "m": point.m, "variant": point.variant})
-            print(f"  {point.label}: dev WER {[round(e['dev_wer'], 3) for e in summary['evals']]}", flush=True)
-            wall_s, load = time.perf_counter() - started, round(os.getloadavg()[0], 2)
-            results = write_report(done, plan, report, out_dir, wall_s, load)
-    return results
+    home = Path(work) / ("quick" if quick else "full")
+    if report_only:
+        return publish_report(load_results(home), plan, out_dir, command)
+    data_dir = require_data(data_dir, "large-batch")
+    home.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in points(plan) if only is None or only in p.id]
+    failed: set[str] = set()
+    results = load_results(home)
+    while (point := next_due(todo, results, failed)) is not None:
+        need = lbr.base_plateau_epochs(list(results.values())) or 0
+        print(f"  {point.id}: training until its plateau (at least {need} epochs) ...", flush=True)
+        try:
+            result = train_point(point, data_dir, home, plan, need)
+        except DasrError as e:  # one failed run leaves the others' results standing; the report lists it pending
+            print(f"  {point.id} failed: {e}", flush=True)
+            failed.add(point.id)
+            continue
+        print(f"  {point.id}: dev WER {[round(e['dev_wer'], 3) for e in result['evals']]}", flush=True)
+        results[point.id] = result
+        publish_report(results, plan, out_dir, command)
+    return publish_report(results, plan, out_dir, command)
 
 
-def tolerated(final: dict[int, float], goal: float = WER_GOAL) -> int | None:
-    """The largest m such that every measured m' <= m ends within ``goal`` relative dev WER of m = 1."""
-    if 1 not in final:
-        return None
-    best = 1
-    for m in sorted(final):
-        if relative_wer_difference(final[m], final[1]) > goal:
-            break
-        best = m
-    return best
+def pending(results: dict[str, dict], plan: Plan) -> list[str]:
+    """The plan's runs not finished yet."""
+    return [p.id for p in points(plan) if p.id not in results]
 
 
-def write_report(runs: list[dict], plan: Plan, report: Report, out_dir: str, wall_s: float, load_end: float) -> dict:
-    """The report, figure and summary keys from the measured ``runs`` (those done so far), ``wall_s`` in, at load ``load_end``."""
-    cores = report.machine["cores"]
-    for r in runs:
-        r["final_dev_wer"] = r["evals"][-1]["dev_wer"]
-        r["updates"] = r["evals"][-1]["step"]
-        r["global_utts_per_update"] = NPROC * r["utts_per_step"]
-        point = Point(r["strategy"], r["m"], r["variant"])
-        r["peak_lr"], r["warmup_epochs"] = point.peak_lr(), point.warmup_epochs()
-    recipe = {
-        s: {r["m"]: r["final_dev_wer"] for r in runs if r["strategy"] == s and r["variant"] == "recipe"}
-        for s in STRATEGIES
-    }
-    for r in runs:
-        base = recipe[r["strategy"]].get(1)
-        r["rel_diff_vs_m1"] = None if base is None else relative_wer_difference(r["final_dev_wer"], base)
-    top = max(plan.multipliers)
-    largest_ok = {s: tolerated(recipe[s]) for s in STRATEGIES}
-    diff_top = {s: _rel(recipe[s], top) for s in STRATEGIES}
-    sync_top = next((r for r in runs if (r["strategy"], r["m"], r["variant"]) == ("sync", top, "recipe")), None)
-    missing = [p.label for p in points(plan) if p.label not in {r["label"] for r in runs}]
-    results = {
-        "nproc": NPROC,
-        "model": MODEL,
-        "optimizer": OPTIMIZER,
-        "base_frames_per_worker": BASE_FRAMES,
-        "base_lr": BASE_LR,
-        "warmup_epochs_at_B": WARMUP_EPOCHS,
-        "anneal_start_epoch": ANNEAL_START_EPOCH,
-        "epochs": plan.epochs,
-        "multipliers": list(plan.multipliers),
-        "wall_s": wall_s,
-        "load_avg_1min_end": load_end,
-        "runs": runs,
-        "final_dev_wer_recipe": {s: {str(m): w for m, w in recipe[s].items()} for s in STRATEGIES},
-        "rel_diff_vs_m1_at_largest_m": diff_top,
-        "largest_ok_multiplier": largest_ok,
-        "missing_runs": missing,
-    }
-    _add_sections(report, results, runs, plan, cores, sync_top)
-    fig = _figure(runs, cores)
-    report.write(out_dir, results, fig)
-    update_summary(
-        out_dir,
-        {
-            "large_batch_10x_warmup_wer_rel_diff": diff_top["sync"],
-            "large_batch_10x_warmup_wer_rel_diff_adpsgd": diff_top["adpsgd"],
-            "large_batch_10x_updates": None if sync_top is None else sync_top["updates"],
-            "large_batch_base_dev_wer": recipe["sync"].get(1),
-            "large_batch_largest_ok_multiplier_sync": largest_ok["sync"],
-            "large_batch_largest_ok_multiplier_adpsgd": largest_ok["adpsgd"],
+def publish_report(results: dict[str, dict], plan: Plan, out_dir: str, command: str) -> dict:
+    """The analysis of the finished runs as ``large-batch.md/.json/.png``, and the summary's headline figures."""
+    analysis = lbr.analyse(
+        list(results.values()),
+        setup={
+            "nproc": NPROC,
+            "model": MODEL,
+            "base_frames_per_worker": BASE_FRAMES,
+            "warmup_epochs_at_B": WARMUP_EPOCHS,
+            "anneal_start_epoch": ANNEAL_START_EPOCH,
+            "corpus": CORPUS,
+            "recipes": {name: asdict(r) for name, r in RECIPES.items()},
+            "default_recipe": DEFAULT_RECIPE,
+            **asdict(plan),
         },
-        report,
+        pending=pending(results, plan),
     )
-    return results
+    report = publish("large-batch", lbr.TITLE, command, analysis, lbr.render, out_dir)
+    update_summary(out_dir, lbr.summary_figures(analysis), report)
+    return analysis
 
 
-def _rel(final: dict[int, float], m: int) -> float | None:
-    """m's relative dev WER difference to m = 1, None where either was not run."""
-    return relative_wer_difference(final[m], final[1]) if m in final and 1 in final else None
-
-
-def _pct(value: float | None, signed: bool = False) -> str:
-    return "–" if value is None else f"{100 * value:{'+' if signed else ''}.1f} %"
-
-
-def _add_sections(
-    report: Report, results: dict, runs: list[dict], plan: Plan, cores: int, sync_top: dict | None
-) -> None:
-    """Setup, the table of runs, the goals and how to read them."""
-    report.sections.clear()
-    top = max(plan.multipliers)
-    report.add(
-        "Setup",
-        f"Corpus: {CORPUS}. `{MODEL}` model (2 x 64 BLSTM) on N = {NPROC} workers ({sharing(NPROC, cores)} with other engineers' jobs); "
-        f"B = {NPROC} x {BASE_FRAMES} padded frames (about one utterance per worker), m x B for m = "
-        f"{', '.join(map(str, plan.multipliers))}; {plan.epochs} epochs each (equal epochs), greedy dev WER after every epoch "
-        f"(the test set is not used). The trainer's default recipe from `--reference-batch-frames {NPROC * BASE_FRAMES}`: "
-        f"{OPTIMIZER} at LR {BASE_LR} for B, peak LR x sqrt(m) (the square-root rule for AdamW; linear is SGD's, the "
-        f"paper's), LEGW warm-up of {WARMUP_EPOCHS} x m epochs (the same number of updates at every m), then "
-        f"x 1/sqrt(2) per epoch from epoch {ANNEAL_START_EPOCH}. Ablations at m = {top} ({', '.join(plan.ablated)}): "
-        "`--lr-scaling none` (peak LR of B) and `--warmup-epochs 0`. B, the LR and the epochs were set before the "
-        "run, not tuned: B as small as the batching allows (compute at 1,000 updates of 10B grows with B), the "
-        "epochs the fewest that give m = 10 its 1,000 updates.",
-    )
-    rows = (
-        "| run | global utts / update | peak LR | warm-up epochs | updates (per worker) | final dev WER | "
-        "vs m = 1 (relative) | dev WER after each epoch, % | wall s |\n|---|---|---|---|---|---|---|---|---|\n"
-    )
-    for r in runs:
-        curve = ", ".join(f"{100 * e['dev_wer']:.1f}" for e in r["evals"])
-        rows += (
-            f"| {r['label']} | {r['global_utts_per_update']:.1f} | {r['peak_lr']:.4f} | {r['warmup_epochs']:.2f} | "
-            f"{r['updates']} | {_pct(r['final_dev_wer'])} | {_pct(r['rel_diff_vs_m1'], True)} | {curve} | "
-            f"{r['process_wall_s']:.0f} |\n"
-        )
-    if results["missing_runs"]:
-        rows += f"\nNot run (time budget, or failed: see the log): {', '.join(results['missing_runs'])}.\n"
-    report.add("Runs", rows)
-    ok, diff = results["largest_ok_multiplier"], results["rel_diff_vs_m1_at_largest_m"]
-    base = results["final_dev_wer_recipe"]["sync"].get("1")
-    verdict = {s: None if diff[s] is None else diff[s] <= WER_GOAL for s in STRATEGIES}
-    ratio = _ratio_verdict(ok, top)
-    report.add(
-        "Goals",
-        f"- m = 1 converges: sync's final dev WER {_pct(base)} against the 100 % of CTC's blank-only plateau.\n"
-        f"- m = {top} with the recipe within {100 * WER_GOAL:.0f} % relative of m = 1: sync {_pct(diff['sync'], True)} "
-        f"({_met(verdict['sync'])}), adpsgd {_pct(diff['adpsgd'], True)} ({_met(verdict['adpsgd'])}); sync m = {top} made "
-        f"{'–' if sync_top is None else sync_top['updates']} updates.\n"
-        f"- Largest multiplier with every m' <= m within {100 * WER_GOAL:.0f} % of m = 1: sync {ok['sync']}, adpsgd "
-        f"{ok['adpsgd']}; adpsgd's at least 2x sync's: {ratio}.\n"
-        f"- What the recipe buys at m = {top}: {_ablation(runs, top)}.\n"
-        f"- {_still_learning(runs)}\n"
-        "- One run per point: sync repeats itself exactly (same seed), but two adpsgd runs of one command differ by "
-        "about 3.6 % relative dev WER (docs/results/adpsgd-vs-sync.md), more than the 2 % goal, so adpsgd's "
-        "tolerated multiplier (and its ratio to sync's) rests on differences of the size of its own noise.\n"
-        f"- Wall time {results['wall_s'] / 60:.0f} min; 1-min load average {report.machine['load_avg_1min']} at the "
-        f"start, {results['load_avg_1min_end']} at the end (the machine was shared: wall times are not speeds).",
-    )
-
-
-def _still_learning(runs: list[dict]) -> str:
-    """How far from converged the equal-epoch runs are: m = 1's dev WER drop over its last epoch."""
-    base = next((r for r in runs if (r["strategy"], r["m"], r["variant"]) == ("sync", 1, "recipe")), None)
-    if base is None or len(base["evals"]) < 2:
-        return "Convergence at the last epoch: not measured."
-    drop = base["evals"][-2]["dev_wer"] - base["evals"][-1]["dev_wer"]
-    return (
-        f"sync m = 1 still gained {100 * drop:.1f} WER points in its last epoch: at these equal epochs no run has "
-        "converged, so a larger m, with its m times fewer updates, ends further from its own final WER; the paper's "
-        "equal-epoch parity is between runs trained to their plateau."
-    )
-
-
-def _ablation(runs: list[dict], top: int) -> str:
-    """Each ablated strategy's final dev WER at m = ``top``: the recipe against each ablation, relative to m = 1."""
-    parts = []
-    for strategy in STRATEGIES:
-        mine = {r["variant"]: r for r in runs if r["strategy"] == strategy and r["m"] == top}
-        if len(mine) > 1:
-            parts.append(
-                f"{strategy} "
-                + ", ".join(
-                    f"{v} {_pct(r['final_dev_wer'])} ({_pct(r['rel_diff_vs_m1'], True)})" for v, r in mine.items()
-                )
-            )
-    return "; ".join(parts) or "not measured"
-
-
-def _ratio_verdict(ok: dict[str, int | None], top: int) -> str:
-    """Whether adpsgd tolerates at least twice sync's multiplier, where the tested multipliers can tell."""
-    if None in ok.values():
-        return "not measured"
-    if ok["adpsgd"] >= 2 * ok["sync"]:
-        return "met"
-    if ok["adpsgd"] == top:
-        return f"undetermined (adpsgd held up to the largest m tested, {top}; its limit lies beyond)"
-    return "**missed**"
-
-
-def _met(flag: bool | None) -> str:
-    return "not measured" if flag is None else ("met" if flag else "**missed**")
-
-
-def _figure(runs: list[dict], cores: int):
-    """Left: final dev WER against the global batch, one curve per strategy, ablations as crosses; right: per epoch."""
-    fig, (left, right) = new_figure(2)
-    for strategy, colour in zip(STRATEGIES, ("C0", "C1")):
-        mine = sorted((r for r in runs if r["strategy"] == strategy and r["variant"] == "recipe"), key=lambda r: r["m"])
-        left.plot(
-            [NPROC * BASE_FRAMES * r["m"] for r in mine],
-            [r["final_dev_wer"] for r in mine],
-            marker="o",
-            color=colour,
-            label=f"{strategy}, recipe",
-        )
-        for r in runs:
-            if r["strategy"] == strategy and r["variant"] != "recipe":
-                marker = "x" if r["variant"] == "no LR scaling" else "+"
-                left.scatter(NPROC * BASE_FRAMES * r["m"], r["final_dev_wer"], marker=marker, color=colour, s=60)
-                left.annotate(r["variant"], (NPROC * BASE_FRAMES * r["m"], r["final_dev_wer"]), fontsize=6)
-        for r in runs:
-            if r["strategy"] == strategy:
-                right.plot(
-                    [e["epoch"] + 1 for e in r["evals"]],
-                    [e["dev_wer"] for e in r["evals"]],
-                    color=colour,
-                    linestyle="-" if r["variant"] == "recipe" else ":",
-                    alpha=0.4 + 0.06 * r["m"],
-                    label=r["label"],
-                )
-    left.set_xscale("log")
-    ms = sorted({r["m"] for r in runs})
-    left.set_xticks([NPROC * BASE_FRAMES * m for m in ms], [f"{m}B\n{NPROC * BASE_FRAMES * m}" for m in ms])
-    left.minorticks_off()
-    left.set_xlabel("global batch (padded frames, m x B)")
-    left.set_ylabel("final dev WER (greedy)")
-    left.set_title(f"N = {NPROC} ({sharing(NPROC, cores)})", fontsize=9)
-    left.legend(fontsize=7)
-    right.set_xlabel("epoch")
-    right.set_ylabel("dev WER (greedy)")
-    right.set_ylim(0, 1.05)
-    right.legend(fontsize=5)
-    return fig
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def run_cli(args, command: str) -> dict:
-    """`dasr bench large-batch`: :func:`run` with the command line's options."""
-    return run(args.data, args.quick, args.out, command)
+    """`dasr bench large-batch`: :func:`run` with the command line's options.
+
+    SIGTERM interrupts it like Ctrl-C, so the training run in progress (in a session of its own)
+    is stopped too and the next invocation continues it from its checkpoint alone.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    return run(args.data, args.quick, args.out, command, args.work, args.only, args.report_only)
