@@ -45,7 +45,7 @@ from dasr.data.loader import ElasticClaims
 from dasr.parallel import topology
 from dasr.parallel.adpsgd import ADPSGD, DeviceCopies, comm_dtype
 from dasr.parallel.flat import FlatParameters
-from dasr.parallel.gossip import GossipError, _allreduce
+from dasr.parallel.gossip import GossipError, _allreduce, average_with_partner
 from dasr.parallel.membership import PREFIX, Member, View, connect, read_view
 from dasr.parallel.strategy import PublicClassStrategy
 
@@ -224,17 +224,7 @@ class ElasticGossiper:
         _allreduce(group, header)
         if header.tolist() != [2 * view.version, 2 * self.round]:
             raise RuntimeError(f"pair out of step: version/round sums {header.tolist()}")
-        self.read(self.snaps)
-        for snap, buf in zip(self.snaps, self.bufs, strict=True):
-            buf.copy_(snap)
-            _allreduce(group, buf)
-            buf.mul_(0.5).sub_(snap)
-            self.stats["model_bytes"] += snap.numel() * snap.element_size()
-        t1 = time.perf_counter()
-        self.merge(self.bufs)
-        self.stats["model_exchanges"] += 1
-        self.stats["comm_s"] += t1 - t0
-        self.stats["merge_s"] += time.perf_counter() - t1
+        average_with_partner(group, self.read, self.merge, self.snaps, self.bufs, self.stats, t0)
 
     def _switch(self, store: dist.Store, view: View) -> None:
         """Agree on the round with every member of ``view``, then hand parameters to its fresh members."""

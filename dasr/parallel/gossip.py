@@ -56,6 +56,32 @@ def _allreduce(group: Any, tensor: torch.Tensor, op: Any = dist.ReduceOp.SUM) ->
     group.allreduce([tensor], opts).wait()
 
 
+def average_with_partner(
+    group: Any,
+    read: Callable[[list[torch.Tensor]], None],
+    merge: Callable[[list[torch.Tensor]], None],
+    snaps: list[torch.Tensor],
+    bufs: list[torch.Tensor],
+    stats: dict,
+    t0: float,
+) -> None:
+    """One pair average: ``read`` the parameters into ``snaps``, all-reduce them with the partner, and
+    ``merge`` the change ``(x_i + x_j)/2 - x_i`` (in ``bufs``) into the live parameters; counts into ``stats``
+    (``t0``: when the exchange began)."""
+    read(snaps)
+    for snap, buf in zip(snaps, bufs, strict=True):
+        if snap.numel():
+            buf.copy_(snap)
+            _allreduce(group, buf)
+            buf.mul_(0.5).sub_(snap)
+            stats["model_bytes"] += snap.numel() * snap.element_size()
+    t1 = time.perf_counter()
+    merge(bufs)
+    stats["model_exchanges"] += 1
+    stats["comm_s"] += t1 - t0
+    stats["merge_s"] += time.perf_counter() - t1
+
+
 def pair_groups(
     planes: list[list[int]], graph: str, seed: int, timeout_s: float, rank: int, prefix: str
 ) -> tuple[int, int, dict[tuple[int, int], PairGroup]]:
@@ -266,18 +292,7 @@ class Gossiper:
             self.stats["header_exchanges"] += 1
             self.stats["comm_s"] += time.perf_counter() - t0
             return
-        self.read(self.snaps)
-        for snap, buf in zip(self.snaps, self.bufs, strict=True):
-            if snap.numel():
-                buf.copy_(snap)
-                _allreduce(group, buf)
-                buf.mul_(0.5).sub_(snap)
-                self.stats["model_bytes"] += snap.numel() * snap.element_size()
-        t1 = time.perf_counter()
-        self.merge(self.bufs)
-        self.stats["model_exchanges"] += 1
-        self.stats["comm_s"] += t1 - t0
-        self.stats["merge_s"] += time.perf_counter() - t1
+        average_with_partner(group, self.read, self.merge, self.snaps, self.bufs, self.stats, t0)
 
     def _partner_group(self) -> PairGroup | None:
         p = topology.matching(self.graph, self.size, self.seed, self.round)[self.index]
