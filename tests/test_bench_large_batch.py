@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dasr.bench import large_batch as lb
-from dasr.bench.plateau import finished, plateau_epochs, read_evals, train_until
-from dasr.bench.procs import cmdline
+from lab.bench import large_batch as lb
+from lab.bench.plateau import finished, plateau_epochs, read_evals, train_until
+from lab.bench.procs import cmdline
 
 
 def test_plateau_is_three_evaluations_within_two_percent():
