@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dasr.bench import accuracy, data, real_speech, reliability
+from dasr.bench import accuracy, data, large_batch_report, real_speech, reliability
 from dasr.bench.report import Report, new_figure, publish, rerender
 from dasr.sim import run as simulate
 
@@ -17,6 +17,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
     [
         ("accuracy", accuracy),
         ("data", data),
+        ("large-batch", large_batch_report),
         ("real-speech", real_speech),
         ("reliability", reliability),
         ("simulate", simulate),
