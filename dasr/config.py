@@ -121,7 +121,9 @@ class TrainConfig:
                 "writes a checkpoint; lower --eval-every-s for more frequent checkpoints"
             )
         if self.optimizer == "lamb" and importlib.util.find_spec("torch_optimizer") is None:
-            raise DasrError("--optimizer lamb needs torch-optimizer: pip install 'dasr[bench]' (or torch-optimizer==0.3.0)")
+            raise DasrError(
+                "--optimizer lamb needs torch-optimizer: pip install 'dasr[bench]' (or torch-optimizer==0.3.0)"
+            )
         if self.batch_frames <= 0:
             raise DasrError(f"--batch-frames must be positive, not {self.batch_frames}")
 

@@ -14,12 +14,12 @@ def config(**overrides) -> TrainConfig:
     return TrainConfig(data="d", exp="e", **overrides)
 
 
-def test_auto_rule_is_linear_for_sgd_and_sqrt_for_adamw():
+def test_auto_rule_is_linear_for_sgd_and_sqrt_for_adamw_and_lamb():
     assert scaling_rule("auto", "sgd") == "linear"
-    assert scaling_rule("auto", "adamw") == "sqrt"
+    assert scaling_rule("auto", "adamw") == "sqrt" == scaling_rule("auto", "lamb")
     assert scaling_rule("none", "sgd") == "none"
-    with pytest.raises(ValueError, match="optimizer 'lamb'"):
-        scaling_rule("auto", "lamb")
+    with pytest.raises(ValueError, match="optimizer 'lion'"):
+        scaling_rule("auto", "lion")
 
 
 def test_peak_lr_by_rule():
