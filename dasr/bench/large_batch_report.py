@@ -136,6 +136,7 @@ def analyse(runs: list[dict], setup: dict, pending: list[str]) -> dict:
     rel = {v: relative(groups, v) for v in VIEWS}
     top = str(setup["top"])
     largest_ok = {s: tolerated(rel["equal"].get(s, {})) for s in ("sync", "adpsgd")}
+    largest_ok_plateau = {s: tolerated(rel["plateau"].get(s, {})) for s in ("sync", "adpsgd")}
     spreads = [
         g[v]["spread_rel"]
         for by_m in groups.values()
@@ -155,6 +156,7 @@ def analyse(runs: list[dict], setup: dict, pending: list[str]) -> dict:
         "groups": groups,
         "rel_diff_vs_m1": rel,
         "largest_ok_multiplier": largest_ok,
+        "largest_ok_multiplier_own_plateau": largest_ok_plateau,
         "goal_verdicts_at_top": verdicts,
         "seed_spread_rel": max(spreads, default=None),
         "recipes_at_top": recipes,
@@ -333,7 +335,9 @@ def _goals(results: dict, report: Report) -> None:
         + ".",
         f"- Largest multiplier whose mean and every smaller one's lie within {100 * WER_GOAL:.0f} % of m = 1 (equal "
         f"epochs): sync {ok['sync'] or '–'}, adpsgd {ok['adpsgd'] or '–'}; adpsgd's at least 2x sync's: "
-        f"{_ratio(ok, results['setup']['multipliers'])}{_few_seeds(results)}.",
+        f"{_ratio(ok, results['setup']['multipliers'])}{_few_seeds(results)}. At their own plateaus: sync "
+        f"{results['largest_ok_multiplier_own_plateau']['sync'] or '–'}, adpsgd "
+        f"{results['largest_ok_multiplier_own_plateau']['adpsgd'] or '–'}.",
         f"- Largest seed range at m = 1 and m = {top} (equal epochs): {_pct(results['seed_spread_rel'])}.",
         f"- {_best_vs_default(results)}",
         f"- {_updates(results)}",
