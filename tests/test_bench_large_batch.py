@@ -94,6 +94,7 @@ def test_report_from_stored_runs_gives_both_views_spread_and_verdicts(tmp_path):
     assert results["goal_verdicts_at_top"]["sync"]["equal"] == "met"  # +1.5 % with ranges of 1.7 % and 2.0 %
     assert results["goal_verdicts_at_top"]["adpsgd"]["equal"] == "**missed**, provisional: 1 seed(s)"
     assert results["largest_ok_multiplier"] == {"sync": 2, "adpsgd": 1}
+    assert results["largest_ok_multiplier_own_plateau"] == {"sync": 2, "adpsgd": 1}
     runs = {r["id"]: r for r in results["runs"]}
     assert runs["sync-m10-adamw-s0"]["plateau_epochs"] == 8 and runs["sync-m10-adamw-s0"]["updates_equal"] == 300
     lamb = next(r for r in results["recipes_at_top"] if r["recipe"] == "lamb")

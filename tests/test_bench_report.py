@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import accuracy, consensus, data, real_speech, reliability, stragglers
+from lab.bench import accuracy, consensus, data, large_batch_report, real_speech, reliability, stragglers
 from lab.report import Report, new_figure, publish, rerender
 from lab.sim import run as simulate
 
@@ -18,6 +18,7 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
         ("accuracy", accuracy),
         ("consensus", consensus),
         ("data", data),
+        ("large-batch", large_batch_report),
         ("real-speech", real_speech),
         ("reliability", reliability),
         ("simulate", simulate),

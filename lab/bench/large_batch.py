@@ -171,13 +171,15 @@ PLANS = {
 
 
 def points(plan: Plan) -> list[Point]:
-    """The runs in order of importance: m = 1 and the top m, the rivals, more seeds, the other multipliers, rivals' seeds."""
+    """The runs in order of importance: m = 1 and the top m, the rivals, more seeds, the other multipliers, the
+    best rivals' seeds, then the other multipliers' seeds (added last: the tolerated multipliers rest on them)."""
     order = [Point(s, m) for m in (1, plan.top) for s in STRATEGIES]
     order += [Point("sync", plan.top, r) for r in plan.rivals]
     order += [Point(s, m, seed=k) for k in plan.seeds[1:] for m in (1, plan.top) for s in STRATEGIES]
     others = sorted((m for m in plan.multipliers if m not in (1, plan.top)), reverse=True)
     order += [Point(s, m) for m in others for s in STRATEGIES]
-    return order + [Point("sync", plan.top, r, k) for r in plan.seeded_rivals for k in plan.seeds[1:]]
+    order += [Point("sync", plan.top, r, k) for r in plan.seeded_rivals for k in plan.seeds[1:]]
+    return order + [Point(s, m, seed=k) for k in plan.seeds[1:] for m in sorted(others) for s in STRATEGIES]
 
 
 def load_results(work: Path) -> dict[str, dict]:
