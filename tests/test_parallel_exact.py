@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from scenarios import run_scenarios
 from torch import nn
 
 from dasr.parallel.launch import launch
@@ -203,26 +204,14 @@ def _subgroup(rank):
 
 
 def _suite():
-    import faulthandler
-
-    import torch.distributed as dist
-
-    from dasr.parallel.launch import init_worker
-
-    faulthandler.dump_traceback_later(150, exit=True)
-    info = init_worker(timeout_s=60)
-    out = {}
-    for name, scenario in [
+    scenarios = [
         ("pair", _pair_round),
         ("mean", _mean_invariant),
         ("hybrid", _hybrid_round),
         ("consensus", _consensus_point),
         ("subgroup", _subgroup),
-    ]:
-        out[name] = scenario(info.rank)
-        dist.barrier()
-    dist.destroy_process_group()
-    return out
+    ]
+    return run_scenarios(scenarios, watchdog_s=150, timeout_s=60)
 
 
 @pytest.fixture(scope="module")

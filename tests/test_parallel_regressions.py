@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 import torch
+from scenarios import run_scenarios
 from torch import nn
 
 from dasr.parallel.launch import launch
@@ -184,26 +185,14 @@ def _gathered(t):
 
 
 def _suite():
-    import faulthandler
-
-    import torch.distributed as dist
-
-    from dasr.parallel.launch import init_worker
-
-    faulthandler.dump_traceback_later(60, exit=True)
-    info = init_worker(timeout_s=30)
-    out = {}
-    for name, scenario in [
+    scenarios = [
         ("close_in_except", _close_inside_except),
         ("step_raises", _step_raises_then_average),
         ("hybrid_rounds", _hybrid_plane_rounds),
         ("two_optimizers", _two_optimizers),
         ("ps_subgroup", _ps_in_a_subgroup),  # last: torch 2.13 hangs in a later local-sync new_group (see below)
-    ]:
-        out[name] = scenario(info.rank)
-        dist.barrier()
-    dist.destroy_process_group()
-    return out
+    ]
+    return run_scenarios(scenarios, watchdog_s=60, timeout_s=30)
 
 
 @pytest.fixture(scope="module")
