@@ -132,8 +132,9 @@ def test_time_mode_evaluates_at_agreed_marks_and_lets_adpsgd_run_ahead(speech_da
     assert sorted(r["rank"] for r in evals) == [0, 0, 0, 1, 1, 1]
     for rank in (0, 1):  # one evaluation per 2 s mark of training time, at a step past it (a loaded machine's
         times = [r["train_s"] for r in evals if r["rank"] == rank]  # slow step may carry it past the next mark)
-        assert all(t >= 2 * (k + 1) for k, t in enumerate(times)), evals
-        assert [t // 2 for t in times] == sorted(set(t // 2 for t in times)), evals  # never two in one interval
+        # as round(t / 2) == k + 1 allowed: a rank may be up to 1 s short of the mark another rank crossed first
+        assert all(t >= 2 * (k + 1) - 1 for k, t in enumerate(times)), evals
+        assert [round(t / 2) for t in times] == sorted({round(t / 2) for t in times}), evals  # never two per mark
     last_step = {rank: max(r["step"] for r in records if r["rank"] == rank and r["kind"] == "train") for rank in (0, 1)}
     if strategy == "adpsgd":
         assert last_step[0] >= 2 * last_step[1], last_step  # nobody waited for the slow rank
