@@ -51,7 +51,10 @@ class Command:
 
 #: "NAME" or "GROUP ACTION" -> the command; groups are in :data:`GROUPS`
 COMMANDS: dict[str, Command] = {}
-GROUPS = {"corpus": "make, import and export corpora (manifests)"}
+GROUPS = {
+    "corpus": "make, import and export corpora (manifests)",
+    "recipe": "whole recipes: corpora, training to the plateau, scores",
+}
 
 
 def command(name: str, help: str, *arguments: Argument, options: Callable | None = None) -> Callable:
@@ -468,6 +471,26 @@ def cmd_demo(args) -> None:
     from dasr.demo import run_demo
 
     run_demo(args.out, quick=args.quick, data_dir=args.data)
+
+
+@command(
+    "recipe real",
+    "train on real (The Ur-Quan Masters' actors) and synthetic speech to the dev plateau; score held-out speakers",
+    arg("--out", default="exp/real"),
+    arg("--corpora", default=None, help="where the prepared corpora live, shared between runs (default OUT/corpora)"),
+    arg("--deb-cache", default=None, help="private apt cache of uqm and the voices (default CORPORA/deb-cache)"),
+    arg("--config", default="real", help="training recipe (default real)"),
+    arg("--no-real", dest="real", action="store_false", help="leave the real speakers out (synthetic only)"),
+    arg("--no-synthetic", dest="synthetic", action="store_false", help="leave the synthetic voices out (real only)"),
+    arg("--no-variety", dest="variety", action="store_false", help="synthesize without speaker and channel variety"),
+    arg("--voices", type=int, default=21, help="natural voices to synthesize with: 7, 14 or 21 (default 21)"),
+    arg("--synthetic-hours", type=float, default=4.0, help="hours of synthesis, 80 %% of it for train (default 4)"),
+)
+def cmd_recipe_real(args) -> None:
+    from dasr.real_recipe import Parts, run_recipe
+
+    parts = Parts(args.real, args.synthetic, args.variety, args.voices, args.synthetic_hours)
+    run_recipe(args.out, parts, args.corpora, args.config, args.deb_cache)
 
 
 lab_command("simulate", "cluster simulator: calibrate here, check N = 2/4, predict the paper's GPUs", "sim.run")

@@ -82,6 +82,11 @@ class TrainConfig:
         "a fast adpsgd worker never waits for a slow one at an epoch end)",
     )
     train_seconds: float = option(0.0, "time mode: stop at the first evaluation after this much training")
+    stop_at_plateau: bool = option(
+        False,
+        "stop at the evaluation where the last 3 dev WERs lie within 2 %% relative of each other (a plateau); "
+        "--epochs or --train-seconds stays the limit",
+    )
     checkpoint_every: int = option(0, "steps between checkpoints (0: evaluated epoch ends only)")
     keep_checkpoints: int = option(3, "complete checkpoints to keep")
     log_every: int = option(10, "steps between metrics records")
@@ -146,6 +151,11 @@ class TrainConfig:
                     f"--elastic does not take {flag(name)}: a replacement takes the model from a live worker, "
                     "and the live set's model is kept in EXP/last.pt at every evaluation"
                 )
+        if self.stop_at_plateau:
+            raise DasrError(
+                "--elastic does not take --stop-at-plateau yet: only the live set's leader evaluates, "
+                "so the other workers do not see the dev curve"
+            )
 
     @property
     def world_size(self) -> int:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from dasr.train.plateau import plateau_epochs
 from lab.bench import large_batch as lb
-from lab.bench.plateau import finished, plateau_epochs, read_evals, train_until
+from lab.bench.plateau import finished, read_evals, train_until
 from lab.bench.procs import cmdline
 
 

@@ -12,6 +12,7 @@ from dasr.config import TrainConfig
 from dasr.data.loader import AsrDataset, DistributedBucketSampler
 from dasr.train.checkpoint import list_complete, load_file
 from dasr.train.experiment import prepare_experiment
+from dasr.train.plateau import plateau_epochs
 from dasr.train.run import train
 
 
@@ -173,3 +174,21 @@ def test_the_epoch_advances_once_per_epoch_and_the_last_one_is_evaluated(speech_
     assert progress["epoch"] == 3
     assert [r["epoch"] for r in records if r["kind"] == "eval"] == [1, 2]  # every 2nd epoch, and the last
     assert sorted({r["epoch"] for r in records if r["kind"] == "train"}) == [0, 1, 2]
+
+
+def test_stop_at_plateau_ends_the_run_at_the_third_flat_evaluation(speech_data_dir, tmp_path):
+    """A model trained on, then resumed at a learning rate too small to change its text: its dev
+    WER stays put, so the run stops at the evaluation where three of them first agree within 2 %."""
+    exp = tmp_path / "exp"
+    train(_config(speech_data_dir, exp, max_steps=120, eval_every_epochs=1000))
+    progress = train(
+        _config(speech_data_dir, exp, epochs=130, lr=1e-12, eval_every_epochs=1, stop_at_plateau=True, resume=True)
+    )
+    wers = [
+        json.loads(line)["dev_wer"] for line in (exp / "metrics.jsonl").read_text().splitlines() if '"eval"' in line
+    ]
+    assert max(wers) < 1.0, "the first run must leave a model better than blank-only output"
+    assert progress["dev_wers"] == wers
+    assert len(wers) == plateau_epochs(wers) < 6  # the stop came at the first plateau, not at --epochs
+    assert progress["epoch"] < 130
+    assert wers[-1] == wers[-2] == wers[-3]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from dasr.cli import main
 from dasr.data import audio, cuts
 from dasr.data.features import compute_features
 from dasr.data.klettres import prepare_klettres
@@ -278,3 +279,32 @@ def test_report_counts_hours_per_speaker_and_engine(prepared):
         "recorded": pytest.approx(report["splits"]["test"]["hours"], abs=1e-4)
     }
     assert "train hours per speaker: 2 speakers" in text
+
+
+def test_recipe_real_trains_on_both_and_continues_where_it_stopped(prepared, tmp_path, capsys):
+    """`dasr recipe real` on the fixture: uqm train + flite/festival synthesis of its text, a tiny model;
+    a second run finds every step done and only scores again."""
+    corpora = tmp_path / "corpora"
+    corpora.mkdir()
+    (corpora / "uqm").symlink_to(prepared[0])
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text("model: tiny\nepochs: 2\nbatch_frames: 100000\noptimizer: adamw\nlr: 0.01\nwarmup_steps: 2\n")
+    args = ["recipe", "real", "--out", str(tmp_path / "out"), "--corpora", str(corpora), "--config", str(recipe)]
+    args += ["--voices", "7", "--no-variety", "--synthetic-hours", "0.004"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    real = read_manifest(prepared[0] / "train.jsonl")
+    synthetic = read_manifest(corpora / "synth-plain-7" / "train.jsonl")
+    assert results["train_hours_real"] == pytest.approx(sum(u.duration for u in real) / 3600)
+    assert results["train_hours_synthetic"] == pytest.approx(sum(u.duration for u in synthetic) / 3600)
+    assert {u.speaker.partition(":")[0] for u in synthetic} <= {"flite", "festival"}
+    assert len(read_manifest(tmp_path / "out" / "data" / "train.jsonl")) == len(real) + len(synthetic)
+    assert [e["epoch"] for e in results["dev_curve"]] == [0, 1]
+    test_words = sum(len(u.text.split()) for u in read_manifest(prepared[0] / "test.jsonl"))
+    assert results["natural_voices"] == 7 and results["test_words"] == test_words > 0  # the held-out speakers
+    first_steps = results["steps_s"]
+    assert set(first_steps) == {"synth_s", "data_s", "train_s"}  # uqm was there already
+    assert main(args) == 0
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert again["steps_s"] == first_steps and again["dev_curve"] == results["dev_curve"]
+    assert "held-out speakers" in capsys.readouterr().out

@@ -121,9 +121,11 @@ def _find_mbrola(base: Path) -> dict | None:
         if entry.name != "mbrola" and not (data / entry.name).exists():
             (data / entry.name).symlink_to(entry)
     for voice in VOICES["mbrola"]:
-        link = data / "mbrola" / voice[3:]
+        link, target = data / "mbrola" / voice[3:], voices / voice[3:] / voice[3:]
+        if link.is_symlink() and link.resolve() != target.resolve():  # the cache was moved: a stale link
+            link.unlink()
         if not link.exists():
-            link.symlink_to(voices / voice[3:] / voice[3:])
+            link.symlink_to(target)
     return {"args": [f"--path={data.parent}"], "env": _env(base)}
 
 

@@ -17,7 +17,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from dasr.progress import progress
 from dasr.train import checkpoint
 from dasr.train.collectives import all_reduce, barrier, batch_claims
 from dasr.train.metrics import MetricsLog, StepWindow, comm_totals
+from dasr.train.plateau import plateau_epochs
 from dasr.train.rng import rng_state, seed_all, set_rng_state
 from dasr.train.schedule import build_schedule
 
@@ -54,6 +55,7 @@ class Progress:
     best_dev_wer: float = math.inf
     train_s: float = 0.0  # seconds spent training (evaluations and checkpoints left out)
     evals: int = 0  # time mode: evaluations done
+    dev_wers: list[float] = field(default_factory=list)  # every evaluation's dev WER, in order (--stop-at-plateau)
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -246,7 +248,10 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------
     def finished(self) -> bool:
+        """Whether the run has reached its end: the epochs or training time, its steps, or a dev plateau."""
         c = self.config
+        if c.stop_at_plateau and plateau_epochs(self.progress.dev_wers) is not None:
+            return True
         if c.eval_every_s > 0:
             return self.progress.evals * c.eval_every_s >= c.train_seconds
         return self.sampler.exhausted or (not c.max_steps and self.progress.epoch >= c.epochs)
@@ -399,6 +404,7 @@ class Trainer:
             self.save_model(self.exp / "last.pt", model)
         result = evaluate(model, self.dev_set, self.tokenizer, evaluator, self.config.batch_frames, self.amp)
         self.metrics.write({"kind": "eval", "step": p.step, "epoch": epoch, "train_s": p.train_s, **result})
+        p.dev_wers.append(result["dev_wer"])  # summed over the ranks: the same on every one, so all stop together
         log.info(
             "epoch %d step %d: dev loss %.3f, dev WER (greedy) %.2f %%",
             epoch,

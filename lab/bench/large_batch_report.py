@@ -13,7 +13,7 @@ A multiplier's value is the mean over its seeds; its spread is (largest - smalle
 
 from __future__ import annotations
 
-from lab.bench.plateau import PLATEAU_EVALS, PLATEAU_REL, plateau_epochs
+from dasr.train.plateau import PLATEAU_EVALS, PLATEAU_REL, plateau_epochs
 from lab.report import Report, new_figure
 
 TITLE = "Large batches: dev WER against the global batch, every run trained to its plateau"

@@ -1,16 +1,15 @@
 """Training a benchmark run until its dev WER plateaus, resumably: `dasr train` watched from outside.
 
-The run evaluates after every epoch; it is stopped once its last :data:`PLATEAU_EVALS` dev WERs lie
-within :data:`PLATEAU_REL` relative of each other (all below CTC's blank-only 100 %) and it has trained ``min_epochs``, or at
-``max_epochs`` (a run stopped there has not plateaued). Every evaluation writes a checkpoint,
+The run evaluates after every epoch; it is stopped once its dev WERs reach a plateau
+(:func:`dasr.train.plateau.plateau_epochs`) and it has trained ``min_epochs``, or at ``max_epochs`` (a run stopped there has not plateaued). Every evaluation writes a checkpoint,
 so a stopped or interrupted run continues with ``--resume`` where it left off, e.g. when a
 later ``min_epochs`` asks for more epochs::
 
     evals = train_until(run, data_dir, exp_dir, min_epochs=0, max_epochs=24)
     plateau_epochs([e["dev_wer"] for e in evals])   # epochs until the plateau, or None
 
-ESPnet's ``patience`` stops inside the trainer; this stops from outside, so that the trainer
-keeps one end (its ``--epochs``) and a run can be lengthened later without retraining.
+`dasr train --stop-at-plateau` stops inside the trainer, as ESPnet's ``patience`` does; this stops
+from outside, so that a run can be lengthened later (a larger ``min_epochs``) without retraining.
 """
 
 from __future__ import annotations
@@ -19,29 +18,13 @@ import time
 from pathlib import Path
 
 from dasr.errors import DasrError
+from dasr.train.plateau import plateau_epochs
 from dasr.train.plots import read_metrics
 from lab.bench.procs import Run
 from lab.bench.runs import TrainRun
 
-#: a run has plateaued when its last this many evaluations ...
-PLATEAU_EVALS = 3
-#: ... lie within this relative range (largest / smallest - 1)
-PLATEAU_REL = 0.02
 #: seconds between two looks at the run's metrics
 POLL_S = 2.0
-
-
-def plateau_epochs(wers: list[float], evals: int = PLATEAU_EVALS, rel: float = PLATEAU_REL) -> int | None:
-    """How many evaluations it took until the last ``evals`` of them first lay within ``rel``; None if never.
-
-    CTC's blank-only start (dev WER 100 %, or above with stray insertions) is no plateau: every
-    evaluation of the window must be below 100 %.
-    """
-    for end in range(evals, len(wers) + 1):
-        window = wers[end - evals : end]
-        if max(window) < 1.0 and max(window) <= (1 + rel) * min(window):
-            return end
-    return None
 
 
 def read_evals(exp_dir: str | Path) -> list[dict]:

@@ -1,0 +1,25 @@
+"""When a dev curve has flattened: the last few evaluations lie within a small relative range.
+
+`dasr train --stop-at-plateau` stops there (as ESPnet's ``patience`` does, judged on the dev
+WER), and the lab's benchmarks judge their runs by the same rule.
+"""
+
+from __future__ import annotations
+
+#: a run has plateaued when its last this many evaluations ...
+PLATEAU_EVALS = 3
+#: ... lie within this relative range (largest / smallest - 1)
+PLATEAU_REL = 0.02
+
+
+def plateau_epochs(wers: list[float], evals: int = PLATEAU_EVALS, rel: float = PLATEAU_REL) -> int | None:
+    """How many evaluations it took until the last ``evals`` of them first lay within ``rel``; None if never.
+
+    CTC's blank-only start (dev WER 100 %, or above with stray insertions) is no plateau: every
+    evaluation of the window must be below 100 %.
+    """
+    for end in range(evals, len(wers) + 1):
+        window = wers[end - evals : end]
+        if max(window) < 1.0 and max(window) <= (1 + rel) * min(window):
+            return end
+    return None
