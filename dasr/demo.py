@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 #: corpus size and training length of the full demo and of the --quick smoke version: natural flite
 #: and festival voices beside espeak-ng. Without `--augment`'s speaker and channel variety, chosen on
 #: the synthetic dev set: at the demo's 15 epochs the variety cost 8 points of dev WER (66.9 against
-#: 75.0 %, greedy, dev sets drawn alike), and it did not help on real people either (docs/results/real-speech.md).
+#: 75.0 %, greedy, dev sets drawn alike), and it did not help on real people either (docs/results/real-speech-synthetic.md).
 #: `dasr corpus synth --augment` keeps it for longer runs.
 ENGINES = ("espeak", "flite", "festival")
 

@@ -9,9 +9,10 @@ import soundfile
 
 from dasr.cli import main
 from dasr.config import TrainConfig
+from dasr.data.features import FeatureStore
 from dasr.data.manifest import read_manifest
 from dasr.decode import real_speech
-from dasr.decode.lm_build import build_lm
+from dasr.decode.lm_build import build_lm, lexicon_words
 from dasr.errors import DasrError
 from dasr.train.run import train
 
@@ -71,7 +72,7 @@ def test_bench_decodes_the_recordings_and_reports_consistent_numbers(speech_data
     out = tmp_path / "results"
     args = ["bench", "real-speech", "--exp", str(exp), "--data", str(speech_data_dir), "--out", str(out)]
     assert main([*args, "--compare", f"espeak-only={exp},{speech_data_dir}"]) == 0
-    report = json.loads((out / "real-speech.json").read_text())
+    report = json.loads((out / "real-speech-synthetic.json").read_text())
     models = report["results"]["models"]
     assert [m["label"] for m in models] == ["demo", "espeak-only"]
     head = models[0]
@@ -94,7 +95,62 @@ def test_bench_decodes_the_recordings_and_reports_consistent_numbers(speech_data
     summary = json.loads((out / "summary.json").read_text())
     assert summary["real_speech_wer_lm"]["value"] == head["real"]["wer_lm"]
     assert summary["real_speech_cer_greedy_espeak_only"]["value"] == models[1]["real"]["cer_greedy"]
-    assert summary["real_speech_cer_greedy"]["benchmark"] == "real-speech"
-    md = (out / "real-speech.md").read_text()
+    assert summary["real_speech_cer_greedy"]["benchmark"] == "real-speech-synthetic"
+    md = (out / "real-speech-synthetic.md").read_text()
     assert "Command: `dasr" in md and "| demo |" in md and "| espeak-only | cards |" in md and "| demo | espeak |" in md
-    assert (out / "real-speech.png").stat().st_size > 1000
+    assert (out / "real-speech-synthetic.png").stat().st_size > 1000
+
+
+def test_a_held_out_set_with_domain_text_gets_its_own_lm_and_leaves_the_models(speech_data_dir, tmp_path):
+    build_lm(str(speech_data_dir), order=2)
+    model_lm = (speech_data_dir / "lm.arpa").read_bytes()
+    utts = read_manifest(speech_data_dir / "test.jsonl")
+    for u in utts:
+        u.text = u.text + " zyzzyva"  # a word the train text never had
+    text = tmp_path / "domain.txt"
+    text.write_text("".join(u.text + "\n" for u in utts))
+    plain = real_speech.held_out_data_dir(speech_data_dir, "held", utts, tmp_path / "plain")
+    domain = real_speech.held_out_data_dir(speech_data_dir, "held", utts, tmp_path / "domain", domain_text=text)
+    assert "zyzzyva" not in lexicon_words(plain) and "zyzzyva" in lexicon_words(domain)
+    assert (plain / "lm.arpa").resolve() == (speech_data_dir / "lm.arpa").resolve()
+    assert not (domain / "lm.arpa").is_symlink() and "\\2-grams:" in (domain / "lm.arpa").read_text()
+    assert (speech_data_dir / "lm.arpa").read_bytes() == model_lm
+    assert [u.id for u in read_manifest(domain / "held.jsonl")] == [u.id for u in utts]
+    assert len(FeatureStore(domain, "held")) == len(utts)
+
+
+def test_recipe_comparison_report_judges_the_goals_on_the_plateau_run(tmp_path):
+    from lab.bench import real_speech_recipes as bench
+    from lab.report import Report
+
+    def model(wer_lm: float, voices: int, variety: bool = True) -> dict:
+        scores = {
+            name: {k: wer_lm for k, _ in bench.COLUMNS} | {"cer_greedy": 0.2, "utterances": 3, "words": 9}
+            for name in bench.TEST_SETS
+        }
+        parts = {"real": True, "synthetic": True, "variety": variety, "voices": voices, "synthetic_hours": 4.0}
+        curve = [{"epoch": 0, "step": 9, "train_s": 60.0, "dev_wer": 0.5, "dev_loss": 1.0}]
+        return dict(
+            scores=scores,
+            parts=parts,
+            natural_voices=voices,
+            train_hours_real=8.6,
+            train_hours_synthetic=2.5,
+            dev_curve=curve,
+            steps_s={},
+            out="x",
+        )
+
+    results = {
+        "test_sets": {name: {"utterances": 3, "hours": 0.01} for name in bench.TEST_SETS},
+        "models": {bench.RECIPE_LABEL: model(0.25, 21), "both": model(0.5, 21), "both, 7 voices": model(0.7, 7)},
+        "pocketsphinx": {"version": "5.1.1", "scores": {bench.TEST_SETS[1]: {"wer": 0.228, "cer": 0.1}}},
+    }
+    report = Report("real-speech", bench.TITLE, "cmd", {})
+    assert bench.render(results, report) is not None
+    text = "\n".join(report.sections)
+    assert "uqm held-out speakers, WER, LM never saw the set: **25.0 %** (goal <= 30.0 %: met)" in text
+    assert "WER, LM given the set's sentences: **25.0 %** (goal <= 40.0 %: met)" in text
+    assert "| pocketsphinx 5.1.1 |" in text and "| 7 | " in text and "| 21 | " in text
+    figures = bench.figures(results)
+    assert figures["real_recipe_wer_lm_heldout_speakers"] == 0.25 and figures["real_recipe_natural_voices"] == 21

@@ -75,24 +75,46 @@ def write_kaldi_dir(recordings: list[tuple[str, str, Path, str]], out: Path) -> 
 def real_data_dir(model_data: Path, recordings: list[tuple[str, str, Path, str]], out: Path) -> Path:
     """A data dir whose split ``real`` holds the recordings (imported from a Kaldi dir, with features)
     and whose dev, train text, LM and CMVN are the model data dir's (linked, not copied)."""
-    from dasr.data.features import compute_split
-    from dasr.data.manifest import RejectionLog, import_kaldi, write_manifest
+    from dasr.data.manifest import import_kaldi
 
     utts, rejections = import_kaldi(write_kaldi_dir(recordings, out / "kaldi"))
     if len(rejections) or len(utts) != len(recordings):
         raise DasrError(f"importing the recordings rejected some: {rejections.summary()}")
-    data = out / "data"
+    return held_out_data_dir(model_data, SPLIT, utts, out / "data")
+
+
+def held_out_data_dir(model_data: Path, split: str, utts: list, data: Path, domain_text: Path | None = None) -> Path:
+    """A data dir ``data`` whose split ``split`` holds ``utts`` (with features) and whose dev, train text,
+    CMVN and LM are the model data dir's (linked, not copied); with ``domain_text``, its own LM
+    estimated on the model's LM text and that file (what `dasr lm --text` does)."""
+    from dasr.data.features import compute_split
+    from dasr.data.manifest import RejectionLog, write_manifest
+    from dasr.decode.lm_build import build_lm
+
     shutil.rmtree(data, ignore_errors=True)
     (data / "features").mkdir(parents=True)
-    for name in ("train.jsonl", "dev.jsonl", "lm_text.txt", "lm.arpa", "cmvn.npz", "features/dev"):
+    linked = ("train.jsonl", "dev.jsonl", "lm_text.txt", "cmvn.npz", "features/dev")
+    for name in (*linked, "lm.arpa") if domain_text is None else linked:
         if (model_data / name).exists():
             (data / name).symlink_to((model_data / name).resolve())
-    write_manifest(data / f"{SPLIT}.jsonl", utts)
+    if domain_text is not None:
+        build_lm(data, order=_lm_order(model_data), text_file=domain_text)
+    write_manifest(data / f"{split}.jsonl", utts)
     log = RejectionLog()
-    accepted = compute_split(data, SPLIT, 1, 3, log)[0]
+    accepted = compute_split(data, split, 1, 3, log)[0]
     if accepted != len(utts):
-        raise DasrError(f"features of the recordings rejected some: {log.summary()}")
+        raise DasrError(f"features of {split} rejected some utterances: {log.summary()}")
     return data
+
+
+def _lm_order(data: Path) -> int:
+    """The order of the LM in DATA/lm.arpa (its highest n-gram section)."""
+    with open(data / "lm.arpa", errors="replace") as arpa:
+        header = arpa.read(4096)
+    orders = [int(n) for n in re.findall(r"^ngram (\d+)=", header, flags=re.M)]
+    if not orders:
+        raise DasrError(f"{data / 'lm.arpa'} has no ARPA header")
+    return max(orders)
 
 
 def _scores(exp: str, data: str, split: str, reuse: bool = False) -> dict:
@@ -109,7 +131,7 @@ def _scores(exp: str, data: str, split: str, reuse: bool = False) -> dict:
             return json.loads(wer.read_text())
         tuned = _tuned_weights(exp) if use_lm else None
         if tuned is not None:
-            return _decode_with_weights(exp, data, split, *tuned)
+            return decode_with_weights(exp, data, split, *tuned)
         return decode_split(exp, data, split, use_lm=use_lm)
 
     greedy, lm = decoded(False), decoded(True)
@@ -140,8 +162,9 @@ def _tuned_weights(exp: str) -> tuple[float, float] | None:
     return tuned["lm_weight"], tuned["word_score"]
 
 
-def _decode_with_weights(exp: str, data: str, split: str, lm_weight: float, word_score: float) -> dict:
-    """LM decode of ``split`` with given weights (what `dasr decode --lm` does after tuning); writes its report."""
+def decode_with_weights(exp: str, data: str, split: str, lm_weight: float, word_score: float) -> dict:
+    """LM decode of ``split`` with given weights (what `dasr decode --lm` does after tuning); writes its report
+    into EXP/decode-SPLIT-lm and returns its scores."""
     import torch
 
     from dasr.decode.lm_build import LM_FILE, lexicon_words

@@ -29,7 +29,7 @@ BENCHMARKS = {
     "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
     "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
     "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",
-    "real-speech": "WER/CER on recordings of real people (pocketsphinx-testdata) of models trained on synthesis",
+    "real-speech": "WER/CER per test set of real people: models trained on real and/or synthetic speech (--recipes)",
     "serve": "`dasr serve` at 1/4/16 concurrent clients, ONNX and PyTorch: latency, requests/s, RTF, 10k-request soak",
 }
 

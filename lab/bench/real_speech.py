@@ -30,6 +30,16 @@ from lab.report import Report, new_figure, publish
 from lab.summary import update_summary
 
 ARGUMENTS = (
+    arg(
+        "--recipes",
+        default=None,
+        help="train and compare the real recipe's models in this dir (see real_speech_recipes)",
+    ),
+    arg("--train-minutes", type=float, default=20.0, help="--recipes: minutes of training per model (default 20)"),
+    arg("--models", default=None, help="--recipes: the models to train, ';'-separated (default all)"),
+    arg(
+        "--recipe-out", default=None, help="--recipes: a `dasr recipe real --out` dir trained to its plateau, as a row"
+    ),
     arg("--exp", default=None, help="the model to check (trained on --data, e.g. exp/demo/model)"),
     arg("--label", default="demo", help="its name in the report (default demo)"),
     arg("--compare", action="append", metavar="LABEL=EXP,DATA", help="more models, e.g. espeak-only=..."),
@@ -63,7 +73,7 @@ def run(models: list[tuple[str, str, str]], out_dir: str, command: str, root: st
         "real_speech_cer_greedy": head["real"]["cer_greedy"],
         "real_speech_cer_greedy_espeak_only": baseline["real"]["cer_greedy"] if baseline else None,
     }
-    report = publish("real-speech", TITLE, command, results, render, out_dir, top_level=figures)
+    report = publish("real-speech-synthetic", TITLE, command, results, render, out_dir, top_level=figures)
     update_summary(out_dir, figures, report)
     return results
 
@@ -137,7 +147,12 @@ def _model(spec: str) -> tuple[str, str, str]:
 
 
 def run_cli(args, command: str) -> dict:
-    """`dasr bench real-speech`: the model EXP on DATA first, then every ``--compare LABEL=EXP,DATA``."""
+    """`dasr bench real-speech`: with ``--recipes``, the real recipe's comparison (:mod:`lab.bench.real_speech_recipes`);
+    else the model EXP on DATA first, then every ``--compare LABEL=EXP,DATA`` (report real-speech-synthetic)."""
+    if args.recipes:
+        from lab.bench import real_speech_recipes
+
+        return real_speech_recipes.run_cli(args, command)
     if args.exp is None or args.data is None:
         raise DasrError("dasr bench real-speech needs --exp and --data: a trained model and its data dir")
     models = [(args.label, args.exp, args.data)] + [_model(s) for s in args.compare or []]
