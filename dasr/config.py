@@ -92,6 +92,12 @@ class TrainConfig:
     log_every: int = option(10, "steps between metrics records")
     seed: int = option(0, "random seed")
     device: str = option("auto", "auto: CUDA when present, else CPU", ("auto", "cpu", "cuda"))
+    precision: str = option(
+        "auto",
+        "bf16: bfloat16 autocast (weights, optimizer and CTC stay float32); auto: bf16 on CUDA, and on a CPU whose "
+        "flags include avx512_bf16 or amx_bf16; fp32: never",
+        ("auto", "bf16", "fp32"),
+    )
     resume: bool = option(False, "continue from the latest checkpoint")
     strategy: str = option("single", "how workers combine their work", STRATEGIES)
     nproc: int = option(1, "workers on this machine")

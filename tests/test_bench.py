@@ -149,3 +149,18 @@ def test_elastic_headline_excludes_the_dead_share_and_counts_rejoins():
     }
     results["runs"][1]["returncode"] = 1  # a run that failed survived nothing
     assert headline(results)["elastic_kills_survived"] == 0
+
+
+def test_speedups_quick_on_the_fixture_times_three_loops_and_measures_padding(speech_data_dir, tmp_path):
+    from dasr.cli import main
+
+    out = tmp_path / "out"
+    assert main(["bench", "speedups", "--quick", "--data", str(speech_data_dir), "--out", str(out)]) == 0
+    results = json.loads((out / "speedups.json").read_text())["results"]
+    assert set(results["timing"]["step_s"]) == {"bare", "fp32", "bf16"}
+    assert all(s["median"] > 0 for s in results["timing"]["step_s"].values())
+    steps = {r["steps"] for r in results["accuracy"].values()}
+    assert len(steps) == 1 and 1 <= steps.pop() <= 20  # both runs, the same batches (the fixture is one epoch of few)
+    sorted_pad, unsorted_pad = (results["padding"][k]["padded_per_speech_frame"] for k in ("sorted", "unsorted"))
+    assert 1.0 <= sorted_pad <= unsorted_pad
+    assert "(b) bf16 and accuracy" in (out / "speedups.md").read_text()

@@ -10,6 +10,7 @@ import torch
 from dasr.cli import main
 from dasr.config import TrainConfig
 from dasr.data.loader import AsrDataset, DistributedBucketSampler
+from dasr.errors import DasrError
 from dasr.train.checkpoint import list_complete, load_file
 from dasr.train.experiment import prepare_experiment
 from dasr.train.plateau import plateau_epochs
@@ -192,3 +193,9 @@ def test_stop_at_plateau_ends_the_run_at_the_third_flat_evaluation(speech_data_d
     assert len(wers) == plateau_epochs(wers) < 6  # the stop came at the first plateau, not at --epochs
     assert progress["epoch"] < 130
     assert wers[-1] == wers[-2] == wers[-3]
+
+
+def test_stop_at_plateau_without_dev_utterances_is_refused(speech_data_dir, tmp_path):
+    (speech_data_dir / "dev.jsonl").write_text("")  # e.g. every dev clip's audio went missing: no dev WER to watch
+    with pytest.raises(DasrError, match="--stop-at-plateau needs a dev set: no dev utterances with features"):
+        train(_config(speech_data_dir, tmp_path / "exp", epochs=3, stop_at_plateau=True))

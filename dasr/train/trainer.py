@@ -36,6 +36,7 @@ from dasr.parallel.strategy import Strategy
 from dasr.progress import progress
 from dasr.train import checkpoint
 from dasr.train.collectives import all_reduce, barrier, batch_claims
+from dasr.train.device import use_bf16
 from dasr.train.metrics import MetricsLog, StepWindow, comm_totals
 from dasr.train.plateau import plateau_epochs
 from dasr.train.rng import rng_state, seed_all, set_rng_state
@@ -152,6 +153,8 @@ class Trainer:
         self.dev_set = AsrDataset(config.data, "dev", self.tokenizer)
         if len(self.train_set) == 0:
             raise DasrError(f"no training utterances with features in {config.data}")
+        if config.stop_at_plateau and len(self.dev_set) == 0:
+            raise DasrError(f"--stop-at-plateau needs a dev set: no dev utterances with features in {config.data}")
         self.sampler = DistributedBucketSampler(
             self.train_set.frames,
             config.batch_frames,
@@ -171,7 +174,7 @@ class Trainer:
         self.model = BlstmCtc(self.model_config).to(worker.device)
         self.optimizer = build_optimizer(config, self.model)
         self.schedule = build_schedule(config, worker.world_size, self.sampler.steps_per_epoch)
-        self.amp = worker.device.type == "cuda"
+        self.amp = use_bf16(config.precision, worker.device)
         self.progress = Progress()
         self.metrics = MetricsLog(
             self.exp / "metrics.jsonl", worker.rank, self.exp / "tensorboard" if worker.is_main else None

@@ -30,6 +30,7 @@ BENCHMARKS = {
     "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
     "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",
     "real-speech": "WER/CER per test set of real people: models trained on real and/or synthetic speech (--recipes)",
+    "speedups": "the real recipe's step time: bare loop, trainer fp32, trainer bf16; bf16's accuracy; sorted batches",
     "serve": "`dasr serve` at 1/4/16 concurrent clients, ONNX and PyTorch: latency, requests/s, RTF, 10k-request soak",
 }
 
