@@ -185,12 +185,11 @@ def test_stop_at_plateau_ends_the_run_at_the_third_flat_evaluation(speech_data_d
     progress = train(
         _config(speech_data_dir, exp, epochs=130, lr=1e-12, eval_every_epochs=1, stop_at_plateau=True, resume=True)
     )
-    wers = [
-        json.loads(line)["dev_wer"] for line in (exp / "metrics.jsonl").read_text().splitlines() if '"eval"' in line
-    ]
+    evals = [json.loads(line) for line in (exp / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    wers, losses = [e["dev_wer"] for e in evals], [e["dev_loss"] for e in evals]
     assert max(wers) < 1.0, "the first run must leave a model better than blank-only output"
     assert progress["dev_wers"] == wers
-    assert len(wers) == plateau_epochs(wers) < 6  # the stop came at the first plateau, not at --epochs
+    assert len(wers) == plateau_epochs(wers, losses=losses) < 6  # the stop came at the first plateau, not at --epochs
     assert progress["epoch"] < 130
     assert wers[-1] == wers[-2] == wers[-3]
 
@@ -199,3 +198,15 @@ def test_stop_at_plateau_without_dev_utterances_is_refused(speech_data_dir, tmp_
     (speech_data_dir / "dev.jsonl").write_text("")  # e.g. every dev clip's audio went missing: no dev WER to watch
     with pytest.raises(DasrError, match="--stop-at-plateau needs a dev set: no dev utterances with features"):
         train(_config(speech_data_dir, tmp_path / "exp", epochs=3, stop_at_plateau=True))
+
+
+def test_a_plateau_needs_the_dev_loss_flat_too_where_it_is_given():
+    hovering = [0.985, 0.99, 0.98]  # greedy WER just below 100 %: CTC still emitting mostly blanks
+    assert plateau_epochs(hovering) == 3
+    assert plateau_epochs(hovering, losses=[270.0, 262.0, 257.0]) is None  # the loss still falls 5 %
+    assert plateau_epochs(hovering + [0.97], losses=[270.0, 262.0, 257.0, 256.0]) is None
+    assert plateau_epochs(hovering + [0.97, 0.975], losses=[270.0, 262.0, 257.0, 256.0, 255.5]) == 5
+    # losses recorded only from a later evaluation on (a run resumed from an older checkpoint): aligned at the end
+    assert plateau_epochs([0.5, 0.5, 0.5, 0.5], losses=[10.0, 10.0]) is None
+    assert plateau_epochs([0.5, 0.5, 0.5, 0.5, 0.5], losses=[10.0, 10.0, 10.0]) == 5
+    assert plateau_epochs([1.0, 1.0, 1.0]) is None and plateau_epochs([0.5, 0.52, 0.5]) is None

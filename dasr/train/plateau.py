@@ -12,14 +12,29 @@ PLATEAU_EVALS = 3
 PLATEAU_REL = 0.02
 
 
-def plateau_epochs(wers: list[float], evals: int = PLATEAU_EVALS, rel: float = PLATEAU_REL) -> int | None:
+def plateau_epochs(
+    wers: list[float], evals: int = PLATEAU_EVALS, rel: float = PLATEAU_REL, losses: list[float] | None = None
+) -> int | None:
     """How many evaluations it took until the last ``evals`` of them first lay within ``rel``; None if never.
 
     CTC's blank-only start (dev WER 100 %, or above with stray insertions) is no plateau: every
-    evaluation of the window must be below 100 %.
+    evaluation of the window must be below 100 %. With ``losses`` (the dev losses, aligned with
+    ``wers`` at their ends), they must lie within ``rel`` too: on a hard corpus the greedy WER
+    hovers just below 100 % for epochs while the loss still falls, and that is no plateau either.
     """
+    offset = len(wers) - len(losses) if losses is not None else 0
     for end in range(evals, len(wers) + 1):
         window = wers[end - evals : end]
-        if max(window) < 1.0 and max(window) <= (1 + rel) * min(window):
-            return end
+        if max(window) >= 1.0 or not _within(window, rel):
+            continue
+        if losses is not None and (
+            end - evals < offset or not _within(losses[end - evals - offset : end - offset], rel)
+        ):
+            continue
+        return end
     return None
+
+
+def _within(values: list[float], rel: float) -> bool:
+    """Whether the largest of ``values`` is at most ``1 + rel`` times the smallest."""
+    return max(values) <= (1 + rel) * min(values)

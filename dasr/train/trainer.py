@@ -57,6 +57,7 @@ class Progress:
     train_s: float = 0.0  # seconds spent training (evaluations and checkpoints left out)
     evals: int = 0  # time mode: evaluations done
     dev_wers: list[float] = field(default_factory=list)  # every evaluation's dev WER, in order (--stop-at-plateau)
+    dev_losses: list[float] = field(default_factory=list)  # and its dev loss (may start later: older checkpoints)
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -253,7 +254,8 @@ class Trainer:
     def finished(self) -> bool:
         """Whether the run has reached its end: the epochs or training time, its steps, or a dev plateau."""
         c = self.config
-        if c.stop_at_plateau and plateau_epochs(self.progress.dev_wers) is not None:
+        p = self.progress
+        if c.stop_at_plateau and plateau_epochs(p.dev_wers, losses=p.dev_losses) is not None:
             return True
         if c.eval_every_s > 0:
             return self.progress.evals * c.eval_every_s >= c.train_seconds
@@ -408,6 +410,7 @@ class Trainer:
         result = evaluate(model, self.dev_set, self.tokenizer, evaluator, self.config.batch_frames, self.amp)
         self.metrics.write({"kind": "eval", "step": p.step, "epoch": epoch, "train_s": p.train_s, **result})
         p.dev_wers.append(result["dev_wer"])  # summed over the ranks: the same on every one, so all stop together
+        p.dev_losses.append(result["dev_loss"])
         log.info(
             "epoch %d step %d: dev loss %.3f, dev WER (greedy) %.2f %%",
             epoch,
