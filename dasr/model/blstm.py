@@ -86,8 +86,9 @@ class BlstmCtc(nn.Module):
             ahead, _ = forward_lstm(x)
             behind, _ = backward_lstm(reverse_padded(x, out_lens))
             x = torch.cat([ahead, reverse_padded(behind, out_lens)], dim=-1)
-        y = self.bottleneck(self.dropout(x))
-        return self.output(y).log_softmax(dim=-1), out_lens
+        logits = self.output(self.bottleneck(self.dropout(x)))
+        with torch.autocast(logits.device.type, enabled=False):  # under bf16 autocast: normalise in float32
+            return logits.float().log_softmax(dim=-1), out_lens
 
 
 def num_parameters(model: nn.Module) -> int:
