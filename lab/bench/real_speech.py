@@ -36,7 +36,7 @@ ARGUMENTS = (
         help="train and compare the real recipe's models in this dir (see real_speech_recipes)",
     ),
     arg("--train-minutes", type=float, default=20.0, help="--recipes: minutes of training per model (default 20)"),
-    arg("--models", default=None, help="--recipes: the models to train, ';'-separated (default all)"),
+    arg("--models", default=None, help="--recipes: the models to train, ';'-separated (default all; '' for none)"),
     arg(
         "--recipe-out", default=None, help="--recipes: a `dasr recipe real --out` dir trained to its plateau, as a row"
     ),
