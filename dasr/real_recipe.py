@@ -75,7 +75,7 @@ def run_recipe(
     out = Path(out)
     corpora = Path(corpora) if corpora else out / "corpora"
     deb_cache = Path(deb_cache) if deb_cache else corpora / "deb-cache"
-    steps: dict[str, float] = {}
+    steps = StepTimes(out / "steps.json")
     uqm = _step(steps, "uqm_s", corpora / "uqm", lambda d: _prepare_uqm(d, deb_cache))
     sources = [uqm] if parts.real else []
     if parts.synthetic:
@@ -88,20 +88,35 @@ def run_recipe(
         from dasr.train.run import train
 
         started = time.time()
-        train(config)
-        steps["train_s"] = time.time() - started
-    results = _results(out, exp, data, uqm, parts, config.stop_at_plateau, steps)
+        try:
+            train(config)
+        finally:  # a stopped run's training time counts too: the next invocation continues it
+            steps.add("train_s", time.time() - started)
+    results = _results(exp, data, uqm, parts, config.stop_at_plateau, steps.seconds)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(format_results(results))
     return results
 
 
-def _step(steps: dict[str, float], name: str, path: Path, make) -> Path:
+class StepTimes:
+    """Seconds spent in each step over every invocation of one recipe run, kept in ``path`` as they are spent."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + seconds, 1)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.seconds, indent=1))
+
+
+def _step(steps: StepTimes, name: str, path: Path, make) -> Path:
     """``make(path)`` unless ``path`` already holds its result (a train.jsonl); its seconds go to ``steps``."""
     if not (path / "train.jsonl").exists():
         started = time.time()
         make(path)
-        steps[name] = time.time() - started
+        steps.add(name, time.time() - started)
     return path
 
 
@@ -161,7 +176,7 @@ def _build_data_dir(path: Path, sources: list[Path], uqm: Path) -> None:
     print(data_report(path))
 
 
-def _results(out: Path, exp: Path, data: Path, uqm: Path, parts: Parts, plateau_stop: bool, steps: dict) -> dict:
+def _results(exp: Path, data: Path, uqm: Path, parts: Parts, plateau_stop: bool, steps: dict[str, float]) -> dict:
     """The held-out speakers' scores, the dev curve and the hours (what `dasr recipe real` prints)."""
     from dasr.data.manifest import read_manifest
     from dasr.decode.run import decode_split
@@ -174,7 +189,6 @@ def _results(out: Path, exp: Path, data: Path, uqm: Path, parts: Parts, plateau_
     with_lm = decode_split(str(exp), str(data), "test", use_lm=True)
     train = read_manifest(data / "train.jsonl")
     real_ids = {u.id for u in read_manifest(uqm / "train.jsonl")} if parts.real else set()
-    previous = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
     return {
         "parts": dataclasses.asdict(parts),
         "natural_voices": parts.voices if parts.synthetic else 0,
@@ -188,7 +202,7 @@ def _results(out: Path, exp: Path, data: Path, uqm: Path, parts: Parts, plateau_
         "dev_curve": curve,
         "plateau_at_eval": plateau_epochs([e["dev_wer"] for e in curve]),
         "stopped_at_plateau": plateau_stop,
-        "steps_s": {**previous.get("steps_s", {}), **{k: round(v, 1) for k, v in steps.items()}},
+        "steps_s": dict(steps),
     }
 
 
