@@ -92,7 +92,10 @@ def run_recipe(
             train(config)
         finally:  # a stopped run's training time counts too: the next invocation continues it
             steps.add("train_s", time.time() - started)
-    results = _results(exp, data, uqm, parts, config.stop_at_plateau, steps.seconds)
+    started = time.time()
+    results = _results(exp, data, uqm, parts, config.stop_at_plateau)
+    steps.add("score_s", time.time() - started)
+    results["steps_s"] = dict(steps.seconds)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     print(format_results(results))
     return results
@@ -176,17 +179,16 @@ def _build_data_dir(path: Path, sources: list[Path], uqm: Path) -> None:
     print(data_report(path))
 
 
-def _results(exp: Path, data: Path, uqm: Path, parts: Parts, plateau_stop: bool, steps: dict[str, float]) -> dict:
+def _results(exp: Path, data: Path, uqm: Path, parts: Parts, plateau_stop: bool) -> dict:
     """The held-out speakers' scores, the dev curve and the hours (what `dasr recipe real` prints)."""
     from dasr.data.manifest import read_manifest
-    from dasr.decode.run import decode_split
+    from dasr.decode.real_speech import scores
     from dasr.train.plateau import plateau_epochs
     from dasr.train.plots import read_metrics
 
     evals = [r for r in read_metrics(exp) if r.get("kind") == "eval" and r["rank"] == 0]
     curve = [{k: r[k] for k in ("epoch", "step", "train_s", "dev_wer", "dev_loss")} for r in evals]
-    greedy = decode_split(str(exp), str(data), "test", use_lm=False)
-    with_lm = decode_split(str(exp), str(data), "test", use_lm=True)
+    test = scores(str(exp), str(data), "test", reuse=True)  # decodes newer than the model are read, not made
     train = read_manifest(data / "train.jsonl")
     real_ids = {u.id for u in read_manifest(uqm / "train.jsonl")} if parts.real else set()
     return {
@@ -194,15 +196,10 @@ def _results(exp: Path, data: Path, uqm: Path, parts: Parts, plateau_stop: bool,
         "natural_voices": parts.voices if parts.synthetic else 0,
         "train_hours_real": sum(u.duration for u in train if u.id in real_ids) / 3600,
         "train_hours_synthetic": sum(u.duration for u in train if u.id not in real_ids) / 3600,
-        "test_wer_greedy": greedy["wer"],
-        "test_cer_greedy": greedy["cer"],
-        "test_wer_lm": with_lm["wer"],
-        "test_cer_lm": with_lm["cer"],
-        "test_words": with_lm["num_words"],
+        **{f"test_{k}": test[k] for k in ("wer_greedy", "cer_greedy", "wer_lm", "cer_lm", "words")},
         "dev_curve": curve,
-        "plateau_at_eval": plateau_epochs([e["dev_wer"] for e in curve]),
+        "plateau_at_eval": plateau_epochs([e["dev_wer"] for e in curve], losses=[e["dev_loss"] for e in curve]),
         "stopped_at_plateau": plateau_stop,
-        "steps_s": dict(steps),
     }
 
 

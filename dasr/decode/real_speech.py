@@ -117,11 +117,11 @@ def _lm_order(data: Path) -> int:
     return max(orders)
 
 
-def _scores(exp: str, data: str, split: str, reuse: bool = False) -> dict:
+def scores(exp: str, data: str, split: str, reuse: bool = False) -> dict:
     """Greedy and LM WER/CER of one split (LM weights tuned on the data dir's dev).
 
-    With ``reuse``, a decode of the split newer than the model (``dasr demo`` makes them) is read
-    instead of made again.
+    With ``reuse``, a decode of the split newer than the model (``dasr demo`` and ``dasr recipe real``
+    make them) is read instead of made again.
     """
     from dasr.decode.run import decode_split
 
@@ -214,9 +214,9 @@ def evaluate(label: str, exp: str, data: str, recordings: list, work: Path, synt
 
     result: dict = {"label": label, "exp": exp, "data": data}
     if synthetic_test:  # first: its LM decode tunes the weights on dev, which the recordings' decode reuses
-        result["synthetic_test"] = _scores(exp, data, "test", reuse=True)
+        result["synthetic_test"] = scores(exp, data, "test", reuse=True)
     real = real_data_dir(Path(data), recordings, work / label)
-    result["real"] = _scores(exp, str(real), SPLIT)
+    result["real"] = scores(exp, str(real), SPLIT)
     result["real_per_set"] = _per_group(exp, SPLIT, {n: {u for s, u, _, _ in recordings if s == n} for n in CLIP_SETS})
     if synthetic_test:  # is a model that does badly on real people also bad on the synthetic voices it heard?
         by_engine: dict[str, set[str]] = {}

@@ -49,7 +49,7 @@ def _trainer(data: str, exp: Path, precision: str) -> Trainer:
     """A one-worker CPU trainer of the real recipe's settings, at ``precision``, in ``exp``."""
     settings = load_recipe("real")
     settings.update(data=data, exp=str(exp), strategy="single", nproc=1, device="cpu", precision=precision)
-    settings.update(stop_at_plateau=False, checkpoint_every=0, max_steps=1)
+    settings.update(stop_at_plateau=False, checkpoint_every=0)  # the LR schedule of the recipe's epochs
     config = TrainConfig(**settings)
     config.validate()
     prepare_experiment(config)
