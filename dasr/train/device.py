@@ -30,7 +30,12 @@ def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether ``--precision`` asks for bfloat16 autocast on ``device`` (see :class:`dasr.config.TrainConfig`)."""
+    """Whether ``--precision`` asks for bfloat16 autocast on ``device``: auto means on CUDA only.
+
+    Not on the CPU by default, even one with native bf16: on the real recipe's long utterances
+    (AMD EPYC with avx512_bf16, 1 thread) a bf16 step took 1.11x a float32 one
+    (docs/results/speedups.md).
+    """
     if precision == "auto":
-        return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+        return device.type == "cuda"
     return precision == "bf16"

@@ -40,6 +40,7 @@ ARGUMENTS = (
     arg(
         "--recipe-out", default=None, help="--recipes: a `dasr recipe real --out` dir trained to its plateau, as a row"
     ),
+    arg("--pocketsphinx-max-hours", type=float, default=2.0, help="--recipes: skip the baseline on longer sets"),
     arg("--exp", default=None, help="the model to check (trained on --data, e.g. exp/demo/model)"),
     arg("--label", default="demo", help="its name in the report (default demo)"),
     arg("--compare", action="append", metavar="LABEL=EXP,DATA", help="more models, e.g. espeak-only=..."),

@@ -160,6 +160,22 @@ def render(results: dict, report: Report):
     for name, r in p.items():
         pad += f"| {name} | {r['batches']} | {r['padded_per_speech_frame']:.3f} |\n"
     report.add("(c) Length-sorted batches", pad)
+    bf16_ratio = 1 / t["fp32_over_bf16"]["median"]
+    saved = 1 - p["sorted"]["padded_per_speech_frame"] / p["unsorted"]["padded_per_speech_frame"]
+    report.add(
+        "What is taken",
+        f"- bf16 autocast: a bf16 step takes {bf16_ratio:.2f}x a float32 one here"
+        + (
+            ", a speed-up, taken by `--precision auto`."
+            if bf16_ratio < 0.95
+            else ", no speed-up on these long utterances and small batches: `--precision auto` keeps float32 on "
+            "the CPU, and `--precision bf16` asks for it."
+        )
+        + f"\n- Length-sorted batches (the bucket sampler, already the default) pad {100 * saved:.0f} % fewer frames "
+        "than unsorted batches of the same budget.\n"
+        f"- The trainer's step costs {t['fp32_over_bare']['median']:.2f}x a bare loop's, with the speed perturbation "
+        "and masking the bare loop leaves out.",
+    )
     fig, (ax,) = new_figure(1, width_per_panel=6.0, height=3.2)
     names = list(t["step_s"])
     ax.barh(names, [t["step_s"][n]["median"] for n in names], xerr=None)
