@@ -5,7 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import accuracy, consensus, data, large_batch_report, real_speech, reliability, stragglers
+from lab.bench import (
+    accuracy,
+    consensus,
+    data,
+    large_batch_report,
+    real_speech,
+    real_speech_recipes,
+    reliability,
+    speedups,
+    stragglers,
+)
 from lab.report import Report, new_figure, publish, rerender
 from lab.sim import run as simulate
 
@@ -19,7 +29,9 @@ RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
         ("consensus", consensus),
         ("data", data),
         ("large-batch", large_batch_report),
-        ("real-speech", real_speech),
+        ("real-speech", real_speech_recipes),
+        ("real-speech-synthetic", real_speech),
+        ("speedups", speedups),
         ("reliability", reliability),
         ("simulate", simulate),
         ("stragglers", stragglers),
