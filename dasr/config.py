@@ -84,7 +84,8 @@ class TrainConfig:
     train_seconds: float = option(0.0, "time mode: stop at the first evaluation after this much training")
     stop_at_plateau: bool = option(
         False,
-        "stop at the evaluation where the last 3 dev WERs lie within 2 %% relative of each other (a plateau); "
+        "stop at the evaluation where the last 3 dev WERs, and the last 3 dev losses, lie within 2 %% relative "
+        "of each other (a plateau); "
         "--epochs or --train-seconds stays the limit",
     )
     checkpoint_every: int = option(0, "steps between checkpoints (0: evaluated epoch ends only)")

@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 from pathlib import Path
 
 from dasr.config import resolve
 from dasr.errors import DasrError
-
-log = logging.getLogger(__name__)
 
 #: natural voices -> the engines that give them (4 flite + 3 festival; + 4 mbrola, 2 pico, 1 rab; + 6 rhvoice, 1 piper)
 VOICE_ENGINES = {

@@ -89,7 +89,8 @@ def held_out_data_dir(model_data: Path, split: str, utts: list, data: Path, doma
     estimated on the model's LM text and that file (what `dasr lm --text` does)."""
     from dasr.data.features import compute_split
     from dasr.data.manifest import RejectionLog, write_manifest
-    from dasr.decode.lm_build import build_lm
+    from dasr.decode.lm import read_arpa
+    from dasr.decode.lm_build import LM_FILE, build_lm
 
     shutil.rmtree(data, ignore_errors=True)
     (data / "features").mkdir(parents=True)
@@ -98,23 +99,13 @@ def held_out_data_dir(model_data: Path, split: str, utts: list, data: Path, doma
         if (model_data / name).exists():
             (data / name).symlink_to((model_data / name).resolve())
     if domain_text is not None:
-        build_lm(data, order=_lm_order(model_data), text_file=domain_text)
+        build_lm(data, order=read_arpa(model_data / LM_FILE).order, text_file=domain_text)
     write_manifest(data / f"{split}.jsonl", utts)
     log = RejectionLog()
     accepted = compute_split(data, split, 1, 3, log)[0]
     if accepted != len(utts):
         raise DasrError(f"features of {split} rejected some utterances: {log.summary()}")
     return data
-
-
-def _lm_order(data: Path) -> int:
-    """The order of the LM in DATA/lm.arpa (its highest n-gram section)."""
-    with open(data / "lm.arpa", errors="replace") as arpa:
-        header = arpa.read(4096)
-    orders = [int(n) for n in re.findall(r"^ngram (\d+)=", header, flags=re.M)]
-    if not orders:
-        raise DasrError(f"{data / 'lm.arpa'} has no ARPA header")
-    return max(orders)
 
 
 def scores(exp: str, data: str, split: str, reuse: bool = False) -> dict:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cache
-from pathlib import Path
-
 import torch
 
 from dasr.errors import DasrError
@@ -17,16 +14,6 @@ def select_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise DasrError("--device cuda was asked for but no CUDA device is available")
     return torch.device(name)
-
-
-@cache
-def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes bfloat16 natively (avx512_bf16 or amx_bf16 among its flags)."""
-    try:
-        flags = Path(cpuinfo).read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

@@ -1,7 +1,7 @@
 """When a dev curve has flattened: the last few evaluations lie within a small relative range.
 
-`dasr train --stop-at-plateau` stops there (as ESPnet's ``patience`` does, judged on the dev
-WER), and the lab's benchmarks judge their runs by the same rule.
+`dasr train --stop-at-plateau` stops there (as ESPnet's ``patience`` does), judged on the dev WER
+and the dev loss; the lab's benchmarks judge their runs by the same rule on the dev WER.
 """
 
 from __future__ import annotations

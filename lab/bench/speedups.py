@@ -30,7 +30,6 @@ from dasr.errors import DasrError
 from dasr.model.blstm import BlstmCtc
 from dasr.parallel.launch import Worker
 from dasr.parallel.strategy import SingleStrategy
-from dasr.train.device import cpu_has_bf16
 from dasr.train.experiment import prepare_experiment
 from dasr.train.trainer import Trainer, build_optimizer, evaluate
 from lab.bench.timing import interleave, paired_ratio, stats, stats_text
@@ -43,6 +42,15 @@ ARGUMENTS = (
     arg("--accuracy-steps", type=int, default=1200, help="(b) steps of each run (default 1200)"),
 )
 TITLE = "Cheap CPU speed-ups of the real recipe: bf16 autocast, sorted batches, the trainer against a bare loop"
+
+
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively (avx512_bf16 or amx_bf16 among its flags)."""
+    try:
+        flags = Path(cpuinfo).read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _trainer(data: str, exp: Path, precision: str) -> Trainer:
