@@ -68,18 +68,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 #: the store server a rank-0 worker hosts on loopback, kept for the life of the process
-_worker_store_server: tuple | None = None
+_worker_store_server: dist.TCPStore | None = None
 
 
-def serve_store(port: int, host: str = "127.0.0.1") -> tuple[dist.TCPStore, socket.socket]:
+def serve_store(port: int, host: str = "127.0.0.1") -> dist.TCPStore:
     """Host the TCPStore server of ``port`` on ``host`` only (torch's own listens on every interface).
 
     The server is multi-tenant: torch's later ``TCPStore(..., is_master=True, multi_tenant=True)``
     for the same port in this process (the c10d rendezvous, ``init_process_group``) shares it
-    instead of binding a public one. Keep both returned objects while it serves.
+    instead of binding a public one. Keep the returned store while it serves; port 0 takes a free
+    one (the store's ``port``).
     """
     sock = socket.create_server((host, port))
-    return dist.TCPStore(host, port, is_master=True, master_listen_fd=sock.fileno(), multi_tenant=True), sock
+    port = sock.getsockname()[1]
+    # The store closes the descriptor it is handed, so Python's socket object lets go of it.
+    # Kept, that object would close the same number again later, when it may belong to a file
+    # another thread opened (TensorBoard's event file failed so, with 'Bad file descriptor').
+    return dist.TCPStore(host, port, is_master=True, master_listen_fd=sock.detach(), multi_tenant=True)
 
 
 def _failure_text(failure: Any) -> str:
@@ -127,6 +132,7 @@ def launch(
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     _check_launch_arguments(nproc, nnodes, node_rank, rdzv_endpoint)
+    # rendezvous_server: the store this node hosts, if any; it serves while this call holds it
     rdzv_endpoint, local_addr, rendezvous_server = _rendezvous(rdzv_endpoint, node_rank)
     config = LaunchConfig(
         min_nodes=nnodes,
@@ -146,13 +152,6 @@ def launch(
         return elastic_launch(config, entrypoint)(*args)
     except ChildFailedError as e:
         raise _worker_failed(e, getattr(entrypoint, "__name__", str(entrypoint))) from None
-    finally:
-        if rendezvous_server is not None:
-            try:
-                rendezvous_server[1].close()
-            except OSError as e:  # the store's server thread may have closed the fd it was handed
-                if e.errno != errno.EBADF:
-                    raise
 
 
 def _check_launch_arguments(nproc: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None) -> None:

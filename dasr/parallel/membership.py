@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ from datetime import timedelta
 import torch.distributed as dist
 
 from dasr.data.loader import release_claim
+from dasr.parallel.launch import serve_store
 
 PREFIX = "dasr-elastic"
 
@@ -212,11 +212,6 @@ def claims_summary(store: dist.Store) -> dict:
     }
 
 
-def _serve_socket() -> tuple[socket.socket, int]:
-    sock = socket.create_server(("127.0.0.1", 0))
-    return sock, sock.getsockname()[1]
-
-
 def start_coordinator(slots: int, lease_s: float = 5.0, settle_s: float = 60.0) -> tuple[subprocess.Popen, str]:
     """Start the coordinator in a process of its own on 127.0.0.1; returns it and its ``host:port``."""
     proc = subprocess.Popen(
@@ -250,9 +245,8 @@ def main() -> None:
     parser.add_argument("--lease-s", type=float, default=5.0)
     parser.add_argument("--settle-s", type=float, default=60.0)
     args = parser.parse_args()
-    sock, port = _serve_socket()
-    store = dist.TCPStore("127.0.0.1", port, is_master=True, master_listen_fd=sock.fileno(), multi_tenant=True)
-    print(f"serving 127.0.0.1:{port}", flush=True)
+    store = serve_store(0)
+    print(f"serving 127.0.0.1:{store.port}", flush=True)
     Coordinator(store, args.slots, args.lease_s, args.settle_s).serve(parent=os.getppid())
 
 
