@@ -95,8 +95,8 @@ class TrainConfig:
     device: str = option("auto", "auto: CUDA when present, else CPU", ("auto", "cpu", "cuda"))
     precision: str = option(
         "auto",
-        "bf16: bfloat16 autocast (weights, optimizer and CTC stay float32); auto: bf16 on CUDA, float32 on the CPU "
-        "(measured slower there, even with avx512_bf16); fp32: never",
+        "bf16: bfloat16 autocast (weights, optimizer and CTC stay float32); auto: bf16 on CUDA for models of 10 M "
+        "parameters or more, else float32 (measured slower on small models and on the CPU); fp32: never",
         ("auto", "bf16", "fp32"),
     )
     resume: bool = option(False, "continue from the latest checkpoint")

@@ -12,6 +12,7 @@ from dasr.config import TrainConfig
 from dasr.data.loader import AsrDataset, DistributedBucketSampler
 from dasr.errors import DasrError
 from dasr.train.checkpoint import list_complete, load_file
+from dasr.train.device import BF16_MIN_PARAMETERS, use_bf16
 from dasr.train.experiment import prepare_experiment
 from dasr.train.plateau import plateau_epochs
 from dasr.train.run import train
@@ -210,3 +211,12 @@ def test_a_plateau_needs_the_dev_loss_flat_too_where_it_is_given():
     assert plateau_epochs([0.5, 0.5, 0.5, 0.5], losses=[10.0, 10.0]) is None
     assert plateau_epochs([0.5, 0.5, 0.5, 0.5, 0.5], losses=[10.0, 10.0, 10.0]) == 5
     assert plateau_epochs([1.0, 1.0, 1.0]) is None and plateau_epochs([0.5, 0.52, 0.5]) is None
+
+
+def test_precision_auto_takes_bf16_only_for_large_models_on_cuda():
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    paper, demo = 34_201_117, 2_521_757  # the presets' sizes (H200: bf16 0.80-0.88x a step of paper, 1.13x of demo)
+    assert use_bf16("auto", cuda, paper) and not use_bf16("auto", cuda, demo)
+    assert not use_bf16("auto", cpu, paper)
+    assert use_bf16("bf16", cpu, demo) and not use_bf16("fp32", cuda, paper)
+    assert use_bf16("auto", cuda, BF16_MIN_PARAMETERS) and not use_bf16("auto", cuda, BF16_MIN_PARAMETERS - 1)

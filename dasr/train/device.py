@@ -16,13 +16,20 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether ``--precision`` asks for bfloat16 autocast on ``device``: auto means on CUDA only.
+#: the smallest model that ``--precision auto`` trains with bf16 autocast on CUDA
+BF16_MIN_PARAMETERS = 10_000_000
 
-    Not on the CPU by default, even one with native bf16: on the real recipe's long utterances
-    (AMD EPYC with avx512_bf16, 1 thread) a bf16 step took 1.11x a float32 one
-    (docs/results/speedups.md).
+
+def use_bf16(precision: str, device: torch.device, parameters: int) -> bool:
+    """Whether ``--precision`` asks for bfloat16 autocast for a model of ``parameters`` on ``device``.
+
+    auto means on CUDA, for models of at least :data:`BF16_MIN_PARAMETERS`. Measured on one H200
+    (docs/results/gpu.md): a bf16 step of the paper model (34 M) took 0.80-0.88x a float32 one at
+    the same dev loss, but one of the demo model (2.5 M) 1.13x, its small LSTM kernels gaining
+    less than autocast's casts cost. Not on the CPU by default, even one with native bf16: on the
+    real recipe's long utterances (AMD EPYC with avx512_bf16, 1 thread) a bf16 step took 1.11x a
+    float32 one (docs/results/speedups.md).
     """
     if precision == "auto":
-        return device.type == "cuda"
+        return device.type == "cuda" and parameters >= BF16_MIN_PARAMETERS
     return precision == "bf16"

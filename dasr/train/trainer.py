@@ -29,7 +29,7 @@ from dasr.data.tokenizer import Tokenizer, load_tokenizer
 from dasr.decode.ctc import greedy_decode
 from dasr.decode.score import score
 from dasr.errors import DasrError
-from dasr.model.blstm import BlstmCtc, describe, preset_config
+from dasr.model.blstm import BlstmCtc, describe, num_parameters, preset_config
 from dasr.parallel.launch import Worker
 from dasr.parallel.straggler import Straggler
 from dasr.parallel.strategy import Strategy
@@ -175,7 +175,7 @@ class Trainer:
         self.model = BlstmCtc(self.model_config).to(worker.device)
         self.optimizer = build_optimizer(config, self.model)
         self.schedule = build_schedule(config, worker.world_size, self.sampler.steps_per_epoch)
-        self.amp = use_bf16(config.precision, worker.device)
+        self.amp = use_bf16(config.precision, worker.device, num_parameters(self.model))
         self.progress = Progress()
         self.metrics = MetricsLog(
             self.exp / "metrics.jsonl", worker.rank, self.exp / "tensorboard" if worker.is_main else None
