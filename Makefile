@@ -32,7 +32,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 test: venv lint typecheck
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=25
 
 test-all: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m ''

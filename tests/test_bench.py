@@ -149,6 +149,12 @@ def test_elastic_headline_excludes_the_dead_share_and_counts_rejoins():
     }
     results["runs"][1]["returncode"] = 1  # a run that failed survived nothing
     assert headline(results)["elastic_kills_survived"] == 0
+    hung = {**run(30.0, 0.52, [{"slot": 0, "rejoined_s": 17.0}, {"slot": 1}], live=3.5), "hang_s": 15.0}
+    results["runs"].append(hung)  # the hang run: counted apart, found by its hang_s
+    assert {k: headline(results)[k] for k in ("elastic_hangs", "elastic_hangs_back")} == {
+        "elastic_hangs": 2,
+        "elastic_hangs_back": 1,
+    }
 
 
 def test_speedups_quick_on_the_fixture_times_three_loops_and_measures_padding(speech_data_dir, tmp_path):

@@ -3,20 +3,25 @@
 N = 4 workers train with `dasr train`; every ``every_s`` seconds of training one worker (the
 slots in turn, rank 0 included) is killed with SIGKILL, ``kills`` times per run. The same kills
 hit `sync` and `localsgd`, which torch's agent restarts as a whole from the latest checkpoint
-(`--max-restarts`, `--checkpoint-every`). The benchmark watches each run from outside: it
-timestamps every metrics record as it appears (throughput over the training window, first to
-last train record), and for elastic runs reads the coordinator's views (kill → dropped →
-replacement admitted). Claims come from the run's EXP/elastic-claims.json.
+(`--max-restarts`, `--checkpoint-every`). A further elastic run hangs a worker instead: SIGSTOP
+for ``hang_s`` (longer than the lease), then SIGCONT; the live set drops it, and it comes back
+fresh under a new incarnation. The benchmark watches each run from outside: it timestamps every
+metrics record as it appears (throughput over the training window, first to last train record),
+and for elastic runs reads the coordinator's views (fault → dropped → back in a view, holding the
+model). Claims come from the run's EXP/elastic-claims.json.
+
+Each run keeps its experiment and ``result.json`` under ``--work``: a rerun skips finished runs
+and starts an unfinished one again (a faulted run cannot continue where the benchmark stopped).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,14 +34,18 @@ from lab.report import Report, new_figure, publish, sharing
 from lab.summary import update_summary
 
 NPROC = 4
-#: (kills per faulted run, seconds of training between kills, epochs): quick smoke run, full benchmark
-SIZES = {True: (3, 15.0, 6), False: (20, 15.0, 40)}
+#: (kills per faulted run, hangs, seconds of training between faults, epochs): quick smoke run, full benchmark
+SIZES = {True: (3, 2, 15.0, 6), False: (20, 5, 15.0, 40)}
+LEASE_S = 5.0
 ARGUMENTS = (
     arg("--kills", type=int, default=None, help="kills per faulted run (default: 3 quick, 20 full)"),
-    arg("--every-s", type=float, default=None, help="seconds between kills (default 15)"),
+    arg("--hangs", type=int, default=None, help="SIGSTOPs of the hang run (default: 2 quick, 5 full)"),
+    arg("--hang-s", type=float, default=3 * LEASE_S, help="seconds a hung worker stays stopped (default 15)"),
+    arg("--every-s", type=float, default=None, help="seconds between faults (default 15)"),
     arg("--epochs", type=int, default=None, help="epochs per run (default: 6 quick, 40 full)"),
     arg("--model", default="demo", help="model preset (default demo)"),
     arg("--batch-frames", type=int, default=2000, help="padded frames per worker step"),
+    arg("--work", default="exp/bench-elastic", help="keeps each run and its result; a rerun resumes"),
 )
 
 
@@ -46,7 +55,8 @@ class Watch:
 
     exp: Path
     records: list[tuple[float, dict]] = field(default_factory=list)
-    kills: list[dict] = field(default_factory=list)
+    kills: list[dict] = field(default_factory=list)  # the faults injected: SIGKILLs, or SIGSTOPs of a hang run
+    stopped: list[tuple[float, int]] = field(default_factory=list)  # (when to SIGCONT, pid) of hung workers
     live_samples: list[tuple[float, int]] = field(default_factory=list)  # (when, ready workers)
     store: object | None = None  # a client of the coordinator's store (elastic runs)
     store_gone: bool = False
@@ -88,8 +98,8 @@ def _agent_workers(launcher: int) -> list[int]:
     return [p for p in descendants(launcher) if "spawn_main" in cmdline(p)]
 
 
-def _kill_one(launcher: int, elastic: bool, n: int) -> dict | None:
-    """SIGKILL the ``n``-th kill's victim (slots in turn); what was killed, or None if no worker is up."""
+def _fault_one(launcher: int, elastic: bool, n: int, sig: signal.Signals) -> dict | None:
+    """Send ``sig`` to the ``n``-th fault's victim (slots in turn); what was hit, or None if no worker is up."""
     if elastic:
         workers = _elastic_workers(launcher)
         slot = n % NPROC
@@ -97,18 +107,18 @@ def _kill_one(launcher: int, elastic: bool, n: int) -> dict | None:
             return None
         pid, address = workers[slot]
         view = read_view(connect(address, timeout_s=10))
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, sig)
         return {"slot": slot, "pid": pid, "incarnation": dict(view.members).get(slot)}
-    workers = _agent_workers(launcher)
-    if len(workers) < NPROC:
+    agent_workers = _agent_workers(launcher)
+    if len(agent_workers) < NPROC:
         return None
-    pid = workers[n % NPROC]
-    os.kill(pid, signal.SIGKILL)
-    return {"slot": n % NPROC, "pid": pid}
+    os.kill(agent_workers[n % NPROC], sig)
+    return {"slot": n % NPROC, "pid": agent_workers[n % NPROC]}
 
 
 def _track_rejoin(kill: dict, view: View, now: float) -> None:
-    """Note when the killed incarnation left the view and when the slot's replacement was admitted."""
+    """Note when the faulted incarnation left the view and when the slot's next one (the killed worker's
+    replacement, or the hung worker itself, joined again) holds the model in a view."""
     members = dict(view.members)
     if "dropped_s" not in kill and members.get(kill["slot"]) != kill["incarnation"]:
         kill["dropped_s"] = now - kill["t"]
@@ -117,9 +127,15 @@ def _track_rejoin(kill: dict, view: View, now: float) -> None:
         kill["rejoined_s"] = now - kill["t"]
 
 
-def watch_run(run: TrainRun, data: str, exp: Path, kills: int, every_s: float, timeout_s: float) -> dict:
-    """Start ``run``, kill a worker every ``every_s`` s of training ``kills`` times, and summarise it."""
+def watch_run(
+    run: TrainRun, data: str, exp: Path, faults: int, every_s: float, timeout_s: float, hang_s: float | None = None
+) -> dict:
+    """Start ``run``, fault a worker every ``every_s`` s of training ``faults`` times, and summarise it.
+
+    A fault is a SIGKILL, or with ``hang_s`` a SIGSTOP that a SIGCONT ends ``hang_s`` later.
+    """
     elastic = "--elastic" in run.options
+    sig = signal.SIGKILL if hang_s is None else signal.SIGSTOP
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     log = (exp.parent / f"{exp.name}.log").open("w")
     proc = subprocess.Popen(run.command(data, exp), stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -134,14 +150,18 @@ def watch_run(run: TrainRun, data: str, exp: Path, kills: int, every_s: float, t
             now = time.monotonic()
             if next_kill is None and w.train_records():
                 next_kill = now + every_s
-            if next_kill is not None and len(w.kills) < kills and now >= next_kill:
-                killed = _kill_one(proc.pid, elastic, len(w.kills))
-                if killed is not None:
-                    w.kills.append({**killed, "t": now})
+            if next_kill is not None and len(w.kills) < faults and now >= next_kill:
+                hit = _fault_one(proc.pid, elastic, len(w.kills), sig)
+                if hit is not None:
+                    w.kills.append({**hit, "t": now})
+                    if hang_s is not None:
+                        w.stopped.append((now + hang_s, hit["pid"]))
                 next_kill = now + every_s
+            _continue_due(w, now)
             if elastic:
                 _watch_views(w, proc.pid, now)
     finally:
+        _continue_due(w, float("inf"))
         if proc.poll() is None:
             for pid in [proc.pid, *descendants(proc.pid)]:
                 os.kill(pid, signal.SIGKILL)
@@ -149,6 +169,16 @@ def watch_run(run: TrainRun, data: str, exp: Path, kills: int, every_s: float, t
         log.close()
     w.poll()
     return summarise(run, w, proc.returncode, elastic)
+
+
+def _continue_due(w: Watch, now: float) -> None:
+    """SIGCONT the hung workers whose time is up."""
+    for due, pid in [s for s in w.stopped if s[0] <= now]:
+        w.stopped.remove((due, pid))
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 def _watch_views(w: Watch, launcher: int, now: float) -> None:
@@ -196,29 +226,60 @@ def summarise(run: TrainRun, w: Watch, returncode: int, elastic: bool) -> dict:
     }
 
 
-def runs(model: str, batch_frames: int, epochs: int, kills: int) -> list[tuple[TrainRun, int]]:
-    """The runs, in order, with the kills each gets."""
+@dataclass
+class Faults:
+    """What the faulted runs get: ``kills`` SIGKILLs, ``hangs`` SIGSTOPs of ``hang_s``, one every ``every_s``."""
+
+    kills: int
+    hangs: int
+    hang_s: float
+    every_s: float
+
+
+def runs(model: str, batch_frames: int, epochs: int, faults: Faults) -> list[tuple[TrainRun, int, float | None]]:
+    """The runs, in order, each with its number of faults and (hang runs) how long a hang lasts."""
     common = ["--model", model, "--batch-frames", str(batch_frames), "--epochs", str(epochs)]
     common += ["--log-every", "1", "--eval-every-epochs", str(max(1, epochs // 4))]
-    elastic = [*common, "--elastic", "--max-restarts", str(kills), "--lease-s", "5"]
-    restarted = [*common, "--max-restarts", str(kills), "--checkpoint-every", "20"]
+    elastic = [*common, "--elastic", "--max-restarts", str(faults.kills), "--lease-s", f"{LEASE_S:g}"]
+    restarted = [*common, "--max-restarts", str(faults.kills), "--checkpoint-every", "20"]
     return [
-        (TrainRun("adpsgd elastic, no faults", "adpsgd", NPROC, elastic), 0),
-        (TrainRun("adpsgd elastic, kills", "adpsgd", NPROC, elastic), kills),
-        (TrainRun("sync, kills (agent restart)", "sync", NPROC, restarted), kills),
-        (TrainRun("localsgd, kills (agent restart)", "localsgd", NPROC, restarted), kills),
+        (TrainRun("adpsgd elastic, no faults", "adpsgd", NPROC, elastic), 0, None),
+        (TrainRun("adpsgd elastic, kills", "adpsgd", NPROC, elastic), faults.kills, None),
+        (TrainRun("sync, kills (agent restart)", "sync", NPROC, restarted), faults.kills, None),
+        (TrainRun("localsgd, kills (agent restart)", "localsgd", NPROC, restarted), faults.kills, None),
+        (TrainRun("adpsgd elastic, hangs (SIGSTOP)", "adpsgd", NPROC, elastic), faults.hangs, faults.hang_s),
     ]
 
 
-def measure(data: str, model: str, batch_frames: int, epochs: int, kills: int, every_s: float) -> dict:
-    """Every run of :func:`runs`, one after the other."""
+def measure(data: str, model: str, batch_frames: int, epochs: int, faults: Faults, work: Path) -> dict:
+    """Every run of :func:`runs`, one after the other; a run with a ``result.json`` under ``work`` is kept."""
     out = []
-    with tempfile.TemporaryDirectory(prefix="dasr-bench-elastic-") as tmp:
-        for i, (run, k) in enumerate(runs(model, batch_frames, epochs, kills)):
-            summary = watch_run(run, data, Path(tmp) / f"run{i}", k, every_s, timeout_s=3600)
-            print(f"  {run.label}: {json.dumps({x: summary[x] for x in ('returncode', 'samples_per_s')})}", flush=True)
-            out.append(summary)
-    return {"nproc": NPROC, "model": model, "epochs": epochs, "kills": kills, "every_s": every_s, "runs": out}
+    for i, (run, count, hang_s) in enumerate(runs(model, batch_frames, epochs, faults)):
+        run_dir = work / f"run{i}"
+        result = run_dir / "result.json"
+        if result.exists():
+            summary = json.loads(result.read_text())
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again
+            run_dir.mkdir(parents=True)
+            summary = {**watch_run(run, data, run_dir / "exp", count, faults.every_s, 3600, hang_s), "hang_s": hang_s}
+            result.write_text(json.dumps(summary, indent=1))
+        print(f"  {run.label}: {json.dumps({x: summary[x] for x in ('returncode', 'samples_per_s')})}", flush=True)
+        out.append(summary)
+    return {
+        "nproc": NPROC,
+        "model": model,
+        "epochs": epochs,
+        "kills": faults.kills,
+        "hangs": faults.hangs,
+        "hang_s": faults.hang_s,
+        "every_s": faults.every_s,
+        "runs": out,
+    }
+
+
+def _hang_run(results: dict) -> dict | None:
+    return next((r for r in results["runs"] if r.get("hang_s")), None)
 
 
 def headline(results: dict) -> dict:
@@ -235,24 +296,35 @@ def headline(results: dict) -> dict:
     if clean["final_dev_wer"] and faulted["final_dev_wer"] is not None:
         wer = (faulted["final_dev_wer"] - clean["final_dev_wer"]) / clean["final_dev_wer"]
     rejoins = [k["rejoined_s"] for k in kills if "rejoined_s" in k]
-    return {
+    out = {
         "elastic_kills": len(kills),
         "elastic_kills_survived": survived,
         "elastic_throughput_ratio": ratio,
         "elastic_wer_rel_diff": wer,
         "elastic_rejoin_s_median": statistics.median(rejoins) if rejoins else None,
     }
+    hung = _hang_run(results)
+    if hung is not None:
+        out["elastic_hangs"] = len(hung["kills"])
+        out["elastic_hangs_back"] = sum("rejoined_s" in k for k in hung["kills"]) if hung["returncode"] == 0 else 0
+    return out
 
 
 def render(results: dict, report: Report):
     """The report's tables and figure from the stored results."""
     cores = report.machine["cores"]
     head = headline(results)
+    hangs = (
+        f" The hang run stops one worker with SIGSTOP for {results['hang_s']:.0f} s (the lease is {LEASE_S:.0f} s), "
+        f"then SIGCONT, {results['hangs']} times."
+        if results.get("hangs")
+        else ""
+    )
     report.add(
         "Setup",
         f"{results['nproc']} workers ({sharing(results['nproc'], cores)}), `{results['model']}` model, "
         f"{results['epochs']} epochs; faulted runs: SIGKILL of one worker every {results['every_s']:.0f} s of "
-        f"training, slots in turn (rank 0 included), {results['kills']} kills. Runs one after the other.",
+        f"training, slots in turn (rank 0 included), {results['kills']} kills.{hangs} Runs one after the other.",
     )
     rows = "| run | exit | samples/s | train window, s | mean live workers | final dev WER | final dev loss | kills |\n"
     rows += "|---|---|---|---|---|---|---|---|\n"
@@ -264,12 +336,16 @@ def render(results: dict, report: Report):
         rows += f"| {r['label']} | {r['returncode']} | {sps} | {r['train_window_s']:.0f} | {live} | {wer} | {loss} | "
         rows += f"{len(r['kills'])} |\n"
     report.add("Runs", rows)
-    kills = results["runs"][1]["kills"]
-    lines = "| kill | slot | dropped after, s | replacement holds the model after, s |\n|---|---|---|---|\n"
-    for i, k in enumerate(kills):
-        lines += f"| {i + 1} | {k['slot']} | {k.get('dropped_s', float('nan')):.1f} | "
-        lines += f"{k.get('rejoined_s', float('nan')):.1f} |\n"
-    report.add("Elastic kills (kill → view without it → its replacement ready in a view)", lines)
+    report.add(
+        "Elastic kills (kill → view without it → its replacement ready in a view)",
+        _fault_table(results["runs"][1]["kills"], "kill", "replacement holds the model after, s"),
+    )
+    hung = _hang_run(results)
+    if hung is not None:
+        report.add(
+            "Elastic hangs (SIGSTOP → view without it → SIGCONT → back in a view, holding the model)",
+            _fault_table(hung["kills"], "hang", "back, holding the model, after, s"),
+        )
     report.add("Batch claims of the faulted elastic run", f"`{json.dumps(results['runs'][1]['claims'])}`")
     report.add("Headline", f"`{json.dumps(head)}`")
     fig, axes = new_figure(1)
@@ -279,14 +355,26 @@ def render(results: dict, report: Report):
     return fig
 
 
+def _fault_table(faults: list[dict], name: str, back: str) -> str:
+    lines = f"| {name} | slot | dropped after, s | {back} |\n|---|---|---|---|\n"
+    for i, k in enumerate(faults):
+        lines += f"| {i + 1} | {k['slot']} | {k.get('dropped_s', float('nan')):.1f} | "
+        lines += f"{k.get('rejoined_s', float('nan')):.1f} |\n"
+    return lines
+
+
 def run_cli(args, command: str) -> dict:
     """`dasr bench elastic`: measure, publish elastic.md/.json/.png and the summary's figures."""
     data = require_data(args.data, "elastic")
-    kills, every_s, epochs = SIZES[args.quick]
-    kills = args.kills if args.kills is not None else kills
-    every_s = args.every_s if args.every_s is not None else every_s
+    kills, hangs, every_s, epochs = SIZES[args.quick]
+    faults = Faults(
+        kills=args.kills if args.kills is not None else kills,
+        hangs=args.hangs if args.hangs is not None else hangs,
+        hang_s=args.hang_s,
+        every_s=args.every_s if args.every_s is not None else every_s,
+    )
     epochs = args.epochs if args.epochs is not None else epochs
-    results = measure(data, args.model, args.batch_frames, epochs, kills, every_s)
+    results = measure(data, args.model, args.batch_frames, epochs, faults, Path(args.work))
     report = publish("elastic", "Elastic adpsgd through injected faults", command, results, render, args.out)
     update_summary(args.out, headline(results), report)
     return results
