@@ -132,12 +132,20 @@ def _killed_row(r: dict) -> list:
         r["strategy"],
         r["killed_at_step"],
         r["resumed_from"],
-        f"{r['lost_steps']} (≤ {r['checkpoint_every']})",
+        _lost_steps(r["lost_steps"], r["checkpoint_every"]),
         _yes(r["recovered"]),
         loss if loss is None else round(loss, 3),
         _yes(r["within_variation"]),
         r["wall_s"],
     ]
+
+
+def _lost_steps(lost: int | None, interval: int) -> str:
+    """Steps lost to a kill, flagged when more than the checkpoint interval (the ranks' step counts differ
+    under claimed batches, and a checkpoint is named after the largest)."""
+    if lost is None or lost <= interval:
+        return f"{lost} (≤ {interval})"
+    return f"**{lost} (over the interval of {interval})**"
 
 
 def _references_text(references: dict) -> str:
