@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
@@ -170,3 +174,29 @@ def test_speedups_quick_on_the_fixture_times_three_loops_and_measures_padding(sp
     sorted_pad, unsorted_pad = (results["padding"][k]["padded_per_speech_frame"] for k in ("sorted", "unsorted"))
     assert 1.0 <= sorted_pad <= unsorted_pad
     assert "(b) bf16 and accuracy" in (out / "speedups.md").read_text()
+
+
+def test_elastic_bench_continues_a_hung_worker_when_its_hang_is_over(tmp_path):
+    from lab.bench.elastic import Watch, _continue_due
+
+    def state(pid):
+        text = open(f"/proc/{pid}/stat").read()
+        return text[text.rindex(")") + 2]
+
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        os.kill(proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while state(proc.pid) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        w = Watch(tmp_path, stopped=[(100.0, proc.pid)])
+        _continue_due(w, now=99.0)  # not yet due: still stopped
+        assert state(proc.pid) == "T" and w.stopped == [(100.0, proc.pid)]
+        _continue_due(w, now=100.0)
+        deadline = time.monotonic() + 5
+        while state(proc.pid) == "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert state(proc.pid) != "T" and w.stopped == []
+    finally:
+        proc.kill()
+        proc.wait()
