@@ -84,7 +84,12 @@ def serve_store(port: int, host: str = "127.0.0.1") -> dist.TCPStore:
     # The store closes the descriptor it is handed, so Python's socket object lets go of it.
     # Kept, that object would close the same number again later, when it may belong to a file
     # another thread opened (TensorBoard's event file failed so, with 'Bad file descriptor').
-    return dist.TCPStore(host, port, is_master=True, master_listen_fd=sock.detach(), multi_tenant=True)
+    fd = sock.detach()
+    try:
+        return dist.TCPStore(host, port, is_master=True, master_listen_fd=fd, multi_tenant=True)
+    except BaseException:
+        os.close(fd)  # no store took it
+        raise
 
 
 def _failure_text(failure: Any) -> str:
