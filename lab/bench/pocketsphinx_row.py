@@ -7,8 +7,6 @@ dasr's references are (:func:`dasr.data.text.normalize`).
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from importlib import metadata
 
 import numpy as np
@@ -27,21 +25,8 @@ def version() -> str:
 
 
 def transcribe(utterances: list[Utterance]) -> dict[str, str]:
-    """Each utterance's normalised hypothesis by pocketsphinx's default en-us model and LM.
-
-    The decoder runs in a child process: pocketsphinx's C library manages its own log file and
-    descriptors, and a test process that had used it once saw another library's open file fail
-    with "Bad file descriptor" later (tensorboard's event writer, in the fresh-clone CI run).
-    """
-    require("pocketsphinx", "lab", "the pocketsphinx baseline")
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_decode_all, utterances).result()
-
-
-def _decode_all(utterances: list[Utterance]) -> dict[str, str]:
-    from pocketsphinx import Decoder
-
-    decoder = Decoder(loglevel="FATAL")
+    """Each utterance's normalised hypothesis by pocketsphinx's default en-us model and LM."""
+    decoder = require("pocketsphinx", "lab", "the pocketsphinx baseline").Decoder(loglevel="FATAL")
     out = {}
     for utt in utterances:
         samples = audio.load(utt.audio, utt.start, utt.end, target_rate=RATE)
