@@ -174,7 +174,7 @@ def render(results: dict, report: Report):
         "What is taken",
         f"- bf16 autocast: a bf16 step takes {bf16_ratio:.2f}x a float32 one here"
         + (
-            ", a speed-up, taken by `--precision auto`."
+            ", a speed-up: ask for it with `--precision bf16` (`--precision auto` keeps float32 on the CPU)."
             if bf16_ratio < 0.95
             else ", no speed-up on these long utterances and small batches: `--precision auto` keeps float32 on "
             "the CPU, and `--precision bf16` asks for it."
