@@ -2,7 +2,15 @@ import numpy as np
 import pytest
 
 from dasr.data.features import compute_features
-from dasr.data.loader import AsrDataset, DistributedBucketSampler, StoreClaims, batches, bucket_batches
+from dasr.data.loader import (
+    AsrDataset,
+    DistributedBucketSampler,
+    ElasticClaims,
+    StoreClaims,
+    batches,
+    bucket_batches,
+    release_claim,
+)
 from dasr.data.tokenizer import CharTokenizer
 
 
@@ -91,6 +99,24 @@ def _drain(samplers, speeds):
                     break
                 taken[r].append(batch)
     return taken
+
+
+def test_elastic_claims_count_the_last_batch_of_the_run_as_trained():
+    """The worker that trains an epoch's last batch asks for no claim after it, yet it is counted
+    (it was re-offered, never taken, by the coordinator when the worker left at the run's end)."""
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    samplers = [
+        DistributedBucketSampler(
+            _frames(), 2000, rank=r, world_size=2, seed=5, claims=ElasticClaims(store, "p", r, lambda: "inc")
+        )
+        for r in range(2)
+    ]
+    taken = _drain(samplers, speeds=[1, 1])
+    counts = samplers[0].claims.done_counts(0, len(samplers[0]))
+    assert len(taken[0]) + len(taken[1]) == len(counts) and counts == [1] * len(counts)
+    assert not any(release_claim(store, "p", r, "inc") for r in range(2))  # the run ends: nothing re-offered
 
 
 def test_claimed_sampler_a_fast_worker_takes_more_of_the_epoch_and_nothing_twice():

@@ -338,6 +338,8 @@ class DistributedBucketSampler:
             self._held = None
             self.position = index + 1
             yield batches[index]
+            if isinstance(self.claims, ElasticClaims):  # asked for the next: this one was trained. Counted
+                self.claims.finish()  # now, not at the next claim: after an epoch's last batch none may come
 
     @property
     def progress_key(self) -> int:
