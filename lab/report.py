@@ -46,13 +46,15 @@ def machine_info() -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "load_avg_1min": round(load[0], 2),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 
 def describe_machine(machine: dict) -> str:
     """One line for a report header, e.g. ``AMD EPYC, 2 cores, torch 2.13.0+cpu, Python 3.11.2``."""
+    gpu = f", {machine['gpu']}" if machine.get("gpu") else ""  # older results have no "gpu"
     return (
-        f"{machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, Python {machine['python']} "
+        f"{machine['cpu']}, {machine['cores']} cores{gpu}, torch {machine['torch']}, Python {machine['python']} "
         f"(1-min load average {machine['load_avg_1min']} at start)"
     )
 

@@ -153,6 +153,8 @@ def test_elastic_headline_excludes_the_dead_share_and_counts_rejoins():
     }
     results["runs"][1]["returncode"] = 1  # a run that failed survived nothing
     assert headline(results)["elastic_kills_survived"] == 0
+    results["runs"][0]["final_dev_wer"] = 1.0  # a model that emits no words yet: no WER comparison
+    assert headline(results)["elastic_wer_rel_diff"] is None
     hung = {**run(30.0, 0.52, [{"slot": 0, "rejoined_s": 17.0}, {"slot": 1}], live=3.5), "hang_s": 15.0}
     results["runs"].append(hung)  # the hang run: counted apart, found by its hang_s
     assert {k: headline(results)[k] for k in ("elastic_hangs", "elastic_hangs_back")} == {
