@@ -112,6 +112,11 @@ class TrainConfig:
         "in all); membership and batch claims live in a coordinator process, not in a worker",
     )
     lease_s: float = option(5.0, "--elastic: seconds without a heartbeat before a worker is dropped")
+    coordinator: str = option(
+        "",
+        "--elastic on several machines: HOST:PORT of the coordinator started apart with "
+        "`python -m dasr.parallel.membership SLOTS --host HOST --port PORT` (its --lease-s applies)",
+    )
     group_size: int = option(2, "hybrid: ranks per sync group")
     graph: str = option("exponential", "adpsgd partner graph", GRAPHS)
     gossip_period_s: float = option(0.1, "adpsgd: seconds between averaging rounds")
@@ -144,14 +149,26 @@ class TrainConfig:
             raise DasrError(f"--batch-frames must be positive, not {self.batch_frames}")
         if self.elastic:
             self._validate_elastic()
+        elif self.coordinator:
+            raise DasrError("--coordinator is for --elastic runs")
 
     def _validate_elastic(self) -> None:
-        """--elastic runs adpsgd on one machine, evaluating at epoch ends (what is built so far)."""
+        """--elastic runs adpsgd, evaluating at epoch ends; several machines share one coordinator."""
         if self.strategy != "adpsgd":
             raise DasrError(f"--elastic needs --strategy adpsgd, not {self.strategy!r}")
-        for name, value in (("nnodes", self.nnodes > 1), ("eval_every_s", self.eval_every_s > 0)):
-            if value:
-                raise DasrError(f"--elastic does not take {flag(name)} yet (one machine, evaluations at epoch ends)")
+        if self.nnodes > 1 and not self.coordinator:
+            raise DasrError(
+                "--elastic with --nnodes > 1 needs --coordinator HOST:PORT: start "
+                "`python -m dasr.parallel.membership SLOTS --host HOST --port PORT` on a host every node reaches"
+            )
+        if not 0 <= self.node_rank < self.nnodes:
+            raise DasrError(
+                f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, not {self.node_rank}"
+            )
+        if self.coordinator and ":" not in self.coordinator:
+            raise DasrError(f"--coordinator must be HOST:PORT, not {self.coordinator!r}")
+        if self.eval_every_s > 0:
+            raise DasrError("--elastic does not take --eval-every-s yet (evaluations at epoch ends)")
         for name in ("checkpoint_every", "resume"):
             if getattr(self, name):
                 raise DasrError(

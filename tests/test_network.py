@@ -5,11 +5,13 @@ The test-bed tests need root and `ip netns`; they skip with the reason where nam
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
 import time
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +63,57 @@ def test_sync_and_adpsgd_traffic_crosses_the_slow_link(testbed_ok, speech_data_d
     assert adpsgd["link_bytes"][1]["tx_bytes"] >= 2 * param_bytes
     # the all-reduce waited on the 20 Mbit/s link: one vector takes 0.43 s there, ~1 ms over loopback
     assert sync["comm_s"] >= 0.7 * param_bytes / simnet.link(SLOW_MBIT).bandwidth_Bps
+
+
+def _train_records(exp: Path) -> list[dict]:
+    path = exp / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [r for r in map(json.loads, lines) if r["kind"] == "train"]
+
+
+def _wait_for(condition, what: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_elastic_training_goes_on_when_a_worker_node_is_cut_off(testbed_ok, speech_data_dir, tmp_path):
+    """Three nodes: the coordinator alone on node 0, two workers each on nodes 1 and 2 (`dasr train
+    --elastic --coordinator`). Node 2's link goes down mid-run: node 1's workers drop it from the view
+    and train every epoch to the end; only the coordinator's own node stays a single point of failure."""
+    with netns.Testbed(3, 1000) as bed:
+        address = f"{bed.address(0)}:29600"
+        coordinator = [sys.executable, "-m", "dasr.parallel.membership", "4", "--host", bed.address(0)]
+        bed.popen(0, [*coordinator, "--port", "29600", "--lease-s", "2"], stdout=subprocess.DEVNULL)
+        env = {"GLOO_SOCKET_IFNAME": bed.interface, "OMP_NUM_THREADS": "1"}
+        exps = [tmp_path / "node1", tmp_path / "node2"]
+        launchers = []
+        for node_rank, exp in enumerate(exps):
+            command = [sys.executable, "-m", "dasr", "train", "--data", speech_data_dir, "--exp", exp]
+            command += ["--model", "tiny", "--epochs", 30, "--eval-every-epochs", 10, "--batch-frames", 300]
+            command += ["--log-every", 1, "--strategy", "adpsgd", "--elastic", "--coordinator", address]
+            command += ["--nnodes", 2, "--node-rank", node_rank, "--nproc", 2]
+            log = (tmp_path / f"node{node_rank + 1}.log").open("w")
+            launchers.append(bed.popen(node_rank + 1, list(map(str, command)), env=env, stdout=log, stderr=log))
+        _wait_for(lambda: all(len(_train_records(e)) >= 4 for e in exps), "both nodes to train", 240)
+        bed.set_link(2, up=False)
+        cut_at = len(_train_records(exps[0]))
+        try:
+            launchers[0].wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"node 1 did not finish: {(tmp_path / 'node1.log').read_text()[-3000:]}")
+    assert launchers[0].returncode == 0, (tmp_path / "node1.log").read_text()[-3000:]
+    survivors = _train_records(exps[0])
+    assert {r["rank"] for r in survivors[cut_at:]} == {0, 1}  # node 1's slots went on after the cut
+    assert max(r["epoch"] for r in survivors) == 29
+    evals = [r for r in map(json.loads, (exps[0] / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    assert sorted(r["epoch"] for r in evals) == [9, 19, 29]  # made by the live set's leader, slot 0
+    assert (exps[0] / "final.pt").exists()
+    claims = json.loads((exps[0] / "elastic-claims.json").read_text())
+    assert claims["trained_twice_or_more"] == 0 and claims["trained_once"] >= claims["batches_trained"] - 2
 
 
 def test_namespaces_are_deleted_on_error_and_on_sigterm(testbed_ok, tmp_path):

@@ -1,9 +1,13 @@
-"""Start an elastic run on this machine: the coordinator in a process of its own, N workers, replacements.
+"""Start an elastic run's workers on this machine, replacing each one that dies alone.
 
 Unlike torch's agent, which stops and restarts every local worker when one fails, this
 launcher replaces only the worker that died; the others never stop::
 
     codes = launch_elastic([sys.executable, "train.py"], nproc=4, max_restarts=20)
+
+On one machine it starts the coordinator too (in a process of its own). On several, every
+node's launcher joins one coordinator started apart (``coordinator="host:port"``) and runs the
+slots ``first_slot`` to ``first_slot + nproc - 1``.
 
 Each worker finds ``$DASR_ELASTIC_STORE`` (the coordinator's ``host:port``) and
 ``$DASR_ELASTIC_SLOT`` in its environment (what :class:`dasr.parallel.elastic.ElasticADPSGD` reads).
@@ -20,16 +24,13 @@ from dasr.parallel.elastic import SLOT_ENV, STORE_ENV
 from dasr.parallel.membership import start_coordinator, stop_coordinator
 
 
-def worker_env(address: str, slot: int, restarts: int) -> dict[str, str]:
-    """The environment of slot ``slot``'s worker (its ``restarts``-th replacement)."""
-    return {
-        **os.environ,
-        STORE_ENV: address,
-        SLOT_ENV: str(slot),
-        "DASR_ELASTIC_RESTART": str(restarts),
-        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
-        "OMP_NUM_THREADS": "1",
-    }
+def worker_env(address: str, slot: int, restarts: int, one_machine: bool = True) -> dict[str, str]:
+    """The environment of slot ``slot``'s worker (its ``restarts``-th replacement); gloo's pairs use
+    the loopback on ``one_machine``, else the interface ``$GLOO_SOCKET_IFNAME`` names (or gloo's pick)."""
+    env = {**os.environ, STORE_ENV: address, SLOT_ENV: str(slot), "DASR_ELASTIC_RESTART": str(restarts)}
+    if one_machine:
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    return {**env, "OMP_NUM_THREADS": "1"}
 
 
 def launch_elastic(
@@ -39,6 +40,8 @@ def launch_elastic(
     lease_s: float = 5.0,
     on_start: Callable[[int, subprocess.Popen], None] | None = None,
     on_end: Callable[[str], None] | None = None,
+    coordinator: str = "",
+    first_slot: int = 0,
 ) -> dict[int, int]:
     """Run ``command`` as ``nproc`` elastic workers until each slot's worker exits 0; returns {slot: exit code}.
 
@@ -46,21 +49,26 @@ def launch_elastic(
     (``max_restarts`` in all); after that its slot stays empty and the others go on.
     ``on_start(slot, process)`` is called for every worker started (e.g. to inject faults),
     ``on_end(address)`` once all have ended, while the coordinator's store still serves.
+    ``coordinator`` (``host:port``) joins one started apart for several machines, whose lease
+    it set; this launcher then runs slots ``first_slot`` on.
     """
-    if nproc < 1 or max_restarts < 0:
-        raise ValueError(f"need nproc >= 1 and max_restarts >= 0, got {nproc}, {max_restarts}")
-    coordinator, address = start_coordinator(nproc, lease_s=lease_s)
+    if nproc < 1 or max_restarts < 0 or first_slot < 0:
+        raise ValueError(
+            f"need nproc >= 1, max_restarts >= 0, first_slot >= 0, got {nproc}, {max_restarts}, {first_slot}"
+        )
+    own = None if coordinator else start_coordinator(nproc, lease_s=lease_s)
+    address = own[1] if own else coordinator
     procs: dict[int, subprocess.Popen] = {}
     codes: dict[int, int] = {}
     restarts = 0
 
     def start(slot: int) -> None:
-        procs[slot] = subprocess.Popen(command, env=worker_env(address, slot, restarts))
+        procs[slot] = subprocess.Popen(command, env=worker_env(address, slot, restarts, own is not None))
         if on_start is not None:
             on_start(slot, procs[slot])
 
     try:
-        for slot in range(nproc):
+        for slot in range(first_slot, first_slot + nproc):
             start(slot)
         while procs:
             time.sleep(0.1)
@@ -79,5 +87,6 @@ def launch_elastic(
         for proc in procs.values():
             proc.kill()
             proc.wait()
-        stop_coordinator(coordinator, address)
+        if own is not None:
+            stop_coordinator(*own)
     return codes

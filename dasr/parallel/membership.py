@@ -216,7 +216,7 @@ def start_coordinator(slots: int, lease_s: float = 5.0, settle_s: float = 60.0) 
     """Start the coordinator in a process of its own on 127.0.0.1; returns it and its ``host:port``."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dasr.parallel.membership", str(slots), "--lease-s", str(lease_s)]
-        + ["--settle-s", str(settle_s)],
+        + ["--settle-s", str(settle_s), "--exit-with-parent"],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -239,15 +239,27 @@ def stop_coordinator(proc: subprocess.Popen, address: str) -> None:
 
 
 def main() -> None:
-    """``python -m dasr.parallel.membership SLOTS``: serve the store and decide membership until stopped."""
+    """``python -m dasr.parallel.membership SLOTS``: serve the store and decide membership until stopped.
+
+    On one machine ``dasr train --elastic`` starts it (``--exit-with-parent``). For several machines
+    start it on its own host, e.g. ``--host 10.0.0.5 --port 29600``, and give every node's
+    ``dasr train --elastic --coordinator 10.0.0.5:29600``; it then serves until stopped (Ctrl-C).
+    """
     parser = argparse.ArgumentParser(description="elastic adpsgd coordinator: store, leases, views")
-    parser.add_argument("slots", type=int)
-    parser.add_argument("--lease-s", type=float, default=5.0)
-    parser.add_argument("--settle-s", type=float, default=60.0)
+    parser.add_argument("slots", type=int, help="worker slots of the run: nproc x nnodes")
+    parser.add_argument("--lease-s", type=float, default=5.0, help="seconds without a heartbeat before a drop")
+    parser.add_argument("--settle-s", type=float, default=60.0, help="the first view waits this long for all slots")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process dies")
     args = parser.parse_args()
-    store = serve_store(0)
-    print(f"serving 127.0.0.1:{store.port}", flush=True)
-    Coordinator(store, args.slots, args.lease_s, args.settle_s).serve(parent=os.getppid())
+    store = serve_store(args.port, args.host)
+    print(f"serving {args.host}:{store.port}", flush=True)
+    coordinator = Coordinator(store, args.slots, args.lease_s, args.settle_s)
+    try:
+        coordinator.serve(parent=os.getppid() if args.exit_with_parent else None)
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

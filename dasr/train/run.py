@@ -57,12 +57,24 @@ def _train_elastic(config: TrainConfig) -> dict:
     from dasr.parallel.membership import claims_summary, connect
 
     def write_claims(address: str) -> None:
-        summary = claims_summary(connect(address))
+        try:
+            summary = claims_summary(connect(address, timeout_s=10))
+        except RuntimeError as e:  # a coordinator started apart may be gone, or out of this node's reach
+            log.warning("no batch claims summary: the coordinator at %s does not answer (%s)", address, e)
+            return
         (Path(config.exp) / "elastic-claims.json").write_text(json.dumps(summary, indent=1) + "\n")
         log.info("batch claims: %s", summary)
 
     command = [sys.executable, "-m", "dasr.train", "--config", str(Path(config.exp) / "config.yaml")]
-    codes = launch_elastic(command, config.nproc, config.max_restarts, config.lease_s, on_end=write_claims)
+    codes = launch_elastic(
+        command,
+        config.nproc,
+        config.max_restarts,
+        config.lease_s,
+        on_end=write_claims,
+        coordinator=config.coordinator,
+        first_slot=config.node_rank * config.nproc,
+    )
     if all(code != 0 for code in codes.values()):
         raise DasrError(f"every elastic worker failed (exit codes {codes}); see the log above")
     failed = sorted(slot for slot, code in codes.items() if code != 0)

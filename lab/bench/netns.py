@@ -234,6 +234,10 @@ class Testbed:
         self._procs.append(proc)
         return proc
 
+    def set_link(self, node: int, up: bool) -> None:
+        """Take node ``node``'s link down (the node is cut off, its processes run on) or bring it up again."""
+        _ip("-n", self.namespace(node), "link", "set", INTERFACE, "up" if up else "down")
+
     def counters(self, node: int) -> dict[str, int]:
         """Bytes and packets node ``node``'s ``eth0`` has received and sent so far."""
         stats = json.loads(_ip("-n", self.namespace(node), "-j", "-s", "link", "show", "dev", INTERFACE))[0]["stats64"]
