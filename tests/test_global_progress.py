@@ -33,6 +33,7 @@ def _last_steps(records, world):
     return [max(r["step"] for r in records if r["kind"] == "train" and r["rank"] == k) for k in range(world)]
 
 
+@pytest.mark.slow  # 11 s; the claimed sampler's tests cover the claims in-process
 def test_fast_adpsgd_workers_take_more_of_each_epoch_than_a_5x_straggler(
     larger_train_dir, tmp_path, dasr_train, read_metrics
 ):

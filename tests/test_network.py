@@ -38,6 +38,7 @@ def _our_namespaces(prefix: str) -> list[str]:
     return [line.split()[0] for line in listed.splitlines() if line.startswith(prefix)]
 
 
+@pytest.mark.slow  # 28 s; `make test-all`, and `dasr bench network` measures the same links
 def test_sync_and_adpsgd_traffic_crosses_the_slow_link(testbed_ok, speech_data_dir, tmp_path):
     """Two nodes, node 1 behind a 20 Mbit/s link: the model's bytes go over the veths, at the shaped rate."""
     param_bytes = 4 * num_parameters(BlstmCtc(preset_config("tiny", CharTokenizer().vocab_size)))

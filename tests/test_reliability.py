@@ -14,6 +14,7 @@ from lab.bench import faults, soak
 from lab.bench.procs import listening_addresses
 
 
+@pytest.mark.slow  # 18 s; `make soak` kills sync workers too
 def test_killed_sync_worker_restarts_from_checkpoint_and_ends_like_an_uninterrupted_run(speech_data_dir, tmp_path):
     killed = faults.kill_worker_run(
         speech_data_dir, tmp_path / "killed", "sync", steps=16, checkpoint_every=5, kill_at_step=7, timeout_s=120

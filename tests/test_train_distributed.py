@@ -104,7 +104,7 @@ def _check_train_records(exp, communicates_every_step):
             assert r["comm_s"] > 0, r
 
 
-@pytest.mark.parametrize("strategy", ["adpsgd", "sync"])
+@pytest.mark.parametrize("strategy", ["adpsgd", pytest.param("sync", marks=pytest.mark.slow)])  # sync: 14 s more
 def test_time_mode_evaluates_at_agreed_marks_and_lets_adpsgd_run_ahead(speech_data_dir, tmp_path, strategy):
     """--eval-every-s: evaluations at marks of training time; no epoch-end waits for a 4x slow rank in adpsgd."""
     exp = tmp_path / "exp"
