@@ -6,16 +6,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 
 from dasr.config import TrainConfig
 from dasr.data.loader import ElasticClaims
 from dasr.errors import DasrError
+from dasr.parallel.elastic import ElasticADPSGD
 from dasr.parallel.elastic_launch import worker_env
 from dasr.parallel.membership import PREFIX, Coordinator, Member, View, connect, start_coordinator, stop_coordinator
 
@@ -77,6 +80,67 @@ def test_leases_views_and_reoffered_claims():
     assert until(coordinator.poll, "the replacement to be ready").ready == {2}
     for m in (members[0], replacement):
         m.leave()
+
+
+def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
+    """Three replicas (0, 1, 2 everywhere); slot 2 announces itself for the live average and dies
+    before connecting. The survivors give the attempt up when its lease runs out (1 s), not after
+    gloo's timeout (4 pair timeouts, 12 s here), and commit exactly (0 + 1) / 2 over the next view."""
+    store = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=30))
+    address = f"127.0.0.1:{store.port}"
+    coordinator = Coordinator(store, slots=3, lease_s=1.0)
+    stop = threading.Event()
+    polling = threading.Thread(target=lambda: [coordinator.poll() or time.sleep(0.05) for _ in iter(stop.is_set, True)])
+    polling.start()
+    replicas: dict[int, ElasticADPSGD] = {}
+
+    def join(slot: int) -> None:
+        model = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        replicas[slot] = ElasticADPSGD(model, optimizer, address=address, slot=slot, pair_timeout_s=3.0)
+
+    try:
+        joining = [threading.Thread(target=join, args=(s,)) for s in range(3)]
+        for t in joining:
+            t.start()
+        for t in joining:
+            t.join(timeout=60)
+        assert sorted(replicas) == [0, 1, 2], "the three replicas did not join"
+        for slot, replica in replicas.items():
+            replica.elastic.park()
+            with torch.no_grad():
+                for p in replica.model.parameters():
+                    p.fill_(float(slot))
+        dead = replicas[2]
+        dead.member._stop.set()  # no more heartbeats: a SIGKILL, as the coordinator sees it
+        dead.elastic.stop(wait_s=5)
+        version = read_version(store)
+        store.set(f"{PREFIX}/avg/0/0/v{version}/in/2", "1")  # it got as far as announcing itself
+        took: dict[int, float] = {}
+
+        def average(slot: int) -> None:
+            started = time.monotonic()
+            replicas[slot].average(timeout_s=60)
+            took[slot] = time.monotonic() - started
+
+        averaging = [threading.Thread(target=average, args=(s,)) for s in (0, 1)]
+        for t in averaging:
+            t.start()
+        for t in averaging:
+            t.join(timeout=60)
+        assert sorted(took) == [0, 1], "the survivors' average did not finish"
+        assert max(took.values()) < 4.0, took  # lease 1 s + its detection; gloo's timeout is 12 s
+        for slot in (0, 1):
+            assert all(torch.equal(p, torch.full_like(p, 0.5)) for p in replicas[slot].model.parameters())
+    finally:
+        stop.set()
+        polling.join()
+        for replica in replicas.values():
+            replica.close()
+
+
+def read_version(store) -> int:
+    return View.decode(store.get(f"{PREFIX}/view").decode()).version
 
 
 class Run:

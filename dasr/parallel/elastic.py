@@ -498,15 +498,36 @@ class LiveAverage:
                 return None
             time.sleep(_POLL_S)
         tensors = [b.detach().to("cpu", torch.float64, copy=True) for b in [*o.flat.buffers, *o._float_buffers()]]
-        try:
-            store = dist.PrefixStore(f"{key}/pg/", connect(o.member.address, timeout_s=o.timeout_s))
-            timeout = timedelta(seconds=4 * o.timeout_s)
-            group = dist.ProcessGroupGloo(store, members.index(self.slot), len(members), timeout)
-            for t in tensors:
-                _allreduce(group, t)
-        except RuntimeError:
-            return None
-        return [t.div_(len(members)) for t in tensors]
+        done: list[bool] = []
+
+        def all_reduce() -> None:
+            try:
+                store = dist.PrefixStore(f"{key}/pg/", connect(o.member.address, timeout_s=o.timeout_s))
+                timeout = timedelta(seconds=4 * o.timeout_s)
+                group = dist.ProcessGroupGloo(store, members.index(self.slot), len(members), timeout)
+                for t in tensors:
+                    _allreduce(group, t)
+                done.append(True)
+            except RuntimeError:
+                done.append(False)
+
+        # A member that died after announcing itself never connects, and gloo would wait out its
+        # timeout (4 pair timeouts, 20 s by default) for it. So the all-reduce runs in a thread of
+        # its own, and this attempt is given up as soon as a newer view has dropped one of its
+        # members (a lease later): the others see the same view and give up too. The abandoned
+        # thread holds only these copies, and ends at gloo's timeout.
+        reducer = threading.Thread(target=all_reduce, name=f"dasr-elastic-average-{self.slot}", daemon=True)
+        reducer.start()
+        while reducer.is_alive():
+            reducer.join(_POLL_S)
+            if reducer.is_alive() and self._lost_member(view):
+                return None
+        return [t.div_(len(members)) for t in tensors] if done == [True] else None
+
+    def _lost_member(self, view: View) -> bool:
+        """Whether a member of ``view`` that holds the model is gone from the current view."""
+        now = read_view(self.store)
+        return now.version != view.version and any(m not in now.members for m in view.members if m[0] in view.ready)
 
     def _decide(self, key: str, view: View, ok: bool) -> str:
         """Commit when every member's all-reduce succeeded; abort when one failed or left without success."""
