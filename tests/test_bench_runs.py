@@ -85,7 +85,8 @@ def test_straggler_report_and_headline_ratio(tmp_path, monkeypatch):
         }
 
     monkeypatch.setattr(stragglers, "train", fake_train)
-    results = stragglers.run(str(tmp_path), quick=True, out_dir=str(tmp_path / "out"), command="dasr bench stragglers")
+    out = str(tmp_path / "out")
+    results = stragglers.run(str(tmp_path), True, out, "dasr bench stragglers", str(tmp_path / "work"))
     # sync at 2x learns half as fast per second: twice the time to the common target
     assert (results["target_metric"], results["target"]) == ("dev_wer", pytest.approx(0.85))  # sync 4x's best
     assert results["sync_over_adpsgd_time_to_target"][2] == pytest.approx(2.0)
@@ -93,6 +94,10 @@ def test_straggler_report_and_headline_ratio(tmp_path, monkeypatch):
     assert summary["straggler2x_time_to_target_ratio_sync_over_adpsgd"]["value"] == pytest.approx(2.0)
     assert (tmp_path / "out" / "stragglers.png").exists()
     assert stragglers.limit(2) == 1.75 and stragglers.limit(4) == 3.25
+    assert "localsgd ÷ adpsgd time to target" in (tmp_path / "out" / "stragglers.md").read_text()
+    monkeypatch.setattr(stragglers, "train", None)  # a rerun trains nothing: every run's summary was kept
+    again = stragglers.run(str(tmp_path), True, out, "dasr bench stragglers", str(tmp_path / "work"))
+    assert again["sync_over_adpsgd_time_to_target"] == results["sync_over_adpsgd_time_to_target"]
 
 
 def test_strategies_report_pairs_rounds_side_by_side(tmp_path, monkeypatch):

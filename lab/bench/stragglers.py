@@ -15,9 +15,11 @@ worker's pace, adpsgd at best at the mean pace.
 
 from __future__ import annotations
 
-import tempfile
+import json
+import shutil
 from pathlib import Path
 
+from dasr.cli import arg
 from lab.bench.runs import TrainRun, require_data, time_to_target, train
 from lab.report import Report, new_figure, plot_evals, publish, sharing, table, verdict
 from lab.summary import update_summary
@@ -32,6 +34,7 @@ FACTORS = (1, 2, 4)
 SIZES = {True: (20, 10), False: (240, 30)}
 #: padded frames per worker step (half the demo's: twice the updates per epoch in the short budget)
 BATCH_FRAMES = 2000
+ARGUMENTS = (arg("--work", default="exp/bench-stragglers", help="keeps each run and its summary; a rerun resumes"),)
 
 
 def limit(factor: float, nproc: int = NPROC) -> float:
@@ -76,34 +79,44 @@ def common_target(runs: list[dict]) -> tuple[str, float]:
     return "dev_loss", max(min(e["dev_loss"] for e in r["evals"]) for r in runs)
 
 
-def measure(data_dir: str, train_s: float, eval_s: float) -> list[dict]:
-    """Every strategy at every straggler factor, one after the other; one summary per run."""
+def measure(data_dir: str, train_s: float, eval_s: float, work: Path) -> list[dict]:
+    """Every strategy at every straggler factor, one after the other; one summary per run.
+
+    Each finished run's summary is kept in ``work/<strategy>-<F>x-<train_s>s/summary.json``;
+    a rerun takes it instead of training again (an unfinished run starts again)."""
     runs = []
-    with tempfile.TemporaryDirectory(prefix="dasr-bench-") as tmp:
-        for factor in FACTORS:
-            for strategy in COMPARED:
-                label = f"{strategy} {factor}x"
+    for factor in FACTORS:
+        for strategy in COMPARED:
+            label = f"{strategy} {factor}x"
+            run_dir = work / f"{strategy}-{factor}x-{train_s:g}s"
+            kept = run_dir / "summary.json"
+            if kept.exists():
+                summary = json.loads(kept.read_text())
+            else:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                run_dir.mkdir(parents=True)
                 summary = train(
                     TrainRun(label, strategy, NPROC, _options(strategy, factor, train_s, eval_s)),
                     data_dir,
-                    Path(tmp) / f"{strategy}-{factor}",
+                    run_dir / "exp",
                     skip_steps=10,
                 )
                 summary["factor"] = factor
-                runs.append(summary)
-                print(
-                    f"  {label}: {summary['samples_per_s']:.1f} samples/s, dev WER "
-                    f"{[round(e['dev_wer'], 3) for e in summary['evals']]}",
-                    flush=True,
-                )
+                kept.write_text(json.dumps(summary, indent=1))
+            runs.append(summary)
+            print(
+                f"  {label}: {summary['samples_per_s']:.1f} samples/s, dev WER "
+                f"{[round(e['dev_wer'], 3) for e in summary['evals']]}",
+                flush=True,
+            )
     return runs
 
 
-def run(data_dir: str | None, quick: bool, out_dir: str, command: str) -> dict:
+def run(data_dir: str | None, quick: bool, out_dir: str, command: str, work: str = "exp/bench-stragglers") -> dict:
     """Run the straggler benchmark; write ``stragglers.md/.json/.png`` and the summary's headline ratio."""
     require_data(data_dir, "stragglers")
     train_s, eval_s = SIZES[quick]
-    results = analyse(measure(data_dir, train_s, eval_s), train_s, eval_s)
+    results = analyse(measure(data_dir, train_s, eval_s, Path(work)), train_s, eval_s)
     report = publish("stragglers", TITLE, command, results, render, out_dir)
     headline = results["sync_over_adpsgd_time_to_target"][2]
     update_summary(out_dir, {"straggler2x_time_to_target_ratio_sync_over_adpsgd": headline}, report)
@@ -117,6 +130,11 @@ def analyse(runs: list[dict], train_s: float, eval_s: float) -> dict:
         r["time_to_target_s"] = time_to_target(r["evals"], target, metric, 1.0 if metric == "dev_wer" else None)
     table = {(r["strategy"], r["factor"]): r for r in runs}
     ratios = {f: table[("sync", f)]["time_to_target_s"] / table[("adpsgd", f)]["time_to_target_s"] for f in FACTORS}
+    localsgd = {
+        f: table[("localsgd", f)]["time_to_target_s"] / table[("adpsgd", f)]["time_to_target_s"]
+        for f in FACTORS
+        if ("localsgd", f) in table
+    }
     return {
         "nproc": NPROC,
         "slow_rank": SLOW_RANK,
@@ -126,6 +144,7 @@ def analyse(runs: list[dict], train_s: float, eval_s: float) -> dict:
         "target": target,
         "runs": runs,
         "sync_over_adpsgd_time_to_target": ratios,
+        "localsgd_over_adpsgd_time_to_target": localsgd,
         "limits": {f: limit(f) for f in FACTORS},
     }
 
@@ -156,6 +175,7 @@ def render(results: dict, report: Report):
             f"With one worker 2x slow at N = {nproc}, adpsgd reached the target {name} **{ratios[2]:.2f}x** sooner "
             f"than sync (limit {limit(2, nproc):.2f}x; goal ≥ 1.6x: {verdict(ratios[2] >= 1.6)}). At 4x: "
             f"{ratios[4]:.2f}x (limit {limit(4, nproc):.2f}x); without a straggler {ratios[1]:.2f}x."
+            + _localsgd_text(results)
         ),
     )
     report.add(
@@ -171,6 +191,17 @@ def render(results: dict, report: Report):
         ),
     )
     return _figure(results, report.machine["cores"])
+
+
+def _localsgd_text(results: dict) -> str:
+    """localsgd (the baseline users would pick: an exact average every few steps) against adpsgd."""
+    ratios = {int(f): v for f, v in results.get("localsgd_over_adpsgd_time_to_target", {}).items()}
+    if not ratios:
+        return ""
+    cells = ", ".join(f"{v:.2f}x at {f}x" for f, v in sorted(ratios.items()))
+    won = [f"{f}x" for f, v in sorted(ratios.items()) if v > 1]
+    where = f"adpsgd was sooner at {', '.join(won)}" if won else "adpsgd was sooner at no factor"
+    return f" localsgd ÷ adpsgd time to target: {cells} ({where})."
 
 
 def _setup_text(results: dict, cores: int) -> str:
@@ -230,4 +261,4 @@ def _figure(results: dict, cores: int):
 
 def run_cli(args, command: str) -> dict:
     """`dasr bench stragglers`: :func:`run` with the command line's options."""
-    return run(args.data, args.quick, args.out, command)
+    return run(args.data, args.quick, args.out, command, args.work)
