@@ -163,6 +163,15 @@ def test_elastic_headline_excludes_the_dead_share_and_counts_rejoins():
     }
 
 
+def test_elastic_runs_train_the_demo_recipe_and_skip_a_hang_run_without_hangs():
+    from lab.bench.elastic import Faults, runs
+
+    planned = runs("demo", 2000, 30, Faults(kills=20, hangs=0, hang_s=15.0, every_s=5.0), only_elastic=True)
+    assert [r.label for r, _, _ in planned] == ["adpsgd elastic, no faults", "adpsgd elastic, kills"]
+    assert all(r.options[:2] == ["--config", "demo"] for r, _, _ in planned)
+    assert len(runs("demo", 2000, 30, Faults(20, 5, 15.0, 5.0))) == 5
+
+
 def test_speedups_quick_on_the_fixture_times_three_loops_and_measures_padding(speech_data_dir, tmp_path):
     from dasr.cli import main
 
