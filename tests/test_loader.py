@@ -119,6 +119,31 @@ def test_elastic_claims_count_the_last_batch_of_the_run_as_trained():
     assert not any(release_claim(store, "p", r, "inc") for r in range(2))  # the run ends: nothing re-offered
 
 
+def test_elastic_claims_a_batch_reoffered_after_its_epoch_is_trained_in_the_next():
+    """A worker lost holding a batch near an epoch's end: its batch is re-offered a lease later, when
+    the others are in the next epoch. The next claim trains it (from its own epoch's batch list)."""
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    samplers = [
+        DistributedBucketSampler(
+            _frames(), 2000, rank=r, world_size=3, seed=5, claims=ElasticClaims(store, "p", r, lambda: "inc")
+        )
+        for r in range(3)
+    ]
+    lost = next(iter(samplers[2]))  # slot 2 claims a batch and dies with it
+    taken = _drain(samplers[:2], speeds=[1, 1])
+    epoch0 = bucket_batches(_frames(), 2000, np.random.default_rng([5, 0]))
+    assert samplers[0].claims.done_counts(0, len(epoch0)).count(0) == 1  # only the lost one
+    assert release_claim(store, "p", 2, "inc")  # the coordinator drops slot 2, after the epoch's end
+    for s in samplers[:2]:
+        s.set_epoch(1)
+    first = next(iter(samplers[0]))
+    assert first == lost and len(taken[0]) + len(taken[1]) == len(epoch0) - 1
+    next(iter(samplers[0]), None)  # asking for the next counts it
+    assert samplers[0].claims.done_counts(0, len(epoch0)) == [1] * len(epoch0)
+
+
 def test_claimed_sampler_a_fast_worker_takes_more_of_the_epoch_and_nothing_twice():
     import torch.distributed as dist
 

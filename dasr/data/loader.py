@@ -177,6 +177,21 @@ class ElasticClaims:
             self._held = (epoch, index)
         return index
 
+    def claim_late(self, epoch: int) -> int | None:
+        """A batch of the earlier ``epoch`` re-offered after this worker left it (its owner was lost
+        near the epoch's end), now in hand; None if there is none."""
+        import torch.distributed as dist
+
+        self.finish()
+        try:
+            index = int(self.store.queue_pop(f"{self.prefix}/requeue/{epoch}", block=False))
+        except dist.QueueEmptyError:
+            return None
+        self.reoffered_taken += 1
+        self.store.set(f"{self.prefix}/held/{self.slot}", f"{self.incarnation()} {epoch} {index}")
+        self._held = (epoch, index)
+        return index
+
     def finish(self) -> None:
         """Count the batch in hand as trained (after its optimizer step)."""
         if self._held is not None:
@@ -266,13 +281,15 @@ class DistributedBucketSampler:
     def _epoch_batches(self) -> list[list[int]]:
         key = (self.seed, self.epoch)
         if self._cached_key != key:  # built once per epoch: len() is called every step
-            rng = np.random.default_rng([self.seed, self.epoch])
-            batches = bucket_batches(self.frames, self.batch_frames, rng)
+            batches = self._batches_of(self.epoch)
             if self.claims is None:
                 per_rank = len(batches) // self.world_size
                 batches = batches[self.rank :: self.world_size][:per_rank]
             self._cached_key, self._cached = key, batches
         return self._cached
+
+    def _batches_of(self, epoch: int) -> list[list[int]]:
+        return bucket_batches(self.frames, self.batch_frames, np.random.default_rng([self.seed, epoch]))
 
     def __len__(self) -> int:
         """Batches of the epoch this sampler's ranks consume: this rank's share, or all (claimed)."""
@@ -321,6 +338,10 @@ class DistributedBucketSampler:
     def __iter__(self):
         batches, end = self._epoch_batches(), self.end()
         while not self.at_mark:
+            if self._held is None and (late := self._late_batch()) is not None:
+                yield late
+                self.claims.finish()  # type: ignore[union-attr]
+                continue
             if self._held is None:
                 claims = self.claims if self.position < end else None
                 if isinstance(claims, ElasticClaims):
@@ -340,6 +361,14 @@ class DistributedBucketSampler:
             yield batches[index]
             if isinstance(self.claims, ElasticClaims):  # asked for the next: this one was trained. Counted
                 self.claims.finish()  # now, not at the next claim: after an epoch's last batch none may come
+
+    def _late_batch(self) -> list[int] | None:
+        """Elastic claims: a batch of the previous epoch re-offered after every worker had left that
+        epoch (its owner was lost within a lease of the end), or None. Without this it was lost."""
+        if not isinstance(self.claims, ElasticClaims) or self.epoch == 0:
+            return None
+        index = self.claims.claim_late(self.epoch - 1)
+        return None if index is None else self._batches_of(self.epoch - 1)[index]
 
     @property
     def progress_key(self) -> int:
