@@ -129,7 +129,7 @@ def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
         for t in averaging:
             t.join(timeout=60)
         assert sorted(took) == [0, 1], "the survivors' average did not finish"
-        assert max(took.values()) < 4.0, took  # lease 1 s + its detection; gloo's timeout is 12 s
+        assert max(took.values()) < 6.0, took  # lease 1 s + its detection (and a loaded machine); gloo's: 12 s
         for slot in (0, 1):
             assert all(torch.equal(p, torch.full_like(p, 0.5)) for p in replicas[slot].model.parameters())
     finally:

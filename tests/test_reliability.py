@@ -26,6 +26,7 @@ def test_killed_sync_worker_restarts_from_checkpoint_and_ends_like_an_uninterrup
     assert killed["final_dev_loss"] == pytest.approx(reference, rel=1e-4)  # sync resumes exactly
 
 
+@pytest.mark.slow  # 11 s; `make soak` kills adpsgd workers too
 def test_killed_adpsgd_worker_restarts_from_checkpoint(speech_data_dir, tmp_path):
     killed = faults.kill_worker_run(
         speech_data_dir,
