@@ -111,7 +111,9 @@ class TrainConfig:
         "adpsgd: a worker that dies or hangs leaves the others training and is replaced alone (--max-restarts "
         "in all); membership and batch claims live in a coordinator process, not in a worker",
     )
-    lease_s: float = option(5.0, "--elastic: seconds without a heartbeat before a worker is dropped")
+    lease_s: float = option(
+        5.0, "--elastic: seconds without a heartbeat before a worker is dropped (with --coordinator: its own)"
+    )
     coordinator: str = option(
         "",
         "--elastic on several machines: HOST:PORT of the coordinator started apart with "
@@ -165,8 +167,9 @@ class TrainConfig:
             raise DasrError(
                 f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, not {self.node_rank}"
             )
-        if self.coordinator and ":" not in self.coordinator:
-            raise DasrError(f"--coordinator must be HOST:PORT, not {self.coordinator!r}")
+        host, _, port = self.coordinator.rpartition(":")
+        if self.coordinator and not (host and port.isdigit() and 0 < int(port) < 65536):
+            raise DasrError(f"--coordinator must be HOST:PORT with a port number, not {self.coordinator!r}")
         if self.eval_every_s > 0:
             raise DasrError("--elastic does not take --eval-every-s yet (evaluations at epoch ends)")
         for name in ("checkpoint_every", "resume"):

@@ -140,8 +140,25 @@ def test_elastic_claims_a_batch_reoffered_after_its_epoch_is_trained_in_the_next
         s.set_epoch(1)
     first = next(iter(samplers[0]))
     assert first == lost and len(taken[0]) + len(taken[1]) == len(epoch0) - 1
+    assert samplers[0].position == 0  # a re-offered batch is not the epoch's progress
     next(iter(samplers[0]), None)  # asking for the next counts it
     assert samplers[0].claims.done_counts(0, len(epoch0)) == [1] * len(epoch0)
+
+
+def test_elastic_claims_a_batch_reoffered_epochs_later_is_still_trained():
+    """Epochs shorter than a lease: the survivors are two epochs on when the lost batch is re-offered."""
+    import torch.distributed as dist
+
+    store = dist.HashStore()
+    alive = ElasticClaims(store, "p", 0, lambda: "a")
+    lost = ElasticClaims(store, "p", 1, lambda: "b")
+    assert lost.claim(0, 0, 4) == 0  # slot 1 dies holding epoch 0's batch 0
+    for epoch in range(3):  # slot 0 trains the rest of epoch 0, then epochs 1 and 2
+        while alive.claim(epoch, 0, 4) < 4:
+            pass
+    assert release_claim(store, "p", 1, "b")
+    assert alive.claim_reoffered() == (0, 0) and alive.claim_reoffered() is None  # finishes it, no other
+    assert alive.done_counts(0, 4) == [1, 1, 1, 1]
 
 
 def test_claimed_sampler_a_fast_worker_takes_more_of_the_epoch_and_nothing_twice():

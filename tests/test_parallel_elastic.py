@@ -78,8 +78,11 @@ def test_leases_views_and_reoffered_claims():
     assert not fourth.ready
     replacement.mark_ready(connect(address))  # loaded: the next view counts it in averages
     assert until(coordinator.poll, "the replacement to be ready").ready == {2}
+    assert not coordinator.run_over()
     for m in (members[0], replacement):
         m.leave()
+    until(lambda: coordinator.poll() and not coordinator.live, "everyone's leave")
+    assert coordinator.run_over()  # a coordinator started apart stops here, before a second run can use it
 
 
 def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
@@ -298,6 +301,8 @@ def test_dasr_train_elastic_survives_a_killed_rank0(speech_data_dir, tmp_path):
         ({"nnodes": 2}, "--nnodes > 1 needs --coordinator"),
         ({"nnodes": 2, "node_rank": 2, "coordinator": "h:1"}, "--node-rank"),
         ({"coordinator": "no-port"}, "HOST:PORT"),
+        ({"coordinator": "host:"}, "HOST:PORT"),
+        ({"coordinator": ":29600"}, "HOST:PORT"),
         ({"coordinator": "h:1", "elastic": False}, "--coordinator is for --elastic"),
         ({"checkpoint_every": 5}, "--checkpoint-every"),
         ({"resume": True}, "--resume"),

@@ -148,7 +148,8 @@ class ElasticClaims:
     A claim first takes a re-offered batch of the epoch (``requeue/<epoch>``, filled by
     :func:`release_claim` when the coordinator drops a member), else the next unclaimed one.
     The batch in hand is recorded as ``held/<slot> = "<incarnation> <epoch> <index>"``; asking
-    for the next one (or :meth:`finish`) counts it in ``done/<epoch>/<index>``, so after an
+    for the next one (or :meth:`finish`; the sampler does when asked for the next batch, so it
+    must not be prefetched) counts it in ``done/<epoch>/<index>``, so after an
     epoch every batch's count is 1 except those in flight when a member was lost (0 or 2).
 
     Args:
@@ -177,20 +178,29 @@ class ElasticClaims:
             self._held = (epoch, index)
         return index
 
-    def claim_late(self, epoch: int) -> int | None:
-        """A batch of the earlier ``epoch`` re-offered after this worker left it (its owner was lost
-        near the epoch's end), now in hand; None if there is none."""
+    def claim_reoffered(self) -> tuple[int, int] | None:
+        """A re-offered batch of any epoch, now in hand, as ``(epoch, index)``; None if there is none.
+
+        Each re-offer also queues its epoch in ``requeue-epochs``: a worker that has moved on (the
+        owner was lost within a lease of the epoch's end, or epochs are shorter than the lease)
+        still finds it, where :meth:`claim` looks only in its own epoch's queue.
+        """
         import torch.distributed as dist
 
         self.finish()
-        try:
-            index = int(self.store.queue_pop(f"{self.prefix}/requeue/{epoch}", block=False))
-        except dist.QueueEmptyError:
-            return None
-        self.reoffered_taken += 1
-        self.store.set(f"{self.prefix}/held/{self.slot}", f"{self.incarnation()} {epoch} {index}")
-        self._held = (epoch, index)
-        return index
+        while True:
+            try:
+                epoch = int(self.store.queue_pop(f"{self.prefix}/requeue-epochs", block=False))
+            except dist.QueueEmptyError:
+                return None
+            try:
+                index = int(self.store.queue_pop(f"{self.prefix}/requeue/{epoch}", block=False))
+            except dist.QueueEmptyError:  # a claim of that epoch took it already
+                continue
+            self.reoffered_taken += 1
+            self.store.set(f"{self.prefix}/held/{self.slot}", f"{self.incarnation()} {epoch} {index}")
+            self._held = (epoch, index)
+            return epoch, index
 
     def finish(self) -> None:
         """Count the batch in hand as trained (after its optimizer step)."""
@@ -222,6 +232,7 @@ def release_claim(store, prefix: str, slot: int, incarnation: str) -> bool:
     if int(store.add(f"{prefix}/done/{epoch}/{index}", 0)):
         return False
     store.queue_push(f"{prefix}/requeue/{epoch}", index)
+    store.queue_push(f"{prefix}/requeue-epochs", epoch)  # where workers in later epochs look
     store.add(f"{prefix}/reoffered/{epoch}", 1)
     return True
 
@@ -338,10 +349,13 @@ class DistributedBucketSampler:
     def __iter__(self):
         batches, end = self._epoch_batches(), self.end()
         while not self.at_mark:
-            if self._held is None and (late := self._late_batch()) is not None:
-                yield late
-                self.claims.finish()  # type: ignore[union-attr]
-                continue
+            if self._held is None and isinstance(self.claims, ElasticClaims):
+                reoffered = self.claims.claim_reoffered()  # first: a lost worker's batch, of any epoch
+                if reoffered is not None:
+                    epoch, index = reoffered
+                    yield (batches if epoch == self.epoch else self._batches_of(epoch))[index]
+                    self.claims.finish()
+                    continue
             if self._held is None:
                 claims = self.claims if self.position < end else None
                 if isinstance(claims, ElasticClaims):
@@ -361,14 +375,6 @@ class DistributedBucketSampler:
             yield batches[index]
             if isinstance(self.claims, ElasticClaims):  # asked for the next: this one was trained. Counted
                 self.claims.finish()  # now, not at the next claim: after an epoch's last batch none may come
-
-    def _late_batch(self) -> list[int] | None:
-        """Elastic claims: a batch of the previous epoch re-offered after every worker had left that
-        epoch (its owner was lost within a lease of the end), or None. Without this it was lost."""
-        if not isinstance(self.claims, ElasticClaims) or self.epoch == 0:
-            return None
-        index = self.claims.claim_late(self.epoch - 1)
-        return None if index is None else self._batches_of(self.epoch - 1)[index]
 
     @property
     def progress_key(self) -> int:

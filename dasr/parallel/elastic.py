@@ -499,6 +499,7 @@ class LiveAverage:
             time.sleep(_POLL_S)
         tensors = [b.detach().to("cpu", torch.float64, copy=True) for b in [*o.flat.buffers, *o._float_buffers()]]
         done: list[bool] = []
+        errors: list[BaseException] = []
 
         def all_reduce() -> None:
             try:
@@ -508,13 +509,16 @@ class LiveAverage:
                 for t in tensors:
                     _allreduce(group, t)
                 done.append(True)
-            except RuntimeError:
+            except RuntimeError:  # a member failed or went: this attempt fails, the next view tries again
                 done.append(False)
+            except BaseException as e:  # a bug, not a fault: raised in the caller's thread below
+                errors.append(e)
 
         # A member that died after announcing itself never connects, and gloo would wait out its
         # timeout (4 pair timeouts, 20 s by default) for it. So the all-reduce runs in a thread of
         # its own, and this attempt is given up as soon as a newer view has dropped one of its
-        # members (a lease later): the others see the same view and give up too. The abandoned
+        # members (a lease later). A member whose all-reduce had finished writes ok, but the
+        # decision is abort all the same (_decide: a member gone without ok). The abandoned
         # thread holds only these copies, and ends at gloo's timeout.
         reducer = threading.Thread(target=all_reduce, name=f"dasr-elastic-average-{self.slot}", daemon=True)
         reducer.start()
@@ -522,6 +526,8 @@ class LiveAverage:
             reducer.join(_POLL_S)
             if reducer.is_alive() and self._lost_member(view):
                 return None
+        if errors:
+            raise errors[0]
         return [t.div_(len(members)) for t in tensors] if done == [True] else None
 
     def _lost_member(self, view: View) -> bool:

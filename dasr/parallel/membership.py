@@ -137,11 +137,23 @@ class Coordinator:
         self.store.set(f"{PREFIX}/view", view.encode())
         return view
 
-    def serve(self, poll_s: float = 0.1, parent: int | None = None) -> None:
-        """Poll until the launcher sets ``dasr-elastic/stop`` (or, given its ``parent`` pid, dies)."""
+    def serve(self, poll_s: float = 0.1, parent: int | None = None, until_run_ends: bool = False) -> None:
+        """Poll until the launcher sets ``dasr-elastic/stop`` (or, given its ``parent`` pid, dies);
+        ``until_run_ends``: also stop once the run is over (see :meth:`run_over`)."""
         while not self.store.check([f"{PREFIX}/stop"]) and (parent is None or os.getppid() == parent):
             self.poll()
+            if until_run_ends and self.run_over():
+                return
             time.sleep(poll_s)
+
+    def run_over(self) -> bool:
+        """Nobody is live after the first view, and some worker left on purpose (finished): the run ended.
+
+        A coordinator started apart ends then, so that a second run cannot find the first one's
+        claims, epochs and averages on its store (it would train nothing and say nothing)."""
+        if self.version == 0 or self.live:
+            return False
+        return any(v for v in self.store.multi_get([f"{PREFIX}/left/{s}" for s in range(self.slots)]))
 
 
 class Member:
@@ -243,7 +255,8 @@ def main() -> None:
 
     On one machine ``dasr train --elastic`` starts it (``--exit-with-parent``). For several machines
     start it on its own host, e.g. ``--host 10.0.0.5 --port 29600``, and give every node's
-    ``dasr train --elastic --coordinator 10.0.0.5:29600``; it then serves until stopped (Ctrl-C).
+    ``dasr train --elastic --coordinator 10.0.0.5:29600``; it then serves one run, prints what the
+    batch claims came to and exits when the run is over (or at Ctrl-C).
     """
     parser = argparse.ArgumentParser(description="elastic adpsgd coordinator: store, leases, views")
     parser.add_argument("slots", type=int, help="worker slots of the run: nproc x nnodes")
@@ -257,7 +270,11 @@ def main() -> None:
     print(f"serving {args.host}:{store.port}", flush=True)
     coordinator = Coordinator(store, args.slots, args.lease_s, args.settle_s)
     try:
-        coordinator.serve(parent=os.getppid() if args.exit_with_parent else None)
+        if args.exit_with_parent:
+            coordinator.serve(parent=os.getppid())
+        else:
+            coordinator.serve(until_run_ends=True)
+            print(f"run over; batch claims: {claims_summary(store)}", flush=True)
     except KeyboardInterrupt:
         pass
 
