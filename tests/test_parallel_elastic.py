@@ -19,7 +19,7 @@ from dasr.config import TrainConfig
 from dasr.data.loader import ElasticClaims
 from dasr.errors import DasrError
 from dasr.parallel.elastic import ElasticADPSGD
-from dasr.parallel.elastic_launch import worker_env
+from dasr.parallel.elastic_launch import launch_elastic, worker_env
 from dasr.parallel.membership import PREFIX, Coordinator, Member, View, connect, start_coordinator, stop_coordinator
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "adpsgd_classifier.py"
@@ -144,6 +144,17 @@ def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
 
 def read_version(store) -> int:
     return View.decode(store.get(f"{PREFIX}/view").decode()).version
+
+
+def test_a_node_launcher_refuses_slots_outside_the_coordinators_run():
+    proc, address = start_coordinator(slots=4)
+    try:
+        with pytest.raises(ValueError, match="slots 2 to 4 are outside the run's 4 slots"):
+            launch_elastic([sys.executable, "-c", "pass"], nproc=3, coordinator=address, first_slot=2)
+        with pytest.raises(ValueError, match="0 without a coordinator"):
+            launch_elastic([sys.executable, "-c", "pass"], nproc=2, first_slot=2)
+    finally:
+        stop_coordinator(proc, address)
 
 
 class Run:

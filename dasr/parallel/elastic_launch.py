@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 
 from dasr.parallel.elastic import SLOT_ENV, STORE_ENV
-from dasr.parallel.membership import start_coordinator, stop_coordinator
+from dasr.parallel.membership import PREFIX, connect, start_coordinator, stop_coordinator
 
 
 def worker_env(address: str, slot: int, restarts: int, one_machine: bool = True) -> dict[str, str]:
@@ -52,10 +52,15 @@ def launch_elastic(
     ``coordinator`` (``host:port``) joins one started apart for several machines, whose lease
     it set; this launcher then runs slots ``first_slot`` on.
     """
-    if nproc < 1 or max_restarts < 0 or first_slot < 0:
+    if nproc < 1 or max_restarts < 0 or first_slot < 0 or (first_slot and not coordinator):
         raise ValueError(
-            f"need nproc >= 1, max_restarts >= 0, first_slot >= 0, got {nproc}, {max_restarts}, {first_slot}"
+            "need nproc >= 1, max_restarts >= 0, first_slot >= 0 (0 without a coordinator), "
+            f"got {nproc}, {max_restarts}, {first_slot}"
         )
+    if coordinator:
+        slots = int(connect(coordinator).get(f"{PREFIX}/slots"))
+        if first_slot + nproc > slots:
+            raise ValueError(f"slots {first_slot} to {first_slot + nproc - 1} are outside the run's {slots} slots")
     own = None if coordinator else start_coordinator(nproc, lease_s=lease_s)
     address = own[1] if own else coordinator
     procs: dict[int, subprocess.Popen] = {}
