@@ -524,16 +524,16 @@ class LiveAverage:
         reducer.start()
         while reducer.is_alive():
             reducer.join(_POLL_S)
-            if reducer.is_alive() and self._lost_member(view):
+            if reducer.is_alive() and self._gone(view):
                 return None
         if errors:
             raise errors[0]
         return [t.div_(len(members)) for t in tensors] if done == [True] else None
 
-    def _lost_member(self, view: View) -> bool:
-        """Whether a member of ``view`` that holds the model is gone from the current view."""
+    def _gone(self, view: View) -> list[tuple[int, str]]:
+        """The members of ``view`` that held the model and are not in the current view."""
         now = read_view(self.store)
-        return now.version != view.version and any(m not in now.members for m in view.members if m[0] in view.ready)
+        return [m for m in view.members if m[0] in view.ready and m not in now.members]
 
     def _decide(self, key: str, view: View, ok: bool) -> str:
         """Commit when every member's all-reduce succeeded; abort when one failed or left without success."""
@@ -545,9 +545,7 @@ class LiveAverage:
                 return self.store.get(f"{key}/decision").decode()
             if self.store.check([f"{key}/ok/{s}" for s in sorted(view.ready)]):
                 return self.store.compare_set(f"{key}/decision", "", "commit").decode()
-            now = read_view(self.store)
-            gone = [m for m in view.members if m[0] in view.ready and m not in now.members]
-            if not ok or any(not self.store.check([f"{key}/ok/{s}"]) for s, _ in gone):
+            if not ok or any(not self.store.check([f"{key}/ok/{s}"]) for s, _ in self._gone(view)):
                 return self.store.compare_set(f"{key}/decision", "", "abort").decode()
             time.sleep(_POLL_S)
 
