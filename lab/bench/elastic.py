@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 from dasr.cli import arg
 from dasr.parallel.membership import View, connect, read_view
 from lab.bench.procs import cmdline, descendants
-from lab.bench.runs import TrainRun, require_data
+from lab.bench.runs import TrainRun, kept_run, require_data
 from lab.report import Report, new_figure, publish, sharing
 from lab.summary import update_summary
 
@@ -281,15 +280,13 @@ def measure(
     """Every run of :func:`runs`, one after the other; a run with a ``result.json`` under ``work`` is kept."""
     out = []
     for i, (run, count, hang_s) in enumerate(runs(model, batch_frames, epochs, faults, only_elastic)):
-        run_dir = work / f"run{i}"
-        result = run_dir / "result.json"
-        if result.exists():
-            summary = json.loads(result.read_text())
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)  # an unfinished run starts again
-            run_dir.mkdir(parents=True)
-            summary = {**watch_run(run, data, run_dir / "exp", count, faults.every_s, 3600, hang_s), "hang_s": hang_s}
-            result.write_text(json.dumps(summary, indent=1))
+        summary = kept_run(
+            work / f"run{i}",
+            lambda d, run=run, count=count, hang_s=hang_s: {
+                **watch_run(run, data, d / "exp", count, faults.every_s, 3600, hang_s),
+                "hang_s": hang_s,
+            },
+        )
         print(f"  {run.label}: {json.dumps({x: summary[x] for x in ('returncode', 'samples_per_s')})}", flush=True)
         out.append(summary)
     return {

@@ -10,10 +10,13 @@ what is measured includes startup-free steady-state steps only where said::
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +55,19 @@ class TrainRun:
             str(self.nproc),
             *self.options,
         ]
+
+
+def kept_run(run_dir: Path, measure: Callable[[Path], dict]) -> dict:
+    """``run_dir/result.json`` if an earlier call finished this run; else ``measure(run_dir)`` in a
+    fresh ``run_dir`` (an unfinished run starts again), kept there. What makes a benchmark resumable."""
+    result = run_dir / "result.json"
+    if result.exists():
+        return json.loads(result.read_text())
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    summary = measure(run_dir)
+    result.write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def require_data(data_dir: str | None, bench: str) -> str:

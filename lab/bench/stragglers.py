@@ -15,12 +15,10 @@ worker's pace, adpsgd at best at the mean pace.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 from dasr.cli import arg
-from lab.bench.runs import TrainRun, require_data, time_to_target, train
+from lab.bench.runs import TrainRun, kept_run, require_data, time_to_target, train
 from lab.report import Report, new_figure, plot_evals, publish, sharing, table, verdict
 from lab.summary import update_summary
 
@@ -82,27 +80,17 @@ def common_target(runs: list[dict]) -> tuple[str, float]:
 def measure(data_dir: str, train_s: float, eval_s: float, work: Path) -> list[dict]:
     """Every strategy at every straggler factor, one after the other; one summary per run.
 
-    Each finished run's summary is kept in ``work/<strategy>-<F>x-<train_s>s/summary.json``;
+    Each finished run's summary is kept in ``work/<strategy>-<F>x-<train_s>s/result.json``;
     a rerun takes it instead of training again (an unfinished run starts again)."""
     runs = []
     for factor in FACTORS:
         for strategy in COMPARED:
             label = f"{strategy} {factor}x"
-            run_dir = work / f"{strategy}-{factor}x-{train_s:g}s"
-            kept = run_dir / "summary.json"
-            if kept.exists():
-                summary = json.loads(kept.read_text())
-            else:
-                shutil.rmtree(run_dir, ignore_errors=True)
-                run_dir.mkdir(parents=True)
-                summary = train(
-                    TrainRun(label, strategy, NPROC, _options(strategy, factor, train_s, eval_s)),
-                    data_dir,
-                    run_dir / "exp",
-                    skip_steps=10,
-                )
-                summary["factor"] = factor
-                kept.write_text(json.dumps(summary, indent=1))
+            run = TrainRun(label, strategy, NPROC, _options(strategy, factor, train_s, eval_s))
+            summary = kept_run(
+                work / f"{strategy}-{factor}x-{train_s:g}s",
+                lambda d, run=run, factor=factor: {**train(run, data_dir, d / "exp", skip_steps=10), "factor": factor},
+            )
             runs.append(summary)
             print(
                 f"  {label}: {summary['samples_per_s']:.1f} samples/s, dev WER "
