@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -85,24 +86,35 @@ def test_leases_views_and_reoffered_claims():
     assert coordinator.run_over()  # a coordinator started apart stops here, before a second run can use it
 
 
-def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
-    """Three replicas (0, 1, 2 everywhere); slot 2 announces itself for the live average and dies
-    before connecting. The survivors give the attempt up when its lease runs out (1 s), not after
-    gloo's timeout (4 pair timeouts, 12 s here), and commit exactly (0 + 1) / 2 over the next view."""
+@contextmanager
+def coordinator_in_this_process(slots: int, lease_s: float, settle_s: float = 60.0):
+    """A coordinator polled by a thread of the test; yields its store, address and the replicas to close."""
     store = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=30))
-    address = f"127.0.0.1:{store.port}"
-    coordinator = Coordinator(store, slots=3, lease_s=1.0)
+    coordinator = Coordinator(store, slots=slots, lease_s=lease_s, settle_s=settle_s)
     stop = threading.Event()
     polling = threading.Thread(target=lambda: [coordinator.poll() or time.sleep(0.05) for _ in iter(stop.is_set, True)])
     polling.start()
     replicas: dict[int, ElasticADPSGD] = {}
-
-    def join(slot: int) -> None:
-        model = torch.nn.Linear(4, 2)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        replicas[slot] = ElasticADPSGD(model, optimizer, address=address, slot=slot, pair_timeout_s=3.0)
-
     try:
+        yield store, f"127.0.0.1:{store.port}", replicas
+    finally:
+        stop.set()
+        polling.join()
+        for replica in replicas.values():
+            replica.close()
+
+
+def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
+    """Three replicas (0, 1, 2 everywhere); slot 2 announces itself for the live average and dies
+    before connecting. The survivors give the attempt up when its lease runs out (1 s), not after
+    gloo's timeout (4 pair timeouts, 12 s here), and commit exactly (0 + 1) / 2 over the next view."""
+    with coordinator_in_this_process(slots=3, lease_s=1.0) as (store, address, replicas):
+
+        def join(slot: int) -> None:
+            model = torch.nn.Linear(4, 2)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            replicas[slot] = ElasticADPSGD(model, optimizer, address=address, slot=slot, pair_timeout_s=3.0)
+
         joining = [threading.Thread(target=join, args=(s,)) for s in range(3)]
         for t in joining:
             t.start()
@@ -135,11 +147,30 @@ def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
         assert max(took.values()) < 6.0, took  # lease 1 s + its detection (and a loaded machine); gloo's: 12 s
         for slot in (0, 1):
             assert all(torch.equal(p, torch.full_like(p, 0.5)) for p in replicas[slot].model.parameters())
-    finally:
-        stop.set()
-        polling.join()
-        for replica in replicas.values():
-            replica.close()
+
+
+def test_a_replacement_takes_its_donors_optimizer_state():
+    """Slot 0 trains 5 AdamW steps alone; slot 1 joins and receives its parameters and, exactly, its
+    moments and step counts (zero moments would make its first updates full-size sign steps)."""
+    torch.manual_seed(0)
+    with coordinator_in_this_process(slots=2, lease_s=2.0, settle_s=0.5) as (_, address, replicas):
+        model = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+        replicas[0] = ElasticADPSGD(model, optimizer, address=address, slot=0, period_s=0.02)
+        for _ in range(5):
+            model(torch.randn(8, 4)).square().sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        joiner = torch.nn.Linear(4, 2)  # other initial weights, no optimizer state yet
+        joiner_optimizer = torch.optim.AdamW(joiner.parameters(), lr=0.01)
+        replicas[1] = ElasticADPSGD(joiner, joiner_optimizer, address=address, slot=1, period_s=0.02)
+        donor, received = optimizer.state_dict()["state"], joiner_optimizer.state_dict()["state"]
+        assert sorted(received) == sorted(donor) == [0, 1]
+        for i in donor:
+            assert float(received[i]["step"]) == 5.0
+            for moment in ("exp_avg", "exp_avg_sq"):
+                assert torch.equal(received[i][moment], donor[i][moment]) and donor[i][moment].abs().sum() > 0
+        assert all(torch.equal(a, b) for a, b in zip(model.parameters(), joiner.parameters(), strict=True))
 
 
 def read_version(store) -> int:

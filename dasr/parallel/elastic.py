@@ -10,8 +10,9 @@ worker and views with a version. Each worker's gossip thread (:class:`ElasticGos
                   until the next version
     a switch:     announce (round, fresh) under switch/<version>; once every member of the
                   view did, all take round = max(announced) + 1; then each *fresh* member
-                  (a replacement, or everyone at the first view) receives the parameters from
-                  a holder over a pair group (a broadcast), and only then trains or gossips
+                  (a replacement, or everyone at the first view) receives the parameters and
+                  the optimizer's state from a holder over a pair group (a broadcast), and
+                  only then trains or gossips
 
 No exchange waits for a worker the view does not hold; the pair groups of a version are made
 fresh for it, so a dead peer's group is never used again. :meth:`ElasticADPSGD.average` is a
@@ -30,6 +31,7 @@ store address and slot given)::
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -67,14 +69,25 @@ def _broadcast(group: Any, tensor: torch.Tensor) -> None:
     group.broadcast([tensor], opts).wait()
 
 
+def _broadcast_bytes(group: Any, blob: torch.Tensor | None) -> torch.Tensor:
+    """Broadcast a uint8 vector of any length from rank 0 (``blob``) to rank 1 (``None`` there)."""
+    size = torch.tensor([0 if blob is None else blob.numel()], dtype=torch.int64)
+    _broadcast(group, size)
+    if blob is None:
+        blob = torch.empty(int(size.item()), dtype=torch.uint8)
+    _broadcast(group, blob)
+    return blob
+
+
 class ElasticGossiper:
     """The gossip thread of one elastic worker (see the module docs).
 
     Args:
         member: this worker's membership (slot, incarnation, store address).
         sizes: ``(numel, dtype)`` of each vector exchanged.
-        read / merge: as :class:`dasr.parallel.gossip.Gossiper`'s; ``load(tensors)`` overwrites the
-            live parameters and buffers with a donor's; ``donate()`` returns the tensors to send.
+        read / merge: as :class:`dasr.parallel.gossip.Gossiper`'s; ``load(tensors, state)`` overwrites
+            the live parameters, buffers and optimizer state with a donor's; ``donate()`` returns the
+            tensors to send (room for them on a receiver), ``donate_state()`` the optimizer's state.
         pair_timeout_s: gloo and store timeout of a pair exchange (a dead partner costs this once).
     """
 
@@ -88,12 +101,14 @@ class ElasticGossiper:
         read: Any,
         merge: Any,
         donate: Any,
+        donate_state: Any,
         load: Any,
         period_s: float,
         pair_timeout_s: float,
     ):
         self.member, self.graph, self.seed, self.period_s = member, graph, seed, period_s
         self.read, self.merge, self.donate, self.load = read, merge, donate, load
+        self.donate_state = donate_state
         self.pair_timeout_s = pair_timeout_s
         self.snaps = [torch.empty(n, dtype=dt) for n, dt in sizes]
         self.bufs = [torch.empty_like(s) for s in self.snaps]
@@ -263,7 +278,7 @@ class ElasticGossiper:
         self.loaded.set()
 
     def _hand_over(self, store: dist.Store, view: View, donor: int, receiver: int) -> None:
-        """Send (donor) or receive (receiver) the parameters, buffers and averaging count."""
+        """Send (donor) or receive (receiver) the parameters, buffers, optimizer state and averaging count."""
         giving = self.member.slot == donor
         try:
             key = f"{PREFIX}/handover/v{view.version}/{donor}-{receiver}"
@@ -272,6 +287,7 @@ class ElasticGossiper:
             seq = torch.tensor([self.avg_seq], dtype=torch.int64)
             for t in [seq, *tensors]:
                 _broadcast(group, t)
+            state = _broadcast_bytes(group, self.donate_state() if giving else None)
         except RuntimeError:
             if not giving:  # come back under a new incarnation: the next view finds another donor
                 self.member.join()
@@ -280,7 +296,7 @@ class ElasticGossiper:
         if giving:
             self.stats["donations_given"] += 1
             return
-        self.load(tensors)
+        self.load(tensors, state)
         self.avg_seq = int(seq.item())
         self.fresh = False
         self.stats["donations_received"] += 1
@@ -348,6 +364,7 @@ class ElasticADPSGD(ADPSGD):
             read=self._read,
             merge=self._merge,
             donate=self._donation,
+            donate_state=self._optimizer_state,
             load=self._load,
             period_s=period_s,
             pair_timeout_s=pair_timeout_s,
@@ -384,13 +401,26 @@ class ElasticADPSGD(ADPSGD):
             self._read(snaps)
         return [*snaps, *(b.detach().cpu().clone() for b in self._float_buffers())]
 
-    def _load(self, tensors: list[torch.Tensor]) -> None:
+    def _optimizer_state(self) -> torch.Tensor:
+        """The optimizer's state, serialized: a replacement goes on with its donor's moments and step counts.
+
+        Without them an AdamW replacement starts its moments at zero, and its first updates are
+        full-size sign steps that gossip then spreads to every replica.
+        """
+        buffer = io.BytesIO()
+        with self.lock:
+            torch.save(self.optimizer.state_dict(), buffer)
+        return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+    def _load(self, tensors: list[torch.Tensor], state: torch.Tensor) -> None:
         n = len(self.flat.buffers)
+        optimizer_state = torch.load(io.BytesIO(state.numpy().tobytes()), map_location="cpu", weights_only=True)
         with self.lock, torch.no_grad():
             for b, t in zip(self.flat.buffers, tensors[:n], strict=True):
                 b.copy_(t)
             for b, t in zip(self._float_buffers(), tensors[n:], strict=True):
                 b.copy_(t)
+            self.optimizer.load_state_dict(optimizer_state)
 
     def claims(self) -> ElasticClaims:
         """Batch claims of this run for this worker (each batch trained once; see loader.ElasticClaims)."""
