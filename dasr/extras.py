@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from dasr.errors import DasrError
@@ -16,5 +17,16 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        package = module.partition(".")[0]
-        raise DasrError(f"{purpose} needs {package}, which is not installed: pip install 'dasr[{extra}]'") from None
+        raise DasrError(_not_installed([module.partition(".")[0]], extra, purpose)) from None
+
+
+def require_installed(modules: tuple[str, ...], extra: str, purpose: str) -> None:
+    """Raise the same one sentence as :func:`require` when any of ``modules`` is missing (none is imported)."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise DasrError(_not_installed(missing, extra, purpose))
+
+
+def _not_installed(packages: list[str], extra: str, purpose: str) -> str:
+    verb = "is" if len(packages) == 1 else "are"
+    return f"{purpose} needs {', '.join(packages)}, which {verb} not installed: pip install 'dasr[{extra}]'"

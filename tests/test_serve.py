@@ -422,7 +422,7 @@ def test_missing_extra_names_the_install_command(monkeypatch, capsys):
     assert main(["serve", "no-such-dir"]) == 1
     assert (
         capsys.readouterr().err.strip()
-        == "dasr: error: dasr serve needs uvicorn: install them with pip install 'dasr[serve]'"
+        == "dasr: error: dasr serve needs uvicorn, which is not installed: pip install 'dasr[serve]'"
     )
 
 

@@ -11,9 +11,7 @@ Its dependencies are the optional extra ``dasr[serve]`` (:func:`require_dependen
 
 from __future__ import annotations
 
-import importlib.util
-
-from dasr.errors import DasrError
+from dasr.extras import require_installed
 
 #: the modules of the ``serve`` extra (python-multipart is imported as ``multipart``)
 EXTRA_MODULES = ("starlette", "uvicorn", "multipart", "prometheus_client", "websockets")
@@ -21,6 +19,4 @@ EXTRA_MODULES = ("starlette", "uvicorn", "multipart", "prometheus_client", "webs
 
 def require_dependencies() -> None:
     """Raise a one-sentence :class:`DasrError` naming the install command when the ``serve`` extra is missing."""
-    missing = [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise DasrError(f"dasr serve needs {', '.join(missing)}: install them with pip install 'dasr[serve]'")
+    require_installed(EXTRA_MODULES, "serve", "dasr serve")
