@@ -31,8 +31,9 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
+# the test files run on 2 processes (pytest-xdist; a file's tests stay together, with their module fixtures)
 test: venv lint typecheck
-	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=25
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=25 -n 2 --dist loadfile
 
 test-all: venv
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m ''

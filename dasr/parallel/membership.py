@@ -185,12 +185,12 @@ class Member:
         return self.incarnation
 
     def _beat(self) -> None:
-        store = connect(self.address)
-        while not self._stop.wait(self.heartbeat_s):
-            try:
+        try:
+            store = connect(self.address)
+            while not self._stop.wait(self.heartbeat_s):
                 store.add(f"{PREFIX}/beat/{self.slot}", 1)
-            except RuntimeError:  # the coordinator is gone: nothing left to hold a lease on
-                return
+        except RuntimeError:  # the coordinator is gone (DistNetworkError is one): nothing left to hold a lease on
+            return
 
     def mark_ready(self, store: dist.Store) -> None:
         """This incarnation holds the live set's model now (the next view says so); ``store``: the caller's client."""
