@@ -114,6 +114,9 @@ class TrainConfig:
     lease_s: float = option(
         5.0, "--elastic: seconds without a heartbeat before a worker is dropped (with --coordinator: its own)"
     )
+    pair_timeout_s: float = option(
+        5.0, "--elastic: seconds a gossip exchange waits for its partner (a dead partner costs its survivor this once)"
+    )
     coordinator: str = option(
         "",
         "--elastic on several machines: HOST:PORT of the coordinator started apart with "
@@ -156,6 +159,9 @@ class TrainConfig:
 
     def _validate_elastic(self) -> None:
         """--elastic runs adpsgd, evaluating at epoch ends; several machines share one coordinator."""
+        for name in ("lease_s", "pair_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise DasrError(f"{flag(name)} must be positive seconds, got {getattr(self, name)}")
         if self.strategy != "adpsgd":
             raise DasrError(f"--elastic needs --strategy adpsgd, not {self.strategy!r}")
         if self.nnodes > 1 and not self.coordinator:

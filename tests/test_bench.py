@@ -170,6 +170,10 @@ def test_elastic_runs_train_the_demo_recipe_and_skip_a_hang_run_without_hangs():
     assert [r.label for r, _, _ in planned] == ["adpsgd elastic, no faults", "adpsgd elastic, kills"]
     assert all(r.options[:2] == ["--config", "demo"] for r, _, _ in planned)
     assert len(runs("demo", 2000, 30, Faults(20, 5, 15.0, 5.0))) == 5
+    for run, _, _ in runs("demo", 2000, 30, Faults(20, 0, 15.0, 5.0), pair_timeout_s=1.5):
+        options = run.options
+        assert ("--pair-timeout-s" in options) == ("--elastic" in options), options  # elastic runs only
+        assert "--elastic" not in options or options[options.index("--pair-timeout-s") + 1] == "1.5"
 
 
 def test_speedups_quick_on_the_fixture_times_three_loops_and_measures_padding(speech_data_dir, tmp_path):

@@ -348,6 +348,8 @@ def test_dasr_train_elastic_survives_a_killed_rank0(speech_data_dir, tmp_path):
         ({"coordinator": "h:1", "elastic": False}, "--coordinator is for --elastic"),
         ({"checkpoint_every": 5}, "--checkpoint-every"),
         ({"resume": True}, "--resume"),
+        ({"lease_s": 0}, "--lease-s must be positive"),
+        ({"pair_timeout_s": -1}, "--pair-timeout-s must be positive"),
     ],
 )
 def test_elastic_refuses_what_it_does_not_do(options, named):

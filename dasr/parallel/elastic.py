@@ -595,7 +595,12 @@ class ElasticAdpsgdStrategy(PublicClassStrategy):
     """
 
     name = "adpsgd"
-    CONFIG_OPTIONS = {"graph": "graph", "seed": "seed", "period_s": "gossip_period_s"}
+    CONFIG_OPTIONS = {
+        "graph": "graph",
+        "seed": "seed",
+        "period_s": "gossip_period_s",
+        "pair_timeout_s": "pair_timeout_s",
+    }
     independent_steps = True
     elastic = True
 

@@ -49,6 +49,7 @@ ARGUMENTS = (
     arg("--epochs", type=int, default=None, help="epochs per run (default: 6 quick, 40 full)"),
     arg("--model", default="demo", help="model preset (default demo)"),
     arg("--batch-frames", type=int, default=2000, help="padded frames per worker step"),
+    arg("--pair-timeout-s", type=float, default=5.0, help="elastic runs' gossip pair timeout (train's default 5)"),
     arg("--work", default="exp/bench-elastic", help="keeps each run and its result; a rerun resumes"),
     arg(
         "--runs",
@@ -247,7 +248,7 @@ class Faults:
 
 
 def runs(
-    model: str, batch_frames: int, epochs: int, faults: Faults, only_elastic: bool = False
+    model: str, batch_frames: int, epochs: int, faults: Faults, only_elastic: bool = False, pair_timeout_s: float = 5.0
 ) -> list[tuple[TrainRun, int, float | None]]:
     """The runs, in order (elastic adpsgd first: a run cut short still has its figures), each with its
     number of faults and (hang runs) how long a hang lasts."""
@@ -257,6 +258,7 @@ def runs(
     common += ["--model", model, "--batch-frames", str(batch_frames), "--epochs", str(epochs)]
     common += ["--log-every", "1", "--eval-every-epochs", str(max(1, epochs // 4))]
     elastic = [*common, "--elastic", "--max-restarts", str(faults.kills), "--lease-s", f"{LEASE_S:g}"]
+    elastic += ["--pair-timeout-s", f"{pair_timeout_s:g}"]
     restarted = [*common, "--max-restarts", str(faults.kills), "--checkpoint-every", "20"]
     elastic_runs = [
         (TrainRun("adpsgd elastic, no faults", "adpsgd", NPROC, elastic), 0, None),
@@ -275,11 +277,19 @@ def runs(
 
 
 def measure(
-    data: str, model: str, batch_frames: int, epochs: int, faults: Faults, work: Path, only_elastic: bool = False
+    data: str,
+    model: str,
+    batch_frames: int,
+    epochs: int,
+    faults: Faults,
+    work: Path,
+    only_elastic: bool = False,
+    pair_timeout_s: float = 5.0,
 ) -> dict:
     """Every run of :func:`runs`, one after the other; a run with a ``result.json`` under ``work`` is kept."""
     out = []
-    for i, (run, count, hang_s) in enumerate(runs(model, batch_frames, epochs, faults, only_elastic)):
+    planned = runs(model, batch_frames, epochs, faults, only_elastic, pair_timeout_s)
+    for i, (run, count, hang_s) in enumerate(planned):
         summary = kept_run(
             work / f"run{i}",
             lambda d, run=run, count=count, hang_s=hang_s: {
@@ -297,6 +307,7 @@ def measure(
         "hangs": faults.hangs,
         "hang_s": faults.hang_s,
         "every_s": faults.every_s,
+        "pair_timeout_s": pair_timeout_s,
         "runs": out,
     }
 
@@ -349,7 +360,8 @@ def render(results: dict, report: Report):
         "Setup",
         f"{results['nproc']} workers ({sharing(results['nproc'], cores)}{gpu}), `{results['model']}` model, "
         f"{results['epochs']} epochs; faulted runs: SIGKILL of one worker every {results['every_s']:.0f} s of "
-        f"training, slots in turn (rank 0 included), {results['kills']} kills.{hangs} Runs one after the other.",
+        f"training, slots in turn (rank 0 included), {results['kills']} kills.{hangs} Elastic runs: lease "
+        f"{LEASE_S:g} s, gossip pair timeout {results.get('pair_timeout_s', 5.0):g} s. Runs one after the other.",
     )
     rows = "| run | exit | samples/s | train window, s | mean live workers | final dev WER | final dev loss | kills |\n"
     rows += "|---|---|---|---|---|---|---|---|\n"
@@ -419,7 +431,8 @@ def run_cli(args, command: str) -> dict:
         every_s=args.every_s if args.every_s is not None else every_s,
     )
     epochs = args.epochs if args.epochs is not None else epochs
-    results = measure(data, args.model, args.batch_frames, epochs, faults, Path(args.work), args.runs == "elastic")
+    work, only_elastic = Path(args.work), args.runs == "elastic"
+    results = measure(data, args.model, args.batch_frames, epochs, faults, work, only_elastic, args.pair_timeout_s)
     report = publish("elastic", "Elastic adpsgd through injected faults", command, results, render, args.out)
     update_summary(args.out, headline(results), report)
     return results
