@@ -392,10 +392,13 @@ def render(results: dict, report: Report):
             "faults and the headline leaves it out. Compare the dev losses in the table instead.",
         )
     report.add("Headline", f"`{json.dumps(head)}`")
-    fig, axes = new_figure(1)
+    fig, axes = new_figure(2, width_per_panel=3.6)
     labels = [r["label"] for r in results["runs"]]
-    axes[0].barh(labels, [r["samples_per_s"] or 0 for r in results["runs"]])
-    axes[0].set_xlabel("samples/s over the training window")
+    axes[0].barh(labels, [r["train_window_s"] or 0 for r in results["runs"]])
+    axes[0].set_xlabel("seconds to train the epochs\n(restarts and redone steps included)")
+    axes[1].barh(labels, [100 * (r["final_dev_wer"] or 0) for r in results["runs"]])
+    axes[1].set_xlabel("final dev WER, %")
+    axes[1].set_yticklabels([])
     return fig
 
 
