@@ -290,11 +290,12 @@ def test_three_workers_train_with_bounded_staleness(three_workers):
         assert res["spread"] == 0.0, out  # consensus: identical replicas ...
         assert res["stats"]["pushes"] == 25 and res["stats"]["version"] == 25 * n, out
     assert out[0]["vs_master"] == 0.0  # ... equal to the server's master
-    # equally fast workers: N - 1 on average (rank 0's in-process pushes see less); the
-    # maximum depends on how the OS schedules 3 processes on a shared 2-core machine
+    # equally fast workers: N - 1 on average (rank 0's in-process pushes see less); the maximum
+    # depends on how the OS schedules 3 processes on a shared 2-core machine (19 was seen with
+    # another test file running beside), bounded by the other workers' pushes in all
     mean = sum(res["stats"]["staleness_mean"] for res in out.values()) / n
     assert 0 < mean <= n, out
-    assert 0 < max(res["stats"]["staleness_max"] for res in out.values()) <= 6 * n, out
+    assert 0 < max(res["stats"]["staleness_max"] for res in out.values()) <= 25 * (n - 1), out
     assert out[0]["stats"]["server_updates"] == 25 * n
 
 
