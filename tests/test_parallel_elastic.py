@@ -149,6 +149,38 @@ def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
             assert all(torch.equal(p, torch.full_like(p, 0.5)) for p in replicas[slot].model.parameters())
 
 
+def test_a_pair_silenced_by_a_timeout_gossips_again_after_a_new_view():
+    """Slot 1's gossip stops longer than a pair timeout while its lease holds: slot 0's exchange
+    fails and slot 0 skips it. Two leases later slot 0 asks for a new view of the same members;
+    its switch clears the suspicion, and the pair exchanges again (before: silent to the run's end)."""
+    with coordinator_in_this_process(slots=2, lease_s=1.0) as (store, address, replicas):
+
+        def join(slot: int) -> None:
+            model = torch.nn.Linear(4, 2)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+            replicas[slot] = ElasticADPSGD(
+                model, optimizer, address=address, slot=slot, period_s=0.02, pair_timeout_s=1
+            )
+
+        joining = [threading.Thread(target=join, args=(s,)) for s in range(2)]
+        for t in joining:
+            t.start()
+        for t in joining:
+            t.join(timeout=60)
+        first, second = replicas[0].elastic, replicas[1].elastic
+        until(lambda: first.stats["model_exchanges"] > 2, "the pair to gossip")
+        version = read_version(store)
+        second.park()  # its exchanges stop; its heartbeats go on
+        until(lambda: first.stats["failed_exchanges"] >= 1, "slot 0's exchange to time out")
+        second.resume()
+        silenced_at = first.stats["model_exchanges"]
+        view = until(
+            lambda: (v := View.decode(store.get(f"{PREFIX}/view").decode())).version > version and v, "a new view"
+        )
+        assert view.slots == [0, 1] and first.stats["resyncs_asked"] == 1
+        until(lambda: first.stats["model_exchanges"] > silenced_at + 2, "the pair to gossip again")
+
+
 def test_a_replacement_takes_its_donors_optimizer_state():
     """Slot 0 trains 5 AdamW steps alone; slot 1 joins and receives its parameters and, exactly, its
     moments and step counts (zero moments would make its first updates full-size sign steps)."""

@@ -7,7 +7,8 @@ worker and views with a version. Each worker's gossip thread (:class:`ElasticGos
                   partner = matching(graph, len(view), seed, round) over the view's slots
                   exchange with it over the pair's gloo group of this version; a failure
                   (dead partner, timeout) is an idle round, and that partner is skipped
-                  until the next version
+                  until the next version; one the view still holds two leases later was
+                  not dead: ask the coordinator for a new view of the same members
     a switch:     announce (round, fresh) under switch/<version>; once every member of the
                   view did, all take round = max(announced) + 1; then each *fresh* member
                   (a replacement, or everyone at the first view) receives the parameters and
@@ -119,7 +120,8 @@ class ElasticGossiper:
         self.fresh = True
         self.loaded = threading.Event()
         self._groups: dict[int, Any] = {}
-        self._suspects: set[int] = set()
+        self._suspects: dict[int, float] = {}  # partner -> when an exchange with it failed (monotonic)
+        self._resync_asked_at = 0  # the view version whose resync this worker asked for
         self._cv = threading.Condition()
         self._stop = self._park = False
         self._parked_ack = threading.Event()
@@ -127,7 +129,7 @@ class ElasticGossiper:
         self.stats: dict[str, float] = dict.fromkeys(
             ("rounds", "idle_rounds", "failed_exchanges", "model_exchanges", "model_bytes", "comm_s", "merge_s"), 0
         )
-        self.stats.update(switches=0, donations_given=0, donations_received=0, rejoins=0, version=0)
+        self.stats.update(switches=0, donations_given=0, donations_received=0, rejoins=0, resyncs_asked=0, version=0)
         self._thread = threading.Thread(target=self._run, name=f"dasr-elastic-gossip-{member.slot}", daemon=True)
 
     # ---- main-thread side
@@ -180,6 +182,7 @@ class ElasticGossiper:
     def _run(self) -> None:
         try:
             store = connect(self.member.address, timeout_s=self.pair_timeout_s)
+            resync_after_s = 2 * float(store.get(f"{PREFIX}/lease_s"))
             while not self._stop:
                 t0 = time.perf_counter()
                 view = read_view(store)
@@ -194,6 +197,7 @@ class ElasticGossiper:
                     self._wait(_POLL_S)
                     continue
                 self._one_round(store, view)
+                self._ask_resync(store, view, resync_after_s)
                 left = self.period_s - (time.perf_counter() - t0)
                 if left > 0:
                     self._wait(left)
@@ -220,11 +224,23 @@ class ElasticGossiper:
             try:
                 self._exchange(self._group(store, view, partner), view)
             except RuntimeError:  # dead, hung or gone partner: an idle round, and no more tries this version
-                self._suspects.add(partner)
+                self._suspects[partner] = time.monotonic()
                 self._groups.pop(partner, None)
                 self.stats["failed_exchanges"] += 1
         self.round += 1
         self.stats["rounds"] += 1
+
+    def _ask_resync(self, store: dist.Store, view: View, after_s: float) -> None:
+        """A partner silenced longer than ``after_s`` that the view still holds was not dead (a
+        timeout at start-up, or rounds out of step after one): ask once per version for a new view
+        of the same members, whose switch clears the suspects and realigns the rounds. Without it
+        the pair stays silent to the next fault, in a run without faults to its end."""
+        if not self._suspects or self._resync_asked_at == view.version:
+            return
+        if time.monotonic() - min(self._suspects.values()) > after_s:
+            store.add(f"{PREFIX}/resync", 1)
+            self._resync_asked_at = view.version
+            self.stats["resyncs_asked"] += 1
 
     def _group(self, store: dist.Store, view: View, partner: int) -> Any:
         if partner not in self._groups:

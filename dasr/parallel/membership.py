@@ -88,7 +88,9 @@ class Coordinator:
         self._seen: dict[int, tuple[str, int, float]] = {}  # slot -> (incarnation, beat count, when it moved)
         self._expired: set[tuple[int, str]] = set()
         self._first_join: float | None = None
+        self._resyncs = 0  # members' requests for a fresh view of the same members, answered so far
         store.set(f"{PREFIX}/slots", str(slots))
+        store.set(f"{PREFIX}/lease_s", str(lease_s))
         for s in range(slots):
             for key in ("join", "left", "held", "ready"):
                 store.set(f"{PREFIX}/{key}/{s}", "")
@@ -125,7 +127,8 @@ class Coordinator:
                 self._first_join = now
             if len(live) < self.slots and (self._first_join is None or now - self._first_join < self.settle_s):
                 return None
-        if live == self.live:
+        resync = self._resync_asked()
+        if live == self.live and not resync:
             return None
         for s, inc in self.live.items():
             if live.get(s, "").rstrip("*") != inc.rstrip("*"):
@@ -136,6 +139,15 @@ class Coordinator:
         self.store.set(f"{PREFIX}/view/{self.version}", view.encode())
         self.store.set(f"{PREFIX}/view", view.encode())
         return view
+
+    def _resync_asked(self) -> bool:
+        """A member asked for a new view of the same members (its gossip pairs fell silent, see
+        :class:`dasr.parallel.elastic.ElasticGossiper`): the switch realigns rounds and pair groups."""
+        asked = int(self.store.add(f"{PREFIX}/resync", 0))
+        if asked == self._resyncs or self.version == 0:
+            return False
+        self._resyncs = asked
+        return True
 
     def serve(self, poll_s: float = 0.1, parent: int | None = None, until_run_ends: bool = False) -> None:
         """Poll until the launcher sets ``dasr-elastic/stop`` (or, given its ``parent`` pid, dies);
