@@ -36,6 +36,7 @@ NPROC = 4
 #: (kills per faulted run, hangs, seconds of training between faults, epochs): quick smoke run, full benchmark
 SIZES = {True: (3, 2, 15.0, 6), False: (20, 5, 15.0, 40)}
 LEASE_S = 5.0
+PAIR_TIMEOUT_S = 5.0  # the elastic runs' gossip pair timeout unless --pair-timeout-s says otherwise (train's default)
 #: the demo's batch of 2 workers x 4000 frames, for which its LR is set (4 workers x 2000 frames here)
 REFERENCE_BATCH_FRAMES = 4000
 #: an uninterrupted run's dev WER at or above this means the model emits next to no words yet: a WER
@@ -49,7 +50,7 @@ ARGUMENTS = (
     arg("--epochs", type=int, default=None, help="epochs per run (default: 6 quick, 40 full)"),
     arg("--model", default="demo", help="model preset (default demo)"),
     arg("--batch-frames", type=int, default=2000, help="padded frames per worker step"),
-    arg("--pair-timeout-s", type=float, default=5.0, help="elastic runs' gossip pair timeout (train's default 5)"),
+    arg("--pair-timeout-s", type=float, default=PAIR_TIMEOUT_S, help="elastic runs' gossip pair timeout (default 5)"),
     arg("--work", default="exp/bench-elastic", help="keeps each run and its result; a rerun resumes"),
     arg(
         "--runs",
@@ -248,7 +249,12 @@ class Faults:
 
 
 def runs(
-    model: str, batch_frames: int, epochs: int, faults: Faults, only_elastic: bool = False, pair_timeout_s: float = 5.0
+    model: str,
+    batch_frames: int,
+    epochs: int,
+    faults: Faults,
+    only_elastic: bool = False,
+    pair_timeout_s: float = PAIR_TIMEOUT_S,
 ) -> list[tuple[TrainRun, int, float | None]]:
     """The runs, in order (elastic adpsgd first: a run cut short still has its figures), each with its
     number of faults and (hang runs) how long a hang lasts."""
@@ -284,7 +290,7 @@ def measure(
     faults: Faults,
     work: Path,
     only_elastic: bool = False,
-    pair_timeout_s: float = 5.0,
+    pair_timeout_s: float = PAIR_TIMEOUT_S,
 ) -> dict:
     """Every run of :func:`runs`, one after the other; a run with a ``result.json`` under ``work`` is kept."""
     out = []
@@ -361,7 +367,7 @@ def render(results: dict, report: Report):
         f"{results['nproc']} workers ({sharing(results['nproc'], cores)}{gpu}), `{results['model']}` model, "
         f"{results['epochs']} epochs; faulted runs: SIGKILL of one worker every {results['every_s']:.0f} s of "
         f"training, slots in turn (rank 0 included), {results['kills']} kills.{hangs} Elastic runs: lease "
-        f"{LEASE_S:g} s, gossip pair timeout {results.get('pair_timeout_s', 5.0):g} s. Runs one after the other.",
+        f"{LEASE_S:g} s, gossip pair timeout {results.get('pair_timeout_s', PAIR_TIMEOUT_S):g} s. Runs one after the other.",
     )
     rows = "| run | exit | samples/s | train window, s | mean live workers | final dev WER | final dev loss | kills |\n"
     rows += "|---|---|---|---|---|---|---|---|\n"
