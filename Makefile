@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all lint typecheck bench soak sysdeps venv clean
+.PHONY: demo test test-all lint typecheck bench soak sysdeps venv etcd clean
 
 # the exact versions come from constraints.txt (pyproject.toml states the ranges that work)
 $(STAMP): pyproject.toml constraints.txt dasr/__init__.py  # the version is read from dasr/__init__.py
@@ -17,6 +17,10 @@ venv: sysdeps $(STAMP)
 
 sysdeps:
 	@scripts/install-system-packages.sh
+
+# etcd for the tests of the elastic run's replicated store: unpacked into .venv, not installed (no service)
+etcd: venv
+	@scripts/fetch-etcd.sh
 
 demo: venv
 	$(VENV)/bin/dasr demo --out exp/demo
@@ -32,10 +36,10 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 # the test files run on 2 processes (pytest-xdist; a file's tests stay together, with their module fixtures)
-test: venv lint typecheck
+test: venv etcd lint typecheck
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q --durations=25 -n 2 --dist loadfile
 
-test-all: venv
+test-all: venv etcd
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -m ''
 
 bench: venv

@@ -120,7 +120,9 @@ class TrainConfig:
     coordinator: str = option(
         "",
         "--elastic on several machines: HOST:PORT of the coordinator started apart with "
-        "`python -m dasr.parallel.membership SLOTS --host HOST --port PORT` (its --lease-s applies)",
+        "`python -m dasr.parallel.membership SLOTS --host HOST --port PORT` (its --lease-s applies), or "
+        "etcd://HOST:PORT,HOST:PORT,.../NAMESPACE: the run's store on an etcd cluster, and a coordinator "
+        "replica on every node (no single point of failure but etcd's quorum)",
     )
     group_size: int = option(2, "hybrid: ranks per sync group")
     graph: str = option("exponential", "adpsgd partner graph", GRAPHS)
@@ -166,16 +168,26 @@ class TrainConfig:
             raise DasrError(f"--elastic needs --strategy adpsgd, not {self.strategy!r}")
         if self.nnodes > 1 and not self.coordinator:
             raise DasrError(
-                "--elastic with --nnodes > 1 needs --coordinator HOST:PORT: start "
-                "`python -m dasr.parallel.membership SLOTS --host HOST --port PORT` on a host every node reaches"
+                "--elastic with --nnodes > 1 needs --coordinator: etcd://HOST:PORT,... of an etcd cluster, or "
+                "HOST:PORT of `python -m dasr.parallel.membership SLOTS --host HOST --port PORT` on a host every node reaches"
             )
         if not 0 <= self.node_rank < self.nnodes:
             raise DasrError(
                 f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, not {self.node_rank}"
             )
-        host, _, port = self.coordinator.rpartition(":")
-        if self.coordinator and not (host and port.isdigit() and 0 < int(port) < 65536):
-            raise DasrError(f"--coordinator must be HOST:PORT with a port number, not {self.coordinator!r}")
+        if self.coordinator.startswith("etcd://"):
+            from dasr.parallel.etcd_store import parse_address
+
+            try:
+                parse_address(self.coordinator)
+            except ValueError as e:
+                raise DasrError(f"--coordinator: {e}") from None
+        elif self.coordinator:
+            host, _, port = self.coordinator.rpartition(":")
+            if not (host and port.isdigit() and 0 < int(port) < 65536):
+                raise DasrError(
+                    f"--coordinator must be HOST:PORT with a port number, or etcd://HOST:PORT,..., not {self.coordinator!r}"
+                )
         if self.eval_every_s > 0:
             raise DasrError("--elastic does not take --eval-every-s yet (evaluations at epoch ends)")
         for name in ("checkpoint_every", "resume"):

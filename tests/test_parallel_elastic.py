@@ -22,6 +22,7 @@ from dasr.errors import DasrError
 from dasr.parallel.elastic import ElasticADPSGD
 from dasr.parallel.elastic_launch import launch_elastic, worker_env
 from dasr.parallel.membership import PREFIX, Coordinator, Member, View, connect, start_coordinator, stop_coordinator
+from lab.bench.etcd import EtcdCluster, etcd_binary
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "adpsgd_classifier.py"
 BATCHES = 64  # the example's batches per epoch
@@ -87,16 +88,18 @@ def test_leases_views_and_reoffered_claims():
 
 
 @contextmanager
-def coordinator_in_this_process(slots: int, lease_s: float, settle_s: float = 60.0):
-    """A coordinator polled by a thread of the test; yields its store, address and the replicas to close."""
-    store = dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=30))
+def coordinator_in_this_process(slots: int, lease_s: float, settle_s: float = 60.0, etcd: str = ""):
+    """A coordinator polled by a thread of the test (serving a TCPStore, or on the ``etcd`` address
+    given); yields its store, address and the replicas to close."""
+    store = connect(etcd) if etcd else dist.TCPStore("127.0.0.1", 0, is_master=True, timeout=timedelta(seconds=30))
+    address = etcd or f"127.0.0.1:{store.port}"
     coordinator = Coordinator(store, slots=slots, lease_s=lease_s, settle_s=settle_s)
     stop = threading.Event()
     polling = threading.Thread(target=lambda: [coordinator.poll() or time.sleep(0.05) for _ in iter(stop.is_set, True)])
     polling.start()
     replicas: dict[int, ElasticADPSGD] = {}
     try:
-        yield store, f"127.0.0.1:{store.port}", replicas
+        yield store, address, replicas
     finally:
         stop.set()
         polling.join()
@@ -181,11 +184,24 @@ def test_a_pair_silenced_by_a_timeout_gossips_again_after_a_new_view():
         until(lambda: first.stats["model_exchanges"] > silenced_at + 2, "the pair to gossip again")
 
 
-def test_a_replacement_takes_its_donors_optimizer_state():
+@pytest.fixture(params=["tcpstore", "etcd"])
+def store_kind(request, tmp_path):
+    """ "tcpstore": the coordinator serves the store; "etcd": the store is a one-member etcd cluster
+    (the gossip's pair groups, the switch and the hand-over all go through it)."""
+    if request.param == "tcpstore":
+        yield ""
+        return
+    if etcd_binary() is None:
+        pytest.skip("no etcd: scripts/fetch-etcd.sh puts one in .venv")
+    with EtcdCluster(tmp_path / "etcd") as cluster:
+        yield cluster.address("run")
+
+
+def test_a_replacement_takes_its_donors_optimizer_state(store_kind):
     """Slot 0 trains 5 AdamW steps alone; slot 1 joins and receives its parameters and, exactly, its
     moments and step counts (zero moments would make its first updates full-size sign steps)."""
     torch.manual_seed(0)
-    with coordinator_in_this_process(slots=2, lease_s=2.0, settle_s=0.5) as (_, address, replicas):
+    with coordinator_in_this_process(slots=2, lease_s=2.0, settle_s=0.5, etcd=store_kind) as (_, address, replicas):
         model = torch.nn.Linear(4, 2)
         optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
         replicas[0] = ElasticADPSGD(model, optimizer, address=address, slot=0, period_s=0.02)

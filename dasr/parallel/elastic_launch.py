@@ -7,7 +7,9 @@ launcher replaces only the worker that died; the others never stop::
 
 On one machine it starts the coordinator too (in a process of its own). On several, every
 node's launcher joins one coordinator started apart (``coordinator="host:port"``) and runs the
-slots ``first_slot`` to ``first_slot + nproc - 1``.
+slots ``first_slot`` to ``first_slot + nproc - 1``. With an etcd cluster as the store
+(``coordinator="etcd://h1:2379,h2:2379,h3:2379/run-7"``) there is no coordinator apart: every
+node's launcher starts a replica of it, and the one elected decides (:mod:`dasr.parallel.leadership`).
 
 Each worker finds ``$DASR_ELASTIC_STORE`` (the coordinator's ``host:port``) and
 ``$DASR_ELASTIC_SLOT`` in its environment (what :class:`dasr.parallel.elastic.ElasticADPSGD` reads).
@@ -20,8 +22,10 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from dasr.errors import DasrError
 from dasr.parallel.elastic import SLOT_ENV, STORE_ENV
-from dasr.parallel.membership import PREFIX, connect, start_coordinator, stop_coordinator
+from dasr.parallel.etcd_store import is_etcd_address, parse_address
+from dasr.parallel.membership import PREFIX, connect, finished_run, start_coordinator, stop_coordinator
 
 
 def worker_env(address: str, slot: int, restarts: int, one_machine: bool = True) -> dict[str, str]:
@@ -42,6 +46,7 @@ def launch_elastic(
     on_end: Callable[[str], None] | None = None,
     coordinator: str = "",
     first_slot: int = 0,
+    slots: int = 0,
 ) -> dict[int, int]:
     """Run ``command`` as ``nproc`` elastic workers until each slot's worker exits 0; returns {slot: exit code}.
 
@@ -50,25 +55,35 @@ def launch_elastic(
     ``on_start(slot, process)`` is called for every worker started (e.g. to inject faults),
     ``on_end(address)`` once all have ended, while the coordinator's store still serves.
     ``coordinator`` (``host:port``) joins one started apart for several machines, whose lease
-    it set; this launcher then runs slots ``first_slot`` on.
+    it set; this launcher then runs slots ``first_slot`` on. An etcd ``coordinator``
+    (``etcd://...``) is the run's store, and this launcher starts a coordinator replica on it for a
+    run of ``slots`` slots in all (default ``nproc``), with this ``lease_s``.
     """
     if nproc < 1 or max_restarts < 0 or first_slot < 0 or (first_slot and not coordinator):
         raise ValueError(
             "need nproc >= 1, max_restarts >= 0, first_slot >= 0 (0 without a coordinator), "
             f"got {nproc}, {max_restarts}, {first_slot}"
         )
-    if coordinator:
+    on_etcd = is_etcd_address(coordinator)
+    if on_etcd:
+        slots = slots or nproc
+        if finished_run(connect(coordinator, timeout_s=10)):
+            raise DasrError(f"{coordinator} holds a run that is over: give this run an etcd namespace of its own")
+    elif coordinator:
         slots = int(connect(coordinator).get(f"{PREFIX}/slots"))
-        if first_slot + nproc > slots:
-            raise ValueError(f"slots {first_slot} to {first_slot + nproc - 1} are outside the run's {slots} slots")
-    own = None if coordinator else start_coordinator(nproc, lease_s=lease_s)
+    if coordinator and first_slot + nproc > slots:
+        raise ValueError(f"slots {first_slot} to {first_slot + nproc - 1} are outside the run's {slots} slots")
+    own = None if coordinator and not on_etcd else start_coordinator(slots or nproc, lease_s, store=coordinator)
     address = own[1] if own else coordinator
+    one_machine = not coordinator or (
+        on_etcd and all(h in ("127.0.0.1", "localhost") for h, _ in parse_address(coordinator)[0])
+    )
     procs: dict[int, subprocess.Popen] = {}
     codes: dict[int, int] = {}
     restarts = 0
 
     def start(slot: int) -> None:
-        procs[slot] = subprocess.Popen(command, env=worker_env(address, slot, restarts, own is not None))
+        procs[slot] = subprocess.Popen(command, env=worker_env(address, slot, restarts, one_machine))
         if on_start is not None:
             on_start(slot, procs[slot])
 

@@ -14,11 +14,17 @@ thread adding to ``beat/<slot>``; one that leaves on purpose writes ``left/<slot
 hung member's unfinished batch claim goes back to the pool (:func:`dasr.data.loader.release_claim`).
 Every live worker reads the same view from the store, so all of them draw the same matchings
 over it (:mod:`dasr.parallel.elastic`).
+
+The store can also be an etcd cluster (``etcd://h1:2379,h2:2379,h3:2379/run-7``, see
+:mod:`dasr.parallel.etcd_store`), which outlives any one host. Then every node runs a coordinator
+replica; the one holding an etcd lease decides (:mod:`dasr.parallel.leadership`), and when its
+host is lost another takes over where the store says the run stands.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -31,13 +37,20 @@ from datetime import timedelta
 import torch.distributed as dist
 
 from dasr.data.loader import release_claim
+from dasr.errors import DasrError
+from dasr.parallel.etcd_store import EtcdStore, is_etcd_address
 from dasr.parallel.launch import serve_store
+from dasr.parallel.leadership import EtcdLeadership, SoleDecider
+
+log = logging.getLogger(__name__)
 
 PREFIX = "dasr-elastic"
 
 
-def connect(address: str, timeout_s: float = 60.0) -> dist.TCPStore:
-    """A client of the coordinator's store at ``host:port``."""
+def connect(address: str, timeout_s: float = 60.0) -> dist.Store:
+    """A client of the run's store: the coordinator's at ``host:port``, or an etcd cluster's (``etcd://...``)."""
+    if is_etcd_address(address):
+        return EtcdStore.from_address(address, timeout_s=timeout_s)
     host, port = address.rsplit(":", 1)
     return dist.TCPStore(host, int(port), is_master=False, timeout=timedelta(seconds=timeout_s))
 
@@ -75,27 +88,58 @@ class Coordinator:
     """Decides the live set from join records and heartbeats and publishes it as versioned views.
 
     Args:
-        store: the store (this process serves it).
+        store: the run's store (a TCPStore this process serves, or an etcd cluster).
         slots: how many worker slots the run has.
         lease_s: a member whose heartbeat has not moved for this long is out.
         settle_s: the first view waits for all slots to join, or this long after the first join.
+        leadership: who decides (default: this coordinator alone); with
+            :class:`~dasr.parallel.leadership.EtcdLeadership`, this one only while it leads.
     """
 
-    def __init__(self, store: dist.Store, slots: int, lease_s: float, settle_s: float = 60.0):
+    def __init__(
+        self,
+        store: dist.Store,
+        slots: int,
+        lease_s: float,
+        settle_s: float = 60.0,
+        leadership: SoleDecider | EtcdLeadership | None = None,
+    ):
         self.store, self.slots, self.lease_s, self.settle_s = store, slots, lease_s, settle_s
+        self.leadership = leadership or SoleDecider(store)
+        self.in_office = False
         self.version = 0
         self.live: dict[int, str] = {}
         self._seen: dict[int, tuple[str, int, float]] = {}  # slot -> (incarnation, beat count, when it moved)
         self._expired: set[tuple[int, str]] = set()
         self._first_join: float | None = None
         self._resyncs = 0  # members' requests for a fresh view of the same members, answered so far
-        store.set(f"{PREFIX}/slots", str(slots))
-        store.set(f"{PREFIX}/lease_s", str(lease_s))
-        for s in range(slots):
-            for key in ("join", "left", "held", "ready"):
-                store.set(f"{PREFIX}/{key}/{s}", "")
-            store.add(f"{PREFIX}/beat/{s}", 0)
-        store.set(f"{PREFIX}/view", View(0, ()).encode())
+        if isinstance(self.leadership, SoleDecider):
+            self.take_office()
+
+    def take_office(self) -> None:
+        """Start deciding: lay out a new run's keys, or take up the run where the store says it stands.
+
+        ``slots`` is written last: members wait for it, so none joins before the layout is done.
+        A replica taking over holds the published view's members live, and starts their leases on
+        its own clock now: one that died meanwhile is dropped ``lease_s`` from now.
+        """
+        if not self.store.check([f"{PREFIX}/slots"]):
+            layout = {f"{PREFIX}/{key}/{s}": "" for key in ("join", "left", "held", "ready") for s in range(self.slots)}
+            layout |= {f"{PREFIX}/beat/{s}": "0" for s in range(self.slots)}
+            layout |= {f"{PREFIX}/lease_s": str(self.lease_s), f"{PREFIX}/view": View(0, ()).encode()}
+            for key, value in layout.items():
+                self.store.set(key, value)
+            self.store.set(f"{PREFIX}/slots", str(self.slots))
+        elif int(self.store.get(f"{PREFIX}/slots")) != self.slots:
+            raise DasrError(f"the store's run has {int(self.store.get(f'{PREFIX}/slots'))} slots, not {self.slots}")
+        else:
+            view = read_view(self.store)
+            self.version = view.version
+            self.live = {s: inc + "*" * (s in view.ready) for s, inc in view.members}
+            self._resyncs = int(self.store.add(f"{PREFIX}/resync", 0))
+            self._seen, self._expired = {}, set()
+            self._first_join = time.monotonic() if view.version == 0 else None
+        self.in_office = True
 
     def _candidates(self, now: float) -> dict[int, str]:
         """Slots whose current incarnation joined, has not left, and holds its lease (``*``: and is ready)."""
@@ -133,11 +177,13 @@ class Coordinator:
         for s, inc in self.live.items():
             if live.get(s, "").rstrip("*") != inc.rstrip("*"):
                 release_claim(self.store, PREFIX, s, inc.rstrip("*"))
-        self.live = live
-        self.version += 1
-        view = View.decode(f"{self.version} " + ",".join(f"{s}:{i}" for s, i in sorted(live.items())))
-        self.store.set(f"{PREFIX}/view/{self.version}", view.encode())
-        self.store.set(f"{PREFIX}/view", view.encode())
+        view = View.decode(f"{self.version + 1} " + ",".join(f"{s}:{i}" for s, i in sorted(live.items())))
+        if not self.leadership.publish(
+            {f"{PREFIX}/view/{view.version}": view.encode(), f"{PREFIX}/view": view.encode()}
+        ):
+            self.in_office = False  # another replica took over: it decides from what the store holds
+            return None
+        self.live, self.version = live, view.version
         return view
 
     def _resync_asked(self) -> bool:
@@ -151,21 +197,37 @@ class Coordinator:
 
     def serve(self, poll_s: float = 0.1, parent: int | None = None, until_run_ends: bool = False) -> None:
         """Poll until the launcher sets ``dasr-elastic/stop`` (or, given its ``parent`` pid, dies);
-        ``until_run_ends``: also stop once the run is over (see :meth:`run_over`)."""
-        while not self.store.check([f"{PREFIX}/stop"]) and (parent is None or os.getppid() == parent):
-            self.poll()
-            if until_run_ends and self.run_over():
-                return
+        ``until_run_ends``: also stop once the run is over (see :meth:`run_over`). A replica on etcd
+        decides only while it leads."""
+        while parent is None or os.getppid() == parent:
+            try:
+                if self.store.check([f"{PREFIX}/stop"]) or (until_run_ends and self.run_over()):
+                    return
+                if self.leadership.held():
+                    self._decide()
+                else:
+                    self.in_office = False
+            except dist.DistError as e:  # etcd out of reach from here: the replicas that reach it decide
+                if isinstance(self.leadership, SoleDecider):
+                    raise
+                log.warning("coordinator replica: the store does not answer (%s)", e)
+                self.in_office = False
             time.sleep(poll_s)
+
+    def _decide(self) -> None:
+        """Take office if this coordinator is not in it yet, and poll once."""
+        if not self.in_office:
+            self.take_office()
+            log.info("coordinator in office at view version %d", self.version)
+        self.poll()
 
     def run_over(self) -> bool:
         """Nobody is live after the first view, and some worker left on purpose (finished): the run ended.
 
         A coordinator started apart ends then, so that a second run cannot find the first one's
-        claims, epochs and averages on its store (it would train nothing and say nothing)."""
-        if self.version == 0 or self.live:
-            return False
-        return any(v for v in self.store.multi_get([f"{PREFIX}/left/{s}" for s in range(self.slots)]))
+        claims, epochs and averages on its store (it would train nothing and say nothing). Read
+        from the store, so a replica that does not lead sees it too."""
+        return finished_run(self.store)
 
 
 class Member:
@@ -236,11 +298,17 @@ def claims_summary(store: dist.Store) -> dict:
     }
 
 
-def start_coordinator(slots: int, lease_s: float = 5.0, settle_s: float = 60.0) -> tuple[subprocess.Popen, str]:
-    """Start the coordinator in a process of its own on 127.0.0.1; returns it and its ``host:port``."""
+def start_coordinator(
+    slots: int, lease_s: float = 5.0, settle_s: float = 60.0, store: str = ""
+) -> tuple[subprocess.Popen, str]:
+    """Start the coordinator in a process of its own; returns it and the run's store address.
+
+    Without ``store`` it serves a TCPStore on 127.0.0.1; with an etcd ``store`` it is one replica
+    of the run's coordinator there (it decides while it holds the leadership)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "dasr.parallel.membership", str(slots), "--lease-s", str(lease_s)]
-        + ["--settle-s", str(settle_s), "--exit-with-parent"],
+        + ["--settle-s", str(settle_s), "--exit-with-parent"]
+        + (["--store", store] if store else []),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -253,13 +321,27 @@ def start_coordinator(slots: int, lease_s: float = 5.0, settle_s: float = 60.0) 
 
 
 def stop_coordinator(proc: subprocess.Popen, address: str) -> None:
-    """Ask the coordinator to end, and wait for it (killing it if it does not)."""
+    """Ask the coordinator to end, and wait for it (killing it if it does not).
+
+    A replica on etcd is ended alone: ``stop`` on the shared store would end every node's replica."""
     try:
-        connect(address, timeout_s=5).set(f"{PREFIX}/stop", "1")
+        if is_etcd_address(address):
+            proc.terminate()
+        else:
+            connect(address, timeout_s=5).set(f"{PREFIX}/stop", "1")
         proc.wait(timeout=10)
     except (RuntimeError, subprocess.TimeoutExpired):
         proc.kill()
         proc.wait()
+
+
+def finished_run(store: dist.Store) -> bool:
+    """Whether the store holds a run that is over (see :meth:`Coordinator.run_over`): a new run needs
+    a store of its own (on etcd, a namespace of its own)."""
+    if not store.check([f"{PREFIX}/slots", f"{PREFIX}/view"]):
+        return False
+    view, slots = read_view(store), int(store.get(f"{PREFIX}/slots"))
+    return view.version > 0 and not view.members and any(store.multi_get([f"{PREFIX}/left/{s}" for s in range(slots)]))
 
 
 def main() -> None:
@@ -268,7 +350,9 @@ def main() -> None:
     On one machine ``dasr train --elastic`` starts it (``--exit-with-parent``). For several machines
     start it on its own host, e.g. ``--host 10.0.0.5 --port 29600``, and give every node's
     ``dasr train --elastic --coordinator 10.0.0.5:29600``; it then serves one run, prints what the
-    batch claims came to and exits when the run is over (or at Ctrl-C).
+    batch claims came to and exits when the run is over (or at Ctrl-C). With ``--store
+    etcd://...`` it serves nothing: it is one replica of the run's coordinator on that etcd
+    cluster (``dasr train --elastic --coordinator etcd://...`` starts one on every node).
     """
     parser = argparse.ArgumentParser(description="elastic adpsgd coordinator: store, leases, views")
     parser.add_argument("slots", type=int, help="worker slots of the run: nproc x nnodes")
@@ -276,11 +360,21 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=60.0, help="the first view waits this long for all slots")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to serve on (default: a free one)")
+    parser.add_argument("--store", default="", help="etcd://HOST:PORT,...[/NAMESPACE]: a replica on etcd, no own store")
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the starting process dies")
     args = parser.parse_args()
-    store = serve_store(args.port, args.host)
-    print(f"serving {args.host}:{store.port}", flush=True)
-    coordinator = Coordinator(store, args.slots, args.lease_s, args.settle_s)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    store: dist.Store
+    leadership: SoleDecider | EtcdLeadership
+    if args.store:
+        etcd = EtcdStore.from_address(args.store, timeout_s=args.lease_s)
+        store, leadership = etcd, EtcdLeadership(etcd, ttl_s=args.lease_s)
+        print(f"serving {args.store} as a coordinator replica", flush=True)
+    else:
+        tcp = serve_store(args.port, args.host)
+        store, leadership = tcp, SoleDecider(tcp)
+        print(f"serving {args.host}:{tcp.port}", flush=True)
+    coordinator = Coordinator(store, args.slots, args.lease_s, args.settle_s, leadership)
     try:
         if args.exit_with_parent:
             coordinator.serve(parent=os.getppid())

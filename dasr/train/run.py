@@ -74,6 +74,7 @@ def _train_elastic(config: TrainConfig) -> dict:
         on_end=write_claims,
         coordinator=config.coordinator,
         first_slot=config.node_rank * config.nproc,
+        slots=config.nnodes * config.nproc,
     )
     if all(code != 0 for code in codes.values()):
         raise DasrError(f"every elastic worker failed (exit codes {codes}); see the log above")
