@@ -19,6 +19,7 @@ import pytest
 from dasr.data.tokenizer import CharTokenizer
 from dasr.model.blstm import BlstmCtc, num_parameters, preset_config
 from lab.bench import netns
+from lab.bench.etcd import CLIENT_PORT, etcd_binary, etcd_commands
 from lab.bench.network import train_on_testbed
 from lab.bench.runs import TrainRun
 from lab.sim import network as simnet
@@ -81,6 +82,35 @@ def _wait_for(condition, what: str, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
+def _start_elastic_node(bed, node: int, node_rank: int, coordinator: str, data: str, exp: Path, log: Path):
+    """`dasr train --elastic` of the tiny model on test-bed node ``node``: 2 of the run's 4 slots."""
+    command = [sys.executable, "-m", "dasr", "train", "--data", data, "--exp", exp]
+    command += ["--model", "tiny", "--epochs", 30, "--eval-every-epochs", 10, "--batch-frames", 300]
+    command += ["--log-every", 1, "--strategy", "adpsgd", "--elastic", "--coordinator", coordinator]
+    command += ["--nnodes", 2, "--node-rank", node_rank, "--nproc", 2, "--lease-s", 2]
+    env = {"GLOO_SOCKET_IFNAME": bed.interface, "OMP_NUM_THREADS": "1"}
+    out = log.open("w")
+    return bed.popen(node, list(map(str, command)), env=env, stdout=out, stderr=out)
+
+
+def _assert_trained_every_epoch_to_the_end(exp: Path, launcher, log: Path, cut_at: int) -> None:
+    """Node ``exp``'s launcher ended well, its slots (0 and 1) went on after the cut, the leader evaluated."""
+    assert launcher.returncode == 0, log.read_text()[-3000:]
+    survivors = _train_records(exp)
+    assert {r["rank"] for r in survivors[cut_at:]} == {0, 1}
+    assert max(r["epoch"] for r in survivors) == 29
+    evals = [r for r in map(json.loads, (exp / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
+    assert sorted(r["epoch"] for r in evals) == [9, 19, 29]  # made by the live set's leader, slot 0
+    assert (exp / "final.pt").exists()
+
+
+def _wait_or_fail(proc, log: Path, what: str, timeout_s: float) -> None:
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} did not finish: {log.read_text()[-3000:]}")
+
+
 @pytest.mark.slow
 def test_elastic_training_goes_on_when_a_worker_node_is_cut_off(testbed_ok, speech_data_dir, tmp_path):
     """Three nodes: the coordinator alone on node 0, two workers each on nodes 1 and 2 (`dasr train
@@ -91,35 +121,56 @@ def test_elastic_training_goes_on_when_a_worker_node_is_cut_off(testbed_ok, spee
         coordinator = [sys.executable, "-m", "dasr.parallel.membership", "4", "--host", bed.address(0)]
         said = (tmp_path / "coordinator.log").open("w")
         coordinator_proc = bed.popen(0, [*coordinator, "--port", "29600", "--lease-s", "2"], stdout=said)
-        env = {"GLOO_SOCKET_IFNAME": bed.interface, "OMP_NUM_THREADS": "1"}
-        exps = [tmp_path / "node1", tmp_path / "node2"]
-        launchers = []
-        for node_rank, exp in enumerate(exps):
-            command = [sys.executable, "-m", "dasr", "train", "--data", speech_data_dir, "--exp", exp]
-            command += ["--model", "tiny", "--epochs", 30, "--eval-every-epochs", 10, "--batch-frames", 300]
-            command += ["--log-every", 1, "--strategy", "adpsgd", "--elastic", "--coordinator", address]
-            command += ["--nnodes", 2, "--node-rank", node_rank, "--nproc", 2]
-            log = (tmp_path / f"node{node_rank + 1}.log").open("w")
-            launchers.append(bed.popen(node_rank + 1, list(map(str, command)), env=env, stdout=log, stderr=log))
+        exps, logs = [tmp_path / "node1", tmp_path / "node2"], [tmp_path / "node1.log", tmp_path / "node2.log"]
+        launchers = [
+            _start_elastic_node(bed, rank + 1, rank, address, str(speech_data_dir), exps[rank], logs[rank])
+            for rank in range(2)
+        ]
         _wait_for(lambda: all(len(_train_records(e)) >= 4 for e in exps), "both nodes to train", 240)
         bed.set_link(2, up=False)
         cut_at = len(_train_records(exps[0]))
-        try:
-            launchers[0].wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"node 1 did not finish: {(tmp_path / 'node1.log').read_text()[-3000:]}")
+        _wait_or_fail(launchers[0], logs[0], "node 1", 300)
         coordinator_proc.wait(timeout=30)  # started apart, it ends with its run and says what the claims came to
-    assert launchers[0].returncode == 0, (tmp_path / "node1.log").read_text()[-3000:]
-    survivors = _train_records(exps[0])
-    assert {r["rank"] for r in survivors[cut_at:]} == {0, 1}  # node 1's slots went on after the cut
-    assert max(r["epoch"] for r in survivors) == 29
-    evals = [r for r in map(json.loads, (exps[0] / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "eval"]
-    assert sorted(r["epoch"] for r in evals) == [9, 19, 29]  # made by the live set's leader, slot 0
-    assert (exps[0] / "final.pt").exists()
+    _assert_trained_every_epoch_to_the_end(exps[0], launchers[0], logs[0], cut_at)
     last = (tmp_path / "coordinator.log").read_text().splitlines()[-1]
     assert last.startswith("run over; batch claims: "), last
     claims = ast.literal_eval(last.removeprefix("run over; batch claims: "))
     assert claims["trained_twice_or_more"] == 0 and claims["trained_once"] >= claims["batches_trained"] - 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(etcd_binary() is None, reason="no etcd: scripts/fetch-etcd.sh puts one in .venv")
+def test_elastic_training_goes_on_when_the_store_host_is_cut_off(testbed_ok, speech_data_dir, tmp_path):
+    """Three nodes, each an etcd member; node 0 also runs the coordinator replica that decides, nodes 1
+    and 2 two workers each and a replica of their own (`--coordinator etcd://...`). Node 0's link goes
+    down mid-run: etcd keeps its quorum, a replica on node 1 or 2 takes the decisions over, and all
+    four workers train every epoch to the end. No node is a single point of failure."""
+    with netns.Testbed(3, 1000) as bed:
+        hosts = [bed.address(i) for i in range(3)]
+        for node, command in enumerate(etcd_commands(hosts, tmp_path / "etcd")):
+            bed.popen(node, command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        store = "etcd://" + ",".join(f"{h}:{CLIENT_PORT}" for h in hosts) + "/run"
+        log0 = tmp_path / "replica0.log"
+        replica = [sys.executable, "-m", "dasr.parallel.membership", "4", "--store", store, "--lease-s", "2"]
+        bed.popen(0, replica, stdout=log0.open("w"), stderr=subprocess.STDOUT)
+        _wait_for(lambda: "in office" in log0.read_text(), "node 0's replica to decide", 60)
+        exps, logs = [tmp_path / "node1", tmp_path / "node2"], [tmp_path / "node1.log", tmp_path / "node2.log"]
+        launchers = [
+            _start_elastic_node(bed, rank + 1, rank, store, str(speech_data_dir), exps[rank], logs[rank])
+            for rank in range(2)
+        ]
+        _wait_for(lambda: all(len(_train_records(e)) >= 4 for e in exps), "both nodes to train", 240)
+        bed.set_link(0, up=False)
+        cut_at = [len(_train_records(e)) for e in exps]
+        for launcher, log in zip(launchers, logs, strict=True):
+            _wait_or_fail(launcher, log, log.stem, 300)
+        took_over = sum("in office" in log.read_text() for log in logs)
+    for exp, launcher, log, cut in zip(exps, launchers, logs, cut_at, strict=True):
+        _assert_trained_every_epoch_to_the_end(exp, launcher, log, cut)
+    assert took_over >= 1  # a replica on node 1 or 2 decided after node 0 was gone
+    for exp in exps:
+        claims = json.loads((exp / "elastic-claims.json").read_text())
+        assert claims["trained_twice_or_more"] == 0 and claims["trained_once"] >= claims["batches_trained"] - 2
 
 
 def test_namespaces_are_deleted_on_error_and_on_sigterm(testbed_ok, tmp_path):

@@ -107,11 +107,24 @@ def coordinator_in_this_process(slots: int, lease_s: float, settle_s: float = 60
             replica.close()
 
 
-def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout():
+@pytest.fixture(params=["tcpstore", "etcd"])
+def store_kind(request, tmp_path):
+    """ "tcpstore": the coordinator serves the store; "etcd": the store is a one-member etcd cluster
+    (the gossip's pair groups, the switch and the hand-over all go through it)."""
+    if request.param == "tcpstore":
+        yield ""
+        return
+    if etcd_binary() is None:
+        pytest.skip("no etcd: scripts/fetch-etcd.sh puts one in .venv")
+    with EtcdCluster(tmp_path / "etcd") as cluster:
+        yield cluster.address("run")
+
+
+def test_a_member_dead_inside_the_average_costs_a_lease_not_the_gloo_timeout(store_kind):
     """Three replicas (0, 1, 2 everywhere); slot 2 announces itself for the live average and dies
     before connecting. The survivors give the attempt up when its lease runs out (1 s), not after
     gloo's timeout (4 pair timeouts, 12 s here), and commit exactly (0 + 1) / 2 over the next view."""
-    with coordinator_in_this_process(slots=3, lease_s=1.0) as (store, address, replicas):
+    with coordinator_in_this_process(slots=3, lease_s=1.0, etcd=store_kind) as (store, address, replicas):
 
         def join(slot: int) -> None:
             model = torch.nn.Linear(4, 2)
@@ -182,19 +195,6 @@ def test_a_pair_silenced_by_a_timeout_gossips_again_after_a_new_view():
         )
         assert view.slots == [0, 1] and first.stats["resyncs_asked"] == 1
         until(lambda: first.stats["model_exchanges"] > silenced_at + 2, "the pair to gossip again")
-
-
-@pytest.fixture(params=["tcpstore", "etcd"])
-def store_kind(request, tmp_path):
-    """ "tcpstore": the coordinator serves the store; "etcd": the store is a one-member etcd cluster
-    (the gossip's pair groups, the switch and the hand-over all go through it)."""
-    if request.param == "tcpstore":
-        yield ""
-        return
-    if etcd_binary() is None:
-        pytest.skip("no etcd: scripts/fetch-etcd.sh puts one in .venv")
-    with EtcdCluster(tmp_path / "etcd") as cluster:
-        yield cluster.address("run")
 
 
 def test_a_replacement_takes_its_donors_optimizer_state(store_kind):

@@ -549,7 +549,8 @@ class LiveAverage:
 
         def all_reduce() -> None:
             try:
-                store = dist.PrefixStore(f"{key}/pg/", connect(o.member.address, timeout_s=o.timeout_s))
+                client = connect(o.member.address, timeout_s=o.timeout_s)  # held here: see EtcdStore's docstring
+                store = dist.PrefixStore(f"{key}/pg/", client)
                 timeout = timedelta(seconds=4 * o.timeout_s)
                 group = dist.ProcessGroupGloo(store, members.index(self.slot), len(members), timeout)
                 for t in tensors:

@@ -7,8 +7,8 @@ lives as long as a majority of the etcd members do::
     store = EtcdStore.from_address("etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/run-7")
     store.add("dasr-elastic/beat/3", 1)
 
-The address names every member (a request that a member does not answer in ``request_timeout_s``
-goes to the next) and a namespace (the path, default ``dasr``): one run per namespace.
+The address names every member (a client starts at a random one; a request that a member does
+not answer in ``request_timeout_s`` goes to the next) and a namespace (the path, default ``dasr``): one run per namespace.
 
 Why not torch's own ``torch.distributed.elastic.rendezvous.etcd_store.EtcdStore``: it speaks
 etcd's v2 API through python-etcd (unmaintained since 2017; etcd 3.4 serves v2 only when asked,
@@ -20,6 +20,11 @@ and retry, so concurrent writers never lose an update.
 Queues (``queue_push``/``queue_pop``) are keys ``<ns>/q/<key>/<index>``; a pop deletes the lowest
 index in a transaction that fails if another popper took it first. Plain keys are ``<ns>/k/<key>``.
 
+Keep a Python reference to an ``EtcdStore`` for as long as a ``PrefixStore`` or a process group
+made on it lives: C++ holds only its trampoline, which finds these methods through the Python
+object. Once that is collected, gloo's calls fail with "Not implemented" (a
+``PrefixStore(prefix, EtcdStore(...))`` made in one expression loses it at once).
+
 One thing a TCPStore does not have: a request whose answer is lost (its member died after
 applying it) is sent again to the next member, so an ``add`` can be applied twice across a
 failover. The elastic run's counters tolerate that: a claim counter skips one batch index.
@@ -28,6 +33,7 @@ failover. The elastic run's counters tolerate that: a claim counter skips one ba
 from __future__ import annotations
 
 import base64
+import random
 import time
 from datetime import timedelta
 from typing import Any
@@ -103,7 +109,7 @@ class EtcdStore(dist.Store):
         self.endpoints = endpoints
         self.namespace = namespace
         self._clients = [client.Etcd3Client(h, p, timeout=request_timeout_s, api_path="/v3/") for h, p in endpoints]
-        self._current = 0
+        self._current = random.randrange(len(endpoints))  # clients spread over the members, as etcd's own do
         self.timeout_s = timeout_s
         self.set_timeout(timedelta(seconds=timeout_s))
 
