@@ -19,8 +19,8 @@ import pytest
 
 from dasr.data.tokenizer import CharTokenizer
 from dasr.model.blstm import BlstmCtc, num_parameters, preset_config
-from lab.bench import netns
-from lab.bench.etcd import CLIENT_PORT, etcd_binary, etcd_commands
+from lab.bench import netns, node_loss
+from lab.bench.etcd import etcd_binary
 from lab.bench.network import train_on_testbed
 from lab.bench.runs import TrainRun
 from lab.sim import network as simnet
@@ -83,15 +83,9 @@ def _wait_for(condition, what: str, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def _start_elastic_node(bed, node: int, node_rank: int, coordinator: str, data: str, exp: Path, log: Path):
-    """`dasr train --elastic` of the tiny model on test-bed node ``node``: 2 of the run's 4 slots."""
-    command = [sys.executable, "-m", "dasr", "train", "--data", data, "--exp", exp]
-    command += ["--model", "tiny", "--epochs", 30, "--eval-every-epochs", 10, "--batch-frames", 300]
-    command += ["--log-every", 1, "--strategy", "adpsgd", "--elastic", "--coordinator", coordinator]
-    command += ["--nnodes", 2, "--node-rank", node_rank, "--nproc", 2, "--lease-s", 2, "--max-restarts", 1]
-    env = {"GLOO_SOCKET_IFNAME": bed.interface, "OMP_NUM_THREADS": "1"}
-    out = log.open("w")
-    return bed.popen(node, list(map(str, command)), env=env, stdout=out, stderr=out)
+#: `dasr train` options of the elastic test-bed runs: the tiny model, 30 epochs, short leases
+ELASTIC_OPTIONS = ["--model", "tiny", "--epochs", "30", "--eval-every-epochs", "10", "--batch-frames", "300"]
+ELASTIC_OPTIONS += ["--log-every", "1", "--lease-s", "2", "--max-restarts", "1"]
 
 
 def _assert_trained_every_epoch_to_the_end(exp: Path, launcher, log: Path, cut_at: int, slots: set[int]) -> None:
@@ -122,23 +116,18 @@ def test_elastic_training_goes_on_when_a_worker_node_is_cut_off(testbed_ok, spee
     --elastic --coordinator`). Node 2's link goes down mid-run: node 1's workers drop it from the view
     and train every epoch to the end; only the coordinator's own node stays a single point of failure."""
     with netns.Testbed(3, 1000) as bed:
-        address = f"{bed.address(0)}:29600"
-        coordinator = [sys.executable, "-m", "dasr.parallel.membership", "4", "--host", bed.address(0)]
-        said = (tmp_path / "coordinator.log").open("w")
-        coordinator_proc = bed.popen(0, [*coordinator, "--port", "29600", "--lease-s", "2"], stdout=said)
+        address = node_loss.start_store(bed, "tcp", 4, tmp_path, lease_s=2)
         exps, logs = [tmp_path / "node1", tmp_path / "node2"], [tmp_path / "node1.log", tmp_path / "node2.log"]
-        launchers = [
-            _start_elastic_node(bed, rank + 1, rank, address, str(speech_data_dir), exps[rank], logs[rank])
-            for rank in range(2)
-        ]
+        data = str(speech_data_dir)
+        launchers = [node_loss.start_workers(bed, r + 1, r, address, data, exps[r], ELASTIC_OPTIONS) for r in range(2)]
         _wait_for(lambda: all(len(_train_records(e)) >= 4 for e in exps), "both nodes to train", 240)
         bed.set_link(2, up=False)
         cut_at = len(_train_records(exps[0]))
         _wait_or_fail(launchers[0], logs[0], "node 1", 300)
-        coordinator_proc.wait(timeout=30)  # started apart, it ends with its run and says what the claims came to
+        _wait_for(lambda: "run over" in (tmp_path / "node0.log").read_text(), "the coordinator to end with its run", 30)
     _assert_trained_every_epoch_to_the_end(exps[0], launchers[0], logs[0], cut_at, {0, 1})
     _assert_the_leader_evaluated(exps[0])
-    last = (tmp_path / "coordinator.log").read_text().splitlines()[-1]
+    last = (tmp_path / "node0.log").read_text().splitlines()[-1]
     assert last.startswith("run over; batch claims: "), last
     claims = ast.literal_eval(last.removeprefix("run over; batch claims: "))
     assert claims["trained_twice_or_more"] == 0 and claims["trained_once"] >= claims["batches_trained"] - 2
@@ -153,19 +142,10 @@ def test_elastic_training_goes_on_when_the_store_host_is_cut_off(testbed_ok, spe
     takes the decisions over (the killed worker leaves the view, its replacement joins), and all
     four slots train every epoch to the end. No node is a single point of failure."""
     with netns.Testbed(3, 1000) as bed:
-        hosts = [bed.address(i) for i in range(3)]
-        for node, command in enumerate(etcd_commands(hosts, tmp_path / "etcd")):
-            bed.popen(node, command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        store = "etcd://" + ",".join(f"{h}:{CLIENT_PORT}" for h in hosts) + "/run"
-        log0 = tmp_path / "replica0.log"
-        replica = [sys.executable, "-m", "dasr.parallel.membership", "4", "--store", store, "--lease-s", "2"]
-        bed.popen(0, replica, stdout=log0.open("w"), stderr=subprocess.STDOUT)
-        _wait_for(lambda: "in office" in log0.read_text(), "node 0's replica to decide", 60)
+        store = node_loss.start_store(bed, "etcd", 4, tmp_path, lease_s=2)  # node 0's replica is in office
         exps, logs = [tmp_path / "node1", tmp_path / "node2"], [tmp_path / "node1.log", tmp_path / "node2.log"]
-        launchers = [
-            _start_elastic_node(bed, rank + 1, rank, store, str(speech_data_dir), exps[rank], logs[rank])
-            for rank in range(2)
-        ]
+        data = str(speech_data_dir)
+        launchers = [node_loss.start_workers(bed, r + 1, r, store, data, exps[r], ELASTIC_OPTIONS) for r in range(2)]
         _wait_for(lambda: all(len(_train_records(e)) >= 4 for e in exps), "both nodes to train", 240)
         bed.set_link(0, up=False)
         cut_at = [len(_train_records(e)) for e in exps]

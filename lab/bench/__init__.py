@@ -26,6 +26,7 @@ BENCHMARKS = {
     "large-batch": "dev WER at m x B (m = 1..16) trained to the plateau, sync and adpsgd, seeds, recipe rivals",
     "accuracy": "test WER of every strategy at equal epochs",
     "elastic": "elastic adpsgd through a worker killed every T s: throughput, rejoin time, claims, dev WER vs sync/localsgd",
+    "node-loss": "elastic adpsgd in the network test bed while a node is cut off: the store's host (etcd vs TCPStore), a workers' node",
     "reliability": "killed workers, torn checkpoints, fuzzed inputs, long adpsgd soak",
     "network": "every strategy on K nodes in network namespaces over tbf rate-limited links (needs root)",
     "export": "the ONNX export in onnxruntime and sherpa-onnx against PyTorch: texts, WER, speed",
