@@ -215,3 +215,32 @@ def test_elastic_bench_continues_a_hung_worker_when_its_hang_is_over(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_node_loss_times_the_takeover_from_the_cut_and_judges_each_loss(tmp_path):
+    from datetime import datetime
+
+    from lab.bench.node_loss import _rate, _took_office_s, headline
+
+    cut = datetime(2026, 12, 4, 23, 24, 0).timestamp()
+    (tmp_path / "node1.log").write_text(
+        "2026-12-04 23:23:58,000 __main__ INFO coordinator in office at view version 0\n"  # before the cut: not it
+        "23:24:01 INFO rank 3 dasr.progress: epoch 1: 50 %\n"
+    )
+    (tmp_path / "node2.log").write_text(
+        "2026-12-04 23:24:03,250 __main__ INFO coordinator in office at view version 4\n"
+    )
+    assert _took_office_s([tmp_path / "node1.log", tmp_path / "node2.log"], cut) == 3.25
+    assert _took_office_s([tmp_path / "node1.log"], cut) is None
+    records = [(t, {"utts_per_step": 2}) for t in (10.0, 11.0, 12.0, 13.0)]
+    assert _rate(records, 10.0, 12.0) == 3.0  # 3 records of 2 samples over 2 s
+    run = {"store": "etcd", "exit_codes": [0, 0], "slots_after_cut": [0, 1, 2, 3], "took_office_s": 3.25}
+    tcp = {"store": "tcp", "cut_node": 0, "exit_codes": [1, 1], "slots_after_cut": [], "took_office_s": None}
+    results = {"runs": [{**run, "cut_node": 0}, {**run, "cut_node": 2, "exit_codes": [0, None]}, tcp]}
+    assert headline(results) == {
+        "elastic_store_host_loss_survived": True,
+        "elastic_worker_node_loss_survived": True,
+        "elastic_store_takeover_s": 3.25,
+    }
+    results["runs"][0]["slots_after_cut"] = [0, 1]  # node 2's workers stopped when the store's host went
+    assert headline(results)["elastic_store_host_loss_survived"] is False

@@ -50,6 +50,7 @@ def etcd_commands(
             + ["--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer]
             + ["--initial-cluster", cluster, "--initial-cluster-state", "new"]
             + ["--initial-cluster-token", f"dasr-{data_dir.name}", "--logger", "zap", "--log-level", "error"]
+            + ["--auto-compaction-mode", "periodic", "--auto-compaction-retention", "1h"]  # every add is a revision
         )
     return commands
 

@@ -185,7 +185,7 @@ def measure(data: str, model: str, epochs: int, cut_s: float, work: Path) -> dic
     if reason:
         raise RuntimeError(f"dasr bench node-loss needs the network test bed: {reason}")
     options = ["--model", model, "--epochs", str(epochs), "--eval-every-epochs", str(epochs), "--log-every", "1"]
-    options += ["--lease-s", f"{LEASE_S:g}"]
+    options += ["--batch-frames", "2000", "--lease-s", f"{LEASE_S:g}"]
     out = []
     for i, (label, store, cut_node) in enumerate(RUNS):
         summary = kept_run(work / f"run{i}", lambda d, s=store, c=cut_node: one_run(data, s, c, options, cut_s, d))
