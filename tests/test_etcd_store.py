@@ -61,7 +61,8 @@ def test_the_same_answers_as_a_tcpstore(store):
     def script(s: dist.Store) -> list:
         out = [s.add("n", 5), s.add("n", -2), s.add("n", 0), s.check(["n", "m"])]
         s.set("m", b"\x00\xffbytes")
-        out += [s.get("m"), s.multi_get(["m", "n"]), s.check(["n", "m"])]
+        s.multi_set(["a", "b"], ["1", b"2"])
+        out += [s.get("m"), s.multi_get(["m", "n", "a", "b"]), s.check(["n", "m"])]
         out += [s.compare_set("d", "", "commit"), s.compare_set("d", "", "abort"), s.get("d")]
         out += [s.compare_set("e", "x", "y"), s.check(["e"]), s.compare_set("d", "commit", "done")]
         s.queue_push("q", "5")

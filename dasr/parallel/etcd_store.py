@@ -141,8 +141,8 @@ class EtcdStore(dist.Store):
                     raise dist.DistNetworkError(f"no etcd member of {self.endpoints} answered: {e}") from e
                 time.sleep(0.05)
 
-    def _txn(self, compare: list[dict], success: list[dict], failure: list[dict] | None = None) -> dict[str, Any]:
-        return self._post("kv/txn", {"compare": compare, "success": success, "failure": failure or []})
+    def _txn(self, compare: list[dict], success: list[dict]) -> dict[str, Any]:
+        return self._post("kv/txn", {"compare": compare, "success": success})
 
     def _range(self, key: str, **options: Any) -> list[dict[str, Any]]:
         return self._post("kv/range", {"key": _b64(key), **options}).get("kvs", [])

@@ -84,7 +84,3 @@ class EtcdLeadership:
         longer leading) if another has taken over."""
         self._leading = self._leading and self.store.set_if(LEADER_KEY, self.name, items)
         return self._leading
-
-    def leader(self) -> str:
-        """The name of the replica that decides now ("" if none)."""
-        return self.store.get(LEADER_KEY).decode() if self.store.check([LEADER_KEY]) else ""
