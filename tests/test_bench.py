@@ -220,7 +220,7 @@ def test_elastic_bench_continues_a_hung_worker_when_its_hang_is_over(tmp_path):
 def test_node_loss_times_the_takeover_from_the_cut_and_judges_each_loss(tmp_path):
     from datetime import datetime
 
-    from lab.bench.node_loss import _rate, _took_office_s, headline
+    from lab.bench.node_loss import _rate, _took_office_s, headline, summarise
 
     cut = datetime(2026, 12, 4, 23, 24, 0).timestamp()
     (tmp_path / "node1.log").write_text(
@@ -234,6 +234,11 @@ def test_node_loss_times_the_takeover_from_the_cut_and_judges_each_loss(tmp_path
     assert _took_office_s([tmp_path / "node1.log"], cut) is None
     records = [(t, {"utts_per_step": 2}) for t in (10.0, 11.0, 12.0, 13.0)]
     assert _rate(records, 10.0, 12.0) == 3.0  # 3 records of 2 samples over 2 s
+    seen = {"records": [(t, {"rank": t % 4, "epoch": t // 12, "utts_per_step": 2}) for t in (10.0, 11.0, 12.0, 13.0)]}
+    seen |= {"first": 10.0, "cut_at": 11.5, "cut_wall": cut, "codes": [0, None], "timed_out": False}
+    summary = summarise(seen, [tmp_path / "node2.log"])
+    assert summary["slots_after_cut"] == [0, 1] and summary["last_epoch"] == 1 and summary["took_office_s"] == 3.25
+    assert summary["samples_per_s_before"] == 4 / 1.5 and summary["samples_per_s_after"] == 4 / 1.5
     run = {"store": "etcd", "exit_codes": [0, 0], "slots_after_cut": [0, 1, 2, 3], "took_office_s": 3.25}
     tcp = {"store": "tcp", "cut_node": 0, "exit_codes": [1, 1], "slots_after_cut": [], "took_office_s": None}
     results = {"runs": [{**run, "cut_node": 0}, {**run, "cut_node": 2, "exit_codes": [0, None]}, tcp]}

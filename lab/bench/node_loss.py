@@ -160,22 +160,23 @@ def one_run(data: str, store: str, cut_node: int | None, options: list[str], cut
 
         cut_off = {i for i, n in enumerate(WORKER_NODES) if n == cut_node}
         seen = watch(launchers, exps, cut, cut_s, cut_off, timeout_s=1800)
+    return {"store": store, "cut_node": cut_node, **summarise(seen, [e.parent / f"{e.name}.log" for e in exps])}
+
+
+def summarise(seen: dict, logs: list[Path]) -> dict:
+    """What a run came to, from what :func:`watch` saw and the worker nodes' logs."""
     records, cut_at = seen["records"], seen["cut_at"]
     last = records[-1][0] if records else 0.0
     after = [r for t, r in records if cut_at is not None and t > cut_at]
     return {
-        "store": store,
-        "cut_node": cut_node,
         "exit_codes": seen["codes"],
         "timed_out": seen["timed_out"],
         "slots_after_cut": sorted({r["rank"] for r in after}),
-        "last_epoch": max((r["epoch"] for r in records), default=None),
+        "last_epoch": max((r["epoch"] for _, r in records), default=None),
         "trained_s_after_cut": (last - cut_at) if after and cut_at else 0.0,
         "samples_per_s_before": _rate(records, seen["first"] or 0.0, cut_at or last),
         "samples_per_s_after": _rate(records, cut_at, last) if cut_at else None,
-        "took_office_s": _took_office_s([e.parent / f"{e.name}.log" for e in exps], seen["cut_wall"])
-        if store == "etcd" and cut_node == 0
-        else None,
+        "took_office_s": _took_office_s(logs, seen["cut_wall"]),
     }
 
 
