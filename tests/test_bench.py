@@ -149,6 +149,7 @@ def test_elastic_headline_excludes_the_dead_share_and_counts_rejoins():
         "elastic_kills_survived": 2,  # the third replacement never got in
         "elastic_throughput_ratio": (27.0 / 3) / (40.0 / 4),  # per live worker (3 of 4 alive on average)
         "elastic_wer_rel_diff": (0.51 - 0.50) / 0.50,
+        "elastic_wer_pairs": 1,
         "elastic_rejoin_s_median": 16.0,
     }
     results["runs"][1]["returncode"] = 1  # a run that failed survived nothing
@@ -161,6 +162,29 @@ def test_elastic_headline_excludes_the_dead_share_and_counts_rejoins():
         "elastic_hangs": 2,
         "elastic_hangs_back": 1,
     }
+
+
+def test_elastic_pairs_are_compared_side_by_side_and_averaged():
+    from lab.bench.elastic import Faults, headline, runs
+
+    def run(sps, wer, kills=(), live=4.0):
+        return {"samples_per_s": sps, "final_dev_wer": wer, "kills": list(kills), "mean_live": live, "returncode": 0}
+
+    kills = [{"slot": 0, "rejoined_s": 6.0}, {"slot": 1, "rejoined_s": 8.0}]
+    pair1 = [run(40.0, 0.60), run(36.0, 0.66, kills)]  # +10 %, ratio 0.9
+    pair2 = [run(50.0, 0.50), run(35.0, 0.49, kills[:1], live=3.5)]  # -2 %, ratio 0.8
+    head = headline({"pairs": 2, "runs": [*pair1, *pair2, run(30.0, 0.7)]})  # then a sync run: not a pair
+    assert head["elastic_kills"] == 3 and head["elastic_kills_survived"] == 3
+    assert abs(head["elastic_wer_rel_diff"] - (0.10 - 0.02) / 2) < 1e-12 and head["elastic_wer_pairs"] == 2
+    assert abs(head["elastic_throughput_ratio"] - (0.9 + 0.8) / 2) < 1e-12
+    assert head["elastic_rejoin_s_median"] == 6.0
+    planned = runs("demo", 2000, 15, Faults(kills=20, hangs=0, hang_s=15.0, every_s=10.0), only_elastic=True, pairs=2)
+    assert [(r.label, n) for r, n, _ in planned] == [
+        ("adpsgd elastic, no faults (pair 1)", 0),
+        ("adpsgd elastic, kills (pair 1)", 20),
+        ("adpsgd elastic, no faults (pair 2)", 0),
+        ("adpsgd elastic, kills (pair 2)", 20),
+    ]
 
 
 def test_elastic_runs_train_the_demo_recipe_and_skip_a_hang_run_without_hangs():

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dasr.cli import arg
+from dasr.errors import DasrError
 from dasr.parallel.membership import View, connect, read_view
 from lab.bench.procs import cmdline, descendants
 from lab.bench.runs import TrainRun, kept_run, require_data
@@ -51,6 +52,13 @@ ARGUMENTS = (
     arg("--model", default="demo", help="model preset (default demo)"),
     arg("--batch-frames", type=int, default=2000, help="padded frames per worker step"),
     arg("--pair-timeout-s", type=float, default=PAIR_TIMEOUT_S, help="elastic runs' gossip pair timeout (default 5)"),
+    arg(
+        "--pairs",
+        type=int,
+        default=1,
+        help="fault-free and killed elastic runs side by side, this many times (the dev WER of one recipe's runs "
+        "spreads by several points: more pairs judge the faults' cost; default 1)",
+    ),
     arg("--work", default="exp/bench-elastic", help="keeps each run and its result; a rerun resumes"),
     arg(
         "--runs",
@@ -255,9 +263,11 @@ def runs(
     faults: Faults,
     only_elastic: bool = False,
     pair_timeout_s: float = PAIR_TIMEOUT_S,
+    pairs: int = 1,
 ) -> list[tuple[TrainRun, int, float | None]]:
     """The runs, in order (elastic adpsgd first: a run cut short still has its figures), each with its
-    number of faults and (hang runs) how long a hang lasts."""
+    number of faults and (hang runs) how long a hang lasts. The elastic runs come in ``pairs``: a
+    fault-free run, then one with kills, repeated."""
     # the demo recipe (AdamW, its LR for 2 workers' batch, warm-up, cosine): with train's defaults
     # (SGD at 0.1) the demo model had not left the blank stage after 45 epochs
     common = ["--config", "demo", "--reference-batch-frames", str(REFERENCE_BATCH_FRAMES)]
@@ -266,10 +276,11 @@ def runs(
     elastic = [*common, "--elastic", "--max-restarts", str(faults.kills), "--lease-s", f"{LEASE_S:g}"]
     elastic += ["--pair-timeout-s", f"{pair_timeout_s:g}"]
     restarted = [*common, "--max-restarts", str(faults.kills), "--checkpoint-every", "20"]
-    elastic_runs = [
-        (TrainRun("adpsgd elastic, no faults", "adpsgd", NPROC, elastic), 0, None),
-        (TrainRun("adpsgd elastic, kills", "adpsgd", NPROC, elastic), faults.kills, None),
-    ]
+    elastic_runs: list[tuple[TrainRun, int, float | None]] = []
+    for p in range(pairs):
+        suffix = f" (pair {p + 1})" if pairs > 1 else ""
+        elastic_runs.append((TrainRun(f"adpsgd elastic, no faults{suffix}", "adpsgd", NPROC, elastic), 0, None))
+        elastic_runs.append((TrainRun(f"adpsgd elastic, kills{suffix}", "adpsgd", NPROC, elastic), faults.kills, None))
     if faults.hangs:
         elastic_runs.append(
             (TrainRun("adpsgd elastic, hangs (SIGSTOP)", "adpsgd", NPROC, elastic), faults.hangs, faults.hang_s)
@@ -291,10 +302,11 @@ def measure(
     work: Path,
     only_elastic: bool = False,
     pair_timeout_s: float = PAIR_TIMEOUT_S,
+    pairs: int = 1,
 ) -> dict:
     """Every run of :func:`runs`, one after the other; a run with a ``result.json`` under ``work`` is kept."""
     out = []
-    planned = runs(model, batch_frames, epochs, faults, only_elastic, pair_timeout_s)
+    planned = runs(model, batch_frames, epochs, faults, only_elastic, pair_timeout_s, pairs)
     for i, (run, count, hang_s) in enumerate(planned):
         summary = kept_run(
             work / f"run{i}",
@@ -314,6 +326,7 @@ def measure(
         "hang_s": faults.hang_s,
         "every_s": faults.every_s,
         "pair_timeout_s": pair_timeout_s,
+        "pairs": pairs,
         "runs": out,
     }
 
@@ -322,11 +335,15 @@ def _hang_run(results: dict) -> dict | None:
     return next((r for r in results["runs"] if r.get("hang_s")), None)
 
 
-def headline(results: dict) -> dict:
-    """The summary figures: kills survived, throughput ratio (live share excluded), WER difference, rejoin time."""
-    clean, faulted = results["runs"][0], results["runs"][1]
+def pairs_of(results: dict) -> list[tuple[dict, dict]]:
+    """The (fault-free, killed) elastic runs side by side, in order (results before --pairs hold one)."""
+    elastic = results["runs"][: 2 * results.get("pairs", 1)]
+    return list(zip(elastic[0::2], elastic[1::2], strict=True))
+
+
+def compare(clean: dict, faulted: dict) -> dict:
+    """One pair's figures: kills survived, throughput ratio (the dead worker's share excluded), WER difference."""
     kills = faulted["kills"]
-    survived = sum("rejoined_s" in k for k in kills) if faulted["returncode"] == 0 else 0
     ratio = None
     if clean["samples_per_s"] and faulted["samples_per_s"]:  # per live worker: the dead worker's share excluded
         ratio = (faulted["samples_per_s"] / (faulted["mean_live"] or NPROC)) / (
@@ -336,12 +353,28 @@ def headline(results: dict) -> dict:
     learned = clean["final_dev_wer"] is not None and clean["final_dev_wer"] < NOT_LEARNED_WER
     if learned and faulted["final_dev_wer"] is not None:
         wer = (faulted["final_dev_wer"] - clean["final_dev_wer"]) / clean["final_dev_wer"]
-    rejoins = [k["rejoined_s"] for k in kills if "rejoined_s" in k]
+    return {
+        "kills": len(kills),
+        "survived": sum("rejoined_s" in k for k in kills) if faulted["returncode"] == 0 else 0,
+        "throughput_ratio": ratio,
+        "wer_rel_diff": wer,
+    }
+
+
+def headline(results: dict) -> dict:
+    """The summary figures over every pair: kills survived, the mean throughput ratio and WER difference
+    (per pair: :func:`compare`), the median rejoin time."""
+    pairs = pairs_of(results)
+    compared = [compare(clean, faulted) for clean, faulted in pairs]
+    ratios = [c["throughput_ratio"] for c in compared if c["throughput_ratio"] is not None]
+    wers = [c["wer_rel_diff"] for c in compared if c["wer_rel_diff"] is not None]
+    rejoins = [k["rejoined_s"] for _, faulted in pairs for k in faulted["kills"] if "rejoined_s" in k]
     out = {
-        "elastic_kills": len(kills),
-        "elastic_kills_survived": survived,
-        "elastic_throughput_ratio": ratio,
-        "elastic_wer_rel_diff": wer,
+        "elastic_kills": sum(c["kills"] for c in compared),
+        "elastic_kills_survived": sum(c["survived"] for c in compared),
+        "elastic_throughput_ratio": statistics.mean(ratios) if ratios else None,
+        "elastic_wer_rel_diff": statistics.mean(wers) if wers else None,
+        "elastic_wer_pairs": len(wers),
         "elastic_rejoin_s_median": statistics.median(rejoins) if rejoins else None,
     }
     hung = _hang_run(results)
@@ -379,8 +412,11 @@ def render(results: dict, report: Report):
         rows += f"| {r['label']} | {r['returncode']} | {sps} | {r['train_window_s']:.0f} | {live} | {wer} | {loss} | "
         rows += f"{len(r['kills'])} |\n"
     report.add("Runs", rows)
+    if results.get("pairs", 1) > 1:
+        report.add("Pairs (fault-free and killed runs side by side)", _pairs_table(results))
     report.add(
-        "Elastic kills (kill → view without it → its replacement ready in a view)",
+        "Elastic kills (kill → view without it → its replacement ready in a view)"
+        + (", the first pair" if results.get("pairs", 1) > 1 else ""),
         _fault_table(results["runs"][1]["kills"], "kill", "replacement holds the model after, s"),
     )
     hung = _hang_run(results)
@@ -406,6 +442,18 @@ def render(results: dict, report: Report):
     axes[1].set_xlabel("final dev WER, %")
     axes[1].set_yticklabels([])
     return fig
+
+
+def _pairs_table(results: dict) -> str:
+    lines = "| pair | no faults: dev WER | kills: dev WER | relative | throughput ratio | kills survived |\n"
+    lines += "|---|---|---|---|---|---|\n"
+    for i, (clean, faulted) in enumerate(pairs_of(results)):
+        c = compare(clean, faulted)
+        wer = "-" if c["wer_rel_diff"] is None else f"{100 * c['wer_rel_diff']:+.1f} %"
+        ratio = "-" if c["throughput_ratio"] is None else f"{c['throughput_ratio']:.2f}"
+        lines += f"| {i + 1} | {100 * (clean['final_dev_wer'] or 0):.1f} % | {100 * (faulted['final_dev_wer'] or 0):.1f} % | "
+        lines += f"{wer} | {ratio} | {c['survived']} of {c['kills']} |\n"
+    return lines
 
 
 def _claims_table(all_runs: list[dict]) -> str:
@@ -441,7 +489,11 @@ def run_cli(args, command: str) -> dict:
     )
     epochs = args.epochs if args.epochs is not None else epochs
     work, only_elastic = Path(args.work), args.runs == "elastic"
-    results = measure(data, args.model, args.batch_frames, epochs, faults, work, only_elastic, args.pair_timeout_s)
+    if args.pairs < 1:
+        raise DasrError(f"--pairs must be at least 1, not {args.pairs}")
+    results = measure(
+        data, args.model, args.batch_frames, epochs, faults, work, only_elastic, args.pair_timeout_s, args.pairs
+    )
     report = publish("elastic", "Elastic adpsgd through injected faults", command, results, render, args.out)
     update_summary(args.out, headline(results), report)
     return results
