@@ -144,9 +144,10 @@ def test_one_leader_and_a_stale_one_cannot_publish(store):
 
 
 def test_a_replica_takes_over_the_views_where_the_lost_one_left_them(cluster, request):
-    """Two coordinator replicas on one etcd namespace; two members join (view 1). The deciding replica is
-    killed; one member leaves: the other replica publishes view 2, exactly the next version. A run that
-    is over is then refused by a new launcher on the same namespace."""
+    """Two coordinator replicas on one etcd namespace; two members join (view 1), one dies (view 2, without
+    it). The deciding replica is killed, and the other member leaves: the other replica publishes view 3,
+    exactly the next version, with nobody in it (not the dead member, whose join record still stands). A
+    run that is over is then refused by a new launcher on the same namespace."""
     address = cluster.address(request.node.name)
     procs = []
     try:
@@ -159,13 +160,14 @@ def test_a_replica_takes_over_the_views_where_the_lost_one_left_them(cluster, re
             m.join()
         first = until(lambda: (v := read_view(store)).version and v, "the first view")
         assert first == View(1, tuple((m.slot, m.incarnation) for m in members))
+        members[1]._stop.set()  # no more heartbeats: dead, as the coordinator sees it
+        second = until(lambda: (v := read_view(store)).version > 1 and v, "the dead member's lease to run out")
+        assert second == View(2, ((0, members[0].incarnation),))
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait()
-        members[1].leave()
-        second = until(lambda: (v := read_view(store)).version > 1 and v, "the other replica's view", timeout_s=30)
-        assert second == View(2, ((0, members[0].incarnation),))
         members[0].leave()
-        until(lambda: read_view(store).version == 3, "the last leave")
+        third = until(lambda: (v := read_view(store)).version > 2 and v, "the other replica's view", timeout_s=30)
+        assert third == View(3, ())
         with pytest.raises(DasrError, match="holds a run that is over"):
             launch_elastic([sys.executable, "-c", "pass"], nproc=2, coordinator=address)
     finally:

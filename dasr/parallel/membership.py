@@ -110,7 +110,6 @@ class Coordinator:
         self.version = 0
         self.live: dict[int, str] = {}
         self._seen: dict[int, tuple[str, int, float]] = {}  # slot -> (incarnation, beat count, when it moved)
-        self._expired: set[tuple[int, str]] = set()
         self._first_join: float | None = None
         self._resyncs = 0  # members' requests for a fresh view of the same members, answered so far
         if isinstance(self.leadership, SoleDecider):
@@ -124,7 +123,8 @@ class Coordinator:
         its own clock now: one that died meanwhile is dropped ``lease_s`` from now.
         """
         if not self.store.check([f"{PREFIX}/slots"]):
-            layout = {f"{PREFIX}/{key}/{s}": "" for key in ("join", "left", "held", "ready") for s in range(self.slots)}
+            keys = ("join", "left", "held", "ready", "expired")
+            layout = {f"{PREFIX}/{key}/{s}": "" for key in keys for s in range(self.slots)}
             layout |= {f"{PREFIX}/beat/{s}": "0" for s in range(self.slots)}
             layout |= {f"{PREFIX}/lease_s": str(self.lease_s), f"{PREFIX}/view": View(0, ()).encode()}
             for key, value in layout.items():
@@ -137,27 +137,27 @@ class Coordinator:
             self.version = view.version
             self.live = {s: inc + "*" * (s in view.ready) for s, inc in view.members}
             self._resyncs = int(self.store.add(f"{PREFIX}/resync", 0))
-            self._seen, self._expired = {}, set()
+            self._seen = {}
             self._first_join = time.monotonic() if view.version == 0 else None
         self.in_office = True
 
     def _candidates(self, now: float) -> dict[int, str]:
         """Slots whose current incarnation joined, has not left, and holds its lease (``*``: and is ready)."""
-        keys = [f"{PREFIX}/{k}/{s}" for k in ("join", "left", "ready") for s in range(self.slots)]
+        keys = [f"{PREFIX}/{k}/{s}" for k in ("join", "left", "ready", "expired") for s in range(self.slots)]
         values = [v.decode() for v in self.store.multi_get(keys)]
         n = self.slots
-        joins, lefts, readies = values[:n], values[n : 2 * n], values[2 * n :]
+        joins, lefts, readies, expired = (values[i * n : (i + 1) * n] for i in range(4))
         out = {}
         for s in range(self.slots):
             inc = joins[s]
-            if not inc or inc == lefts[s] or (s, inc) in self._expired:
+            if not inc or inc in (lefts[s], expired[s]):
                 continue
             beat = self.store.add(f"{PREFIX}/beat/{s}", 0)
             seen = self._seen.get(s)
             if seen is None or seen[0] != inc or seen[1] != beat:
                 self._seen[s] = (inc, beat, now)
-            elif now - seen[2] > self.lease_s:
-                self._expired.add((s, inc))
+            elif now - seen[2] > self.lease_s:  # kept in the store: a replica taking over must not let it back in
+                self.store.set(f"{PREFIX}/expired/{s}", inc)
                 continue
             out[s] = inc + "*" * (readies[s] == inc)
         return out

@@ -34,6 +34,8 @@ from lab.summary import update_summary
 NPROC, WORKER_NODES = 2, (1, 2)
 LEASE_S = 5.0
 COORDINATOR_PORT = 29600
+#: no train record this long after the cut: training has stopped (the run is ended there)
+STALLED_S = 120.0
 #: (epochs, seconds of training before the cut): quick smoke run, full benchmark
 SIZES = {True: (2, 15.0), False: (4, 40.0)}
 ARGUMENTS = (
@@ -105,19 +107,21 @@ def watch(
     cut_wall: float | None = None
     waited = [p for i, p in enumerate(launchers) if i not in cut_off]
     deadline = time.monotonic() + timeout_s
-    while any(p.poll() is None for p in waited) and time.monotonic() < deadline:
+    stalled = False
+    while any(p.poll() is None for p in waited) and time.monotonic() < deadline and not stalled:
         now = time.monotonic()
         for i, exp in enumerate(exps):
             new = _new_records(exp / "metrics.jsonl", seen[i])
             seen[i] += len(new)
             records += [(now, r) for r in new if r["kind"] == "train"]
+        stalled = cut_at is not None and now - max(cut_at, records[-1][0]) > STALLED_S
         if records and first is None:
             first = records[0][0]
         if first is not None and cut_at is None and now - first >= cut_s:
             cut_at, cut_wall = now, time.time()
             cut()
         time.sleep(0.2)
-    timed_out = any(p.poll() is None for p in waited)
+    timed_out = not stalled and any(p.poll() is None for p in waited)
     codes = [p.poll() for p in launchers]  # None: still running (a cut-off node's), stopped with the test bed
     return {
         "records": records,
@@ -171,6 +175,7 @@ def summarise(seen: dict, logs: list[Path]) -> dict:
     return {
         "exit_codes": seen["codes"],
         "timed_out": seen["timed_out"],
+        "stalled": seen.get("stalled", False),
         "slots_after_cut": sorted({r["rank"] for r in after}),
         "last_epoch": max((r["epoch"] for _, r in records), default=None),
         "trained_s_after_cut": (last - cut_at) if after and cut_at else 0.0,
@@ -225,7 +230,8 @@ def render(results: dict, report: Report):
     for r in results["runs"]:
         fmt = lambda x, spec=".1f": "-" if x is None else format(x, spec)  # noqa: E731
         timed = " (killed at the time limit)" if r["timed_out"] else ""
-        codes = ", ".join("running (cut off)" if c is None else str(c) for c in r["exit_codes"])
+        timed = f" (no step for {STALLED_S:.0f} s: stopped there)" if r.get("stalled") else timed
+        codes = ", ".join("still running" if c is None else str(c) for c in r["exit_codes"])
         rows += f"| {r['label']} | {codes}{timed} | {r['slots_after_cut'] or 'none'} | {r['last_epoch']} | "
         rows += f"{fmt(r['samples_per_s_before'])} | {fmt(r['samples_per_s_after'])} | {fmt(r['took_office_s'])} |\n"
     report.add("Runs", rows)
