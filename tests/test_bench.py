@@ -259,7 +259,7 @@ def test_node_loss_times_the_takeover_from_the_cut_and_judges_each_loss(tmp_path
     records = [(t, {"utts_per_step": 2}) for t in (10.0, 11.0, 12.0, 13.0)]
     assert _rate(records, 10.0, 12.0) == 3.0  # 3 records of 2 samples over 2 s
     seen = {"records": [(t, {"rank": t % 4, "epoch": t // 12, "utts_per_step": 2}) for t in (10.0, 11.0, 12.0, 13.0)]}
-    seen |= {"first": 10.0, "cut_at": 11.5, "cut_wall": cut, "codes": [0, None], "timed_out": False}
+    seen |= {"first": 10.0, "cut_at": 11.5, "cut_wall": cut, "codes": [0, None], "timed_out": False, "stalled": False}
     summary = summarise(seen, [tmp_path / "node2.log"])
     assert summary["slots_after_cut"] == [0, 1] and summary["last_epoch"] == 1 and summary["took_office_s"] == 3.25
     assert summary["samples_per_s_before"] == 4 / 1.5 and summary["samples_per_s_after"] == 4 / 1.5

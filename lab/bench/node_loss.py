@@ -129,6 +129,7 @@ def watch(
         "cut_at": cut_at,
         "cut_wall": cut_wall,
         "timed_out": timed_out,
+        "stalled": stalled,
         "codes": codes,
     }
 
@@ -164,7 +165,9 @@ def one_run(data: str, store: str, cut_node: int | None, options: list[str], cut
 
         cut_off = {i for i, n in enumerate(WORKER_NODES) if n == cut_node}
         seen = watch(launchers, exps, cut, cut_s, cut_off, timeout_s=1800)
-    return {"store": store, "cut_node": cut_node, **summarise(seen, [e.parent / f"{e.name}.log" for e in exps])}
+    # the takeover is timed where node 0's deciding replica is cut off (elsewhere a replica takes office at the end)
+    logs = [e.parent / f"{e.name}.log" for e in exps] if store == "etcd" and cut_node == 0 else []
+    return {"store": store, "cut_node": cut_node, **summarise(seen, logs)}
 
 
 def summarise(seen: dict, logs: list[Path]) -> dict:
@@ -175,7 +178,7 @@ def summarise(seen: dict, logs: list[Path]) -> dict:
     return {
         "exit_codes": seen["codes"],
         "timed_out": seen["timed_out"],
-        "stalled": seen.get("stalled", False),
+        "stalled": seen["stalled"],
         "slots_after_cut": sorted({r["rank"] for r in after}),
         "last_epoch": max((r["epoch"] for _, r in records), default=None),
         "trained_s_after_cut": (last - cut_at) if after and cut_at else 0.0,
