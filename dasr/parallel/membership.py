@@ -126,7 +126,7 @@ class Coordinator:
         if not self.store.check([f"{PREFIX}/slots"]):
             keys = ("join", "left", "held", "ready", "expired", "beat")
             layout = {f"{PREFIX}/{key}/{s}": "" for key in keys for s in range(self.slots)}
-                layout |= {f"{PREFIX}/lease_s": str(self.lease_s), f"{PREFIX}/view": View(0, ()).encode()}
+            layout |= {f"{PREFIX}/lease_s": str(self.lease_s), f"{PREFIX}/view": View(0, ()).encode()}
             for key, value in layout.items():
                 self.store.set(key, value)
             self.store.set(f"{PREFIX}/slots", str(self.slots))
