@@ -113,6 +113,8 @@ class Coordinator:
         self._seen: dict[int, tuple[str, str, float]] = {}  # slot -> (incarnation, last beat, when it moved)
         self._first_join: float | None = None
         self._resyncs = 0  # members' requests for a fresh view of the same members, answered so far
+        self._last_poll = 0.0
+        self._fresh_view = False  # publish a view even of the same members (a replica took over)
         if isinstance(self.leadership, SoleDecider):
             self.take_office()
 
@@ -138,6 +140,8 @@ class Coordinator:
             self.live = {s: inc + "*" * (s in view.ready) for s, inc in view.members}
             self._resyncs = int(self.store.add(f"{PREFIX}/resync", 0))
             self._seen = {}
+            # a resync asked while nobody decided would go unanswered (each worker asks once per view)
+            self._fresh_view = view.version > 0
             self._first_join = time.monotonic() if view.version == 0 else None
         self.in_office = True
 
@@ -148,9 +152,13 @@ class Coordinator:
         values = [v.decode() for v in self.store.multi_get(keys)]  # one read (on etcd: one request)
         n = self.slots
         joins, lefts, readies, expired, beats = (values[i * n : (i + 1) * n] for i in range(len(kinds)))
+        if now - self._last_poll > self.lease_s / 2:  # this coordinator's own reads were held up: nobody's fault
+            self._seen = {}
+        self._last_poll = now
         out = {}
         for s in range(self.slots):
-            inc, beat = joins[s], beats[s]
+            inc = joins[s]
+            beat = beats[s] if beats[s].startswith(f"{inc} ") else ""  # a lost incarnation's beats hold no lease
             if not inc or inc in (lefts[s], expired[s]):
                 continue
             seen = self._seen.get(s)
@@ -171,7 +179,7 @@ class Coordinator:
                 self._first_join = now
             if len(live) < self.slots and (self._first_join is None or now - self._first_join < self.settle_s):
                 return None
-        resync = self._resync_asked()
+        resync = self._resync_asked() or self._fresh_view
         if live == self.live and not resync:
             return None
         for s, inc in self.live.items():
@@ -183,7 +191,7 @@ class Coordinator:
         ):
             self.in_office = False  # another replica took over: it decides from what the store holds
             return None
-        self.live, self.version = live, view.version
+        self.live, self.version, self._fresh_view = live, view.version, False
         return view
 
     def _resync_asked(self) -> bool:
@@ -261,12 +269,13 @@ class Member:
         return self.incarnation
 
     def _beat(self) -> None:
-        try:
-            store = connect(self.address)
-            while not self._stop.wait(self.heartbeat_s):
+        store: dist.Store | None = None
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                store = store or connect(self.address)
                 self._beat_once(store)
-        except RuntimeError:  # the coordinator is gone (DistNetworkError is one): nothing left to hold a lease on
-            return
+            except RuntimeError:  # the store does not answer (DistNetworkError is one): it may again (etcd's quorum)
+                store = None
 
     def _beat_once(self, store: dist.Store) -> None:
         """Move this slot's heartbeat: a value it never held (one write, where ``add`` is a read and a write on etcd)."""
