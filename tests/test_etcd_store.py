@@ -103,6 +103,12 @@ def test_concurrent_adds_and_pops_lose_nothing(store):
     assert sorted(popped) == list(range(100))
 
 
+def test_more_keys_than_one_transaction_takes(store):
+    keys = [f"many/{i}" for i in range(300)]  # etcd takes 128 operations per transaction
+    store.multi_set(keys, [str(i) for i in range(300)])
+    assert store.multi_get(keys) == [str(i).encode() for i in range(300)]
+
+
 def test_gloo_rendezvouses_on_it_and_reduces_exactly(store):
     out: dict[int, float] = {}
 
@@ -137,6 +143,8 @@ def test_one_leader_and_a_stale_one_cannot_publish(store):
     first, second = EtcdLeadership(store, ttl_s=2), EtcdLeadership(store, ttl_s=2)
     assert first.held() and not second.held()
     assert store.get(LEADER_KEY).decode() == first.name
+    first._leading = False  # as after a campaign whose answer was lost: the key names it all the same
+    assert first.held() and not second.held()
     assert first.publish({"k": "from-first"})
     until(second.held, "the second replica to take over once the first one's lease runs out", timeout_s=20)
     assert not first.publish({"k": "stale"}) and store.get("k") == b"from-first"

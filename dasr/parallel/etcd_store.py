@@ -5,7 +5,7 @@ coordinator process (a ``TCPStore``), that store dies with its host. Kept in etc
 lives as long as a majority of the etcd members do::
 
     store = EtcdStore.from_address("etcd://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379/run-7")
-    store.add("dasr-elastic/beat/3", 1)
+    store.add("dasr-elastic/claims/0/0", 1)
 
 The address names every member (a client starts at a random one; a request that a member does
 not answer in ``request_timeout_s`` goes to the next) and a namespace (the path, default ``dasr``): one run per namespace.
@@ -43,7 +43,8 @@ import torch.distributed as dist
 from dasr.extras import require
 
 SCHEME = "etcd://"
-_POLL_S = (0.005, 0.1)  # how often a blocking get/wait/pop looks again: from the first to the slowest
+_POLL_S = (0.005, 0.1)
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: a longer multi_get or multi_set goes in several transactions  # how often a blocking get/wait/pop looks again: from the first to the slowest
 
 
 def is_etcd_address(address: str) -> bool:
@@ -123,6 +124,7 @@ class EtcdStore(dist.Store):
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to ``/v3/<path>`` of a member that answers, trying each in turn until the timeout."""
+        import requests
         from etcd3gw import exceptions
 
         deadline = time.monotonic() + self.timeout_s
@@ -134,12 +136,15 @@ class EtcdStore(dist.Store):
                 exceptions.ConnectionFailedError,
                 exceptions.ConnectionTimeoutError,
                 exceptions.InternalServerError,
+                requests.RequestException,  # e.g. an answer cut off mid-way
             ) as e:
                 # a dead or cut-off member, or one that lost its quorum or leader: the next one may answer
                 self._current = (self._current + 1) % len(self._clients)
                 if time.monotonic() > deadline:
                     raise dist.DistNetworkError(f"no etcd member of {self.endpoints} answered: {e}") from e
                 time.sleep(0.05)
+            except (exceptions.Etcd3Exception, ValueError) as e:  # refused (e.g. too many operations), or not JSON
+                raise dist.DistStoreError(f"etcd refused {path}: {e}") from e
 
     def _txn(self, compare: list[dict], success: list[dict]) -> dict[str, Any]:
         return self._post("kv/txn", {"compare": compare, "success": success})
@@ -172,16 +177,18 @@ class EtcdStore(dist.Store):
 
     def multi_set(self, keys: list[str], values: list[str | bytes]) -> None:
         puts = [{"request_put": {"key": _b64(self._k(k)), "value": _b64(v)}} for k, v in zip(keys, values, strict=True)]
-        self._txn([], puts)
+        for start in range(0, len(puts), MAX_TXN_OPS):
+            self._txn([], puts[start : start + MAX_TXN_OPS])
 
     def _values(self, keys: list[str]) -> list[bytes | None]:
-        """The keys' values read at one revision (one transaction); None for a missing key."""
-        ranges = [{"request_range": {"key": _b64(self._k(k))}} for k in keys]
-        responses = self._txn([], ranges).get("responses", [])
+        """The keys' values, read in transactions of at most :data:`MAX_TXN_OPS` (each at one revision);
+        None for a missing key."""
         out: list[bytes | None] = []
-        for response in responses:
-            kvs = response["response_range"].get("kvs", [])
-            out.append(_unb64(kvs[0].get("value", "")) if kvs else None)
+        for start in range(0, len(keys), MAX_TXN_OPS):
+            ranges = [{"request_range": {"key": _b64(self._k(k))}} for k in keys[start : start + MAX_TXN_OPS]]
+            for response in self._txn([], ranges).get("responses", []):
+                kvs = response["response_range"].get("kvs", [])
+                out.append(_unb64(kvs[0].get("value", "")) if kvs else None)
         return out
 
     def get(self, key: str) -> bytes:
@@ -301,12 +308,18 @@ class EtcdStore(dist.Store):
         """Renew ``lease`` for another TTL; False if it had already expired (its keys are gone)."""
         return int(self._post("lease/keepalive", {"ID": lease}).get("result", {}).get("TTL", -1)) > 0
 
-    def create_on_lease(self, key: str, value: str, lease: int) -> bool:
-        """Create ``key`` = ``value``, to vanish with ``lease``, unless the key exists; whether it was created."""
+    def create_on_lease(self, key: str, value: str, lease: int) -> str:
+        """Create ``key`` = ``value``, to vanish with ``lease``, unless the key exists; returns what it holds after."""
         etcd_key = _b64(self._k(key))
         compare = {"key": etcd_key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}
         put = {"request_put": {"key": etcd_key, "value": _b64(value), "lease": lease}}
-        return bool(self._txn([compare], [put]).get("succeeded"))
+        answer = self._post(
+            "kv/txn", {"compare": [compare], "success": [put], "failure": [{"request_range": {"key": etcd_key}}]}
+        )
+        if answer.get("succeeded"):
+            return value
+        kvs = answer["responses"][0]["response_range"].get("kvs", [])
+        return _unb64(kvs[0].get("value", "")).decode() if kvs else ""
 
     def set_if(self, guard: str, holds: str, items: dict[str, str]) -> bool:
         """Set every key of ``items`` in one transaction, only while ``guard`` holds ``holds``; whether it did."""

@@ -74,9 +74,10 @@ class EtcdLeadership:
                     self._lease, self._leading = self.store.grant_lease(self.ttl_s), False
                 self._renew_at = now + self.ttl_s / 3
             if not self._leading:
-                self._leading = self.store.create_on_lease(LEADER_KEY, self.name, self._lease)
-        except dist.DistError:
-            self._lease, self._leading = None, False
+                # the key may already name this replica: a create whose answer was lost, and was sent again
+                self._leading = self.store.create_on_lease(LEADER_KEY, self.name, self._lease) == self.name
+        except dist.DistError:  # keep the lease: it may still hold the key, and is renewed (or replaced) when due
+            self._leading = False
         return self._leading
 
     def publish(self, items: dict[str, str]) -> bool:

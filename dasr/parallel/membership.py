@@ -3,14 +3,14 @@
 The store is a ``torch.distributed.TCPStore`` served by a small coordinator process
 (:func:`start_coordinator`, or ``python -m dasr.parallel.membership``), so no worker's death takes
 it down. The coordinator is the one place membership is decided (as torchft's lighthouse decides
-its quorum): every ``poll_s`` it reads each slot's join record and heartbeat counter, and a
-member whose counter has not moved for ``lease_s`` (by the coordinator's own clock: no clock is
+its quorum): every ``poll_s`` it reads each slot's join record and heartbeat, and a
+member whose heartbeat has not moved for ``lease_s`` (by the coordinator's own clock: no clock is
 compared across machines) is out. Each change of the live set is published as the next *view*::
 
     dasr-elastic/view = "7 0:3f2a,1:9c1d,3:77e0"      # version 7: slots 0, 1, 3 and their incarnations
 
 Workers (:class:`Member`) join by writing ``join/<slot> = <incarnation>`` and keep a heartbeat
-thread adding to ``beat/<slot>``; one that leaves on purpose writes ``left/<slot>``. A dead or
+thread writing ``beat/<slot> = "<incarnation> <count>"``; one that leaves on purpose writes ``left/<slot>``. A dead or
 hung member's unfinished batch claim goes back to the pool (:func:`dasr.data.loader.release_claim`).
 Every live worker reads the same view from the store, so all of them draw the same matchings
 over it (:mod:`dasr.parallel.elastic`).
@@ -45,6 +45,7 @@ from dasr.parallel.leadership import EtcdLeadership, SoleDecider
 log = logging.getLogger(__name__)
 
 PREFIX = "dasr-elastic"
+FOLLOWER_POLL_S = 0.5  # how often a coordinator replica that does not decide looks at the store
 
 
 def connect(address: str, timeout_s: float = 60.0) -> dist.Store:
@@ -109,9 +110,11 @@ class Coordinator:
         self.in_office = False
         self.version = 0
         self.live: dict[int, str] = {}
-        self._seen: dict[int, tuple[str, int, float]] = {}  # slot -> (incarnation, beat count, when it moved)
+        self._seen: dict[int, tuple[str, str, float]] = {}  # slot -> (incarnation, last beat, when it moved)
         self._first_join: float | None = None
         self._resyncs = 0  # members' requests for a fresh view of the same members, answered so far
+        self._last_poll = 0.0
+        self._fresh_view = False  # publish a view even of the same members (a replica took over)
         if isinstance(self.leadership, SoleDecider):
             self.take_office()
 
@@ -123,9 +126,8 @@ class Coordinator:
         its own clock now: one that died meanwhile is dropped ``lease_s`` from now.
         """
         if not self.store.check([f"{PREFIX}/slots"]):
-            keys = ("join", "left", "held", "ready", "expired")
+            keys = ("join", "left", "held", "ready", "expired", "beat")
             layout = {f"{PREFIX}/{key}/{s}": "" for key in keys for s in range(self.slots)}
-            layout |= {f"{PREFIX}/beat/{s}": "0" for s in range(self.slots)}
             layout |= {f"{PREFIX}/lease_s": str(self.lease_s), f"{PREFIX}/view": View(0, ()).encode()}
             for key, value in layout.items():
                 self.store.set(key, value)
@@ -138,21 +140,27 @@ class Coordinator:
             self.live = {s: inc + "*" * (s in view.ready) for s, inc in view.members}
             self._resyncs = int(self.store.add(f"{PREFIX}/resync", 0))
             self._seen = {}
+            # a resync asked while nobody decided would go unanswered (each worker asks once per view)
+            self._fresh_view = view.version > 0
             self._first_join = time.monotonic() if view.version == 0 else None
         self.in_office = True
 
     def _candidates(self, now: float) -> dict[int, str]:
         """Slots whose current incarnation joined, has not left, and holds its lease (``*``: and is ready)."""
-        keys = [f"{PREFIX}/{k}/{s}" for k in ("join", "left", "ready", "expired") for s in range(self.slots)]
-        values = [v.decode() for v in self.store.multi_get(keys)]
+        kinds = ("join", "left", "ready", "expired", "beat")
+        keys = [f"{PREFIX}/{k}/{s}" for k in kinds for s in range(self.slots)]
+        values = [v.decode() for v in self.store.multi_get(keys)]  # one read (on etcd: one request)
         n = self.slots
-        joins, lefts, readies, expired = (values[i * n : (i + 1) * n] for i in range(4))
+        joins, lefts, readies, expired, beats = (values[i * n : (i + 1) * n] for i in range(len(kinds)))
+        if now - self._last_poll > self.lease_s / 2:  # this coordinator's own reads were held up: nobody's fault
+            self._seen = {}
+        self._last_poll = now
         out = {}
         for s in range(self.slots):
             inc = joins[s]
+            beat = beats[s] if beats[s].startswith(f"{inc} ") else ""  # a lost incarnation's beats hold no lease
             if not inc or inc in (lefts[s], expired[s]):
                 continue
-            beat = self.store.add(f"{PREFIX}/beat/{s}", 0)
             seen = self._seen.get(s)
             if seen is None or seen[0] != inc or seen[1] != beat:
                 self._seen[s] = (inc, beat, now)
@@ -171,7 +179,7 @@ class Coordinator:
                 self._first_join = now
             if len(live) < self.slots and (self._first_join is None or now - self._first_join < self.settle_s):
                 return None
-        resync = self._resync_asked()
+        resync = self._resync_asked() or self._fresh_view
         if live == self.live and not resync:
             return None
         for s, inc in self.live.items():
@@ -183,7 +191,7 @@ class Coordinator:
         ):
             self.in_office = False  # another replica took over: it decides from what the store holds
             return None
-        self.live, self.version = live, view.version
+        self.live, self.version, self._fresh_view = live, view.version, False
         return view
 
     def _resync_asked(self) -> bool:
@@ -207,6 +215,7 @@ class Coordinator:
                     self._decide()
                 else:
                     self.in_office = False
+                    time.sleep(FOLLOWER_POLL_S)  # only campaigning: a new leader is due a lease later anyway
             except dist.DistError as e:  # etcd out of reach from here: the replicas that reach it decide
                 if isinstance(self.leadership, SoleDecider):
                     raise
@@ -247,24 +256,31 @@ class Member:
             raise ValueError(f"slot {slot} is outside the run's {self.slots} slots")
         self.incarnation = ""
         self._stop = threading.Event()
+        self._beats_sent = 0
         self._beats = threading.Thread(target=self._beat, name=f"dasr-lease-{slot}", daemon=True)
 
     def join(self) -> str:
         """Write a new incarnation for this slot (also to come back after being dropped); returns it."""
         self.incarnation = uuid.uuid4().hex[:8]
-        self.store.add(f"{PREFIX}/beat/{self.slot}", 1)
+        self._beat_once(self.store)
         self.store.set(f"{PREFIX}/join/{self.slot}", self.incarnation)
         if not self._beats.is_alive() and not self._stop.is_set():
             self._beats.start()
         return self.incarnation
 
     def _beat(self) -> None:
-        try:
-            store = connect(self.address)
-            while not self._stop.wait(self.heartbeat_s):
-                store.add(f"{PREFIX}/beat/{self.slot}", 1)
-        except RuntimeError:  # the coordinator is gone (DistNetworkError is one): nothing left to hold a lease on
-            return
+        store: dist.Store | None = None
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                store = store or connect(self.address)
+                self._beat_once(store)
+            except RuntimeError:  # the store does not answer (DistNetworkError is one): it may again (etcd's quorum)
+                store = None
+
+    def _beat_once(self, store: dist.Store) -> None:
+        """Move this slot's heartbeat: a value it never held (one write, where ``add`` is a read and a write on etcd)."""
+        self._beats_sent += 1
+        store.set(f"{PREFIX}/beat/{self.slot}", f"{self.incarnation} {self._beats_sent}")
 
     def mark_ready(self, store: dist.Store) -> None:
         """This incarnation holds the live set's model now (the next view says so); ``store``: the caller's client."""
