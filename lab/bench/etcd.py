@@ -14,6 +14,7 @@ defaults): after the leader's loss the others elect a new one within about a sec
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -90,12 +91,11 @@ class EtcdCluster:
         return "etcd://" + ",".join(self.endpoints()) + "/" + namespace
 
     def __enter__(self) -> EtcdCluster:
-        try:
+        with contextlib.ExitStack() as on_failure:  # a member that never gets healthy: stop them all
+            on_failure.callback(self.close)
             for endpoint in self.endpoints():
                 wait_healthy(endpoint)
-        except BaseException:
-            self.close()
-            raise
+            on_failure.pop_all()
         return self
 
     def __exit__(self, *exc) -> None:
