@@ -328,7 +328,7 @@ class ElasticADPSGD(ADPSGD):
 
     Args:
         model, optimizer, graph, period_s, seed: as :class:`ADPSGD`'s.
-        address: ``host:port`` of the coordinator's store (default: ``$DASR_ELASTIC_STORE``).
+        address: the run's store: the coordinator's ``host:port``, or ``etcd://...`` (default: ``$DASR_ELASTIC_STORE``).
         slot: this worker's slot (default: ``$DASR_ELASTIC_SLOT``).
         pair_timeout_s: gloo timeout of a pair exchange: a dead or hung partner costs one idle
             round this long (the training thread never waits for it).

@@ -11,7 +11,7 @@ slots ``first_slot`` to ``first_slot + nproc - 1``. With an etcd cluster as the 
 (``coordinator="etcd://h1:2379,h2:2379,h3:2379/run-7"``) there is no coordinator apart: every
 node's launcher starts a replica of it, and the one elected decides (:mod:`dasr.parallel.leadership`).
 
-Each worker finds ``$DASR_ELASTIC_STORE`` (the coordinator's ``host:port``) and
+Each worker finds ``$DASR_ELASTIC_STORE`` (the run's store: the coordinator's ``host:port``, or ``etcd://...``) and
 ``$DASR_ELASTIC_SLOT`` in its environment (what :class:`dasr.parallel.elastic.ElasticADPSGD` reads).
 """
 

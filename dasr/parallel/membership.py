@@ -243,7 +243,7 @@ class Member:
     """This worker's place in the run: its join record and the heartbeat thread that holds its lease.
 
     Args:
-        address: ``host:port`` of the coordinator's store.
+        address: the run's store: the coordinator's ``host:port``, or ``etcd://...``.
         slot: this worker's slot (its rank in the run's numbering; a replacement takes the dead one's).
         heartbeat_s: seconds between heartbeats (well under the coordinator's lease).
     """
