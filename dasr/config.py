@@ -175,9 +175,9 @@ class TrainConfig:
             raise DasrError(
                 f"--node-rank must be in [0, {self.nnodes}) for --nnodes {self.nnodes}, not {self.node_rank}"
             )
-        if self.coordinator.startswith("etcd://"):
-            from dasr.parallel.etcd_store import parse_address
+        from dasr.parallel.etcd_store import is_etcd_address, parse_address
 
+        if is_etcd_address(self.coordinator):
             try:
                 parse_address(self.coordinator)
             except ValueError as e:

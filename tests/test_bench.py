@@ -165,7 +165,7 @@ def test_elastic_headline_excludes_the_dead_share_and_counts_rejoins():
 
 
 def test_elastic_pairs_are_compared_side_by_side_and_averaged():
-    from lab.bench.elastic import Faults, headline, runs
+    from lab.bench.elastic import Faults, Plan, headline, runs
 
     def run(sps, wer, kills=(), live=4.0):
         return {"samples_per_s": sps, "final_dev_wer": wer, "kills": list(kills), "mean_live": live, "returncode": 0}
@@ -178,7 +178,8 @@ def test_elastic_pairs_are_compared_side_by_side_and_averaged():
     assert abs(head["elastic_wer_rel_diff"] - (0.10 - 0.02) / 2) < 1e-12 and head["elastic_wer_pairs"] == 2
     assert abs(head["elastic_throughput_ratio"] - (0.9 + 0.8) / 2) < 1e-12
     assert head["elastic_rejoin_s_median"] == 6.0
-    planned = runs("demo", 2000, 15, Faults(kills=20, hangs=0, hang_s=15.0, every_s=10.0), only_elastic=True, pairs=2)
+    faults = Faults(kills=20, hangs=0, hang_s=15.0, every_s=10.0)
+    planned = runs(Plan("demo", 2000, 15, faults, only_elastic=True, pairs=2))
     assert [(r.label, n) for r, n, _ in planned] == [
         ("adpsgd elastic, no faults (pair 1)", 0),
         ("adpsgd elastic, kills (pair 1)", 20),
@@ -188,13 +189,13 @@ def test_elastic_pairs_are_compared_side_by_side_and_averaged():
 
 
 def test_elastic_runs_train_the_demo_recipe_and_skip_a_hang_run_without_hangs():
-    from lab.bench.elastic import Faults, runs
+    from lab.bench.elastic import Faults, Plan, runs
 
-    planned = runs("demo", 2000, 30, Faults(kills=20, hangs=0, hang_s=15.0, every_s=5.0), only_elastic=True)
+    planned = runs(Plan("demo", 2000, 30, Faults(kills=20, hangs=0, hang_s=15.0, every_s=5.0), only_elastic=True))
     assert [r.label for r, _, _ in planned] == ["adpsgd elastic, no faults", "adpsgd elastic, kills"]
     assert all(r.options[:2] == ["--config", "demo"] for r, _, _ in planned)
-    assert len(runs("demo", 2000, 30, Faults(20, 5, 15.0, 5.0))) == 5
-    for run, _, _ in runs("demo", 2000, 30, Faults(20, 0, 15.0, 5.0), pair_timeout_s=1.5):
+    assert len(runs(Plan("demo", 2000, 30, Faults(20, 5, 15.0, 5.0)))) == 5
+    for run, _, _ in runs(Plan("demo", 2000, 30, Faults(20, 0, 15.0, 5.0), pair_timeout_s=1.5)):
         options = run.options
         assert ("--pair-timeout-s" in options) == ("--elastic" in options), options  # elastic runs only
         assert "--elastic" not in options or options[options.index("--pair-timeout-s") + 1] == "1.5"

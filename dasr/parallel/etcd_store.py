@@ -152,6 +152,13 @@ class EtcdStore(dist.Store):
     def _range(self, key: str, **options: Any) -> list[dict[str, Any]]:
         return self._post("kv/range", {"key": _b64(key), **options}).get("kvs", [])
 
+    def _count(self, prefix: str) -> int:
+        """How many keys start with ``prefix``."""
+        answer = self._post(
+            "kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)), "count_only": True}
+        )
+        return int(answer.get("count", 0))
+
     def _k(self, key: str) -> str:
         return f"{self.namespace}/k/{key}"
 
@@ -253,11 +260,7 @@ class EtcdStore(dist.Store):
 
     def num_keys(self) -> int:
         prefix = f"{self.namespace}/k/"
-        return int(
-            self._post(
-                "kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)), "count_only": True}
-            ).get("count", 0)
-        )
+        return self._count(prefix)
 
     def list_keys(self) -> list[str]:
         prefix = f"{self.namespace}/k/"
@@ -270,11 +273,7 @@ class EtcdStore(dist.Store):
 
     def queue_len(self, key: str) -> int:
         prefix = f"{self._q(key)}item/"
-        return int(
-            self._post(
-                "kv/range", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)), "count_only": True}
-            ).get("count", 0)
-        )
+        return self._count(prefix)
 
     def _pop_once(self, key: str) -> bytes | None:
         """The queue's first item, deleted; None if the queue is empty."""

@@ -125,15 +125,16 @@ class Coordinator:
         A replica taking over holds the published view's members live, and starts their leases on
         its own clock now: one that died meanwhile is dropped ``lease_s`` from now.
         """
-        if not self.store.check([f"{PREFIX}/slots"]):
+        stored_slots = int(self.store.get(f"{PREFIX}/slots")) if self.store.check([f"{PREFIX}/slots"]) else None
+        if stored_slots is None:
             keys = ("join", "left", "held", "ready", "expired", "beat")
             layout = {f"{PREFIX}/{key}/{s}": "" for key in keys for s in range(self.slots)}
             layout |= {f"{PREFIX}/lease_s": str(self.lease_s), f"{PREFIX}/view": View(0, ()).encode()}
             for key, value in layout.items():
                 self.store.set(key, value)
             self.store.set(f"{PREFIX}/slots", str(self.slots))
-        elif int(self.store.get(f"{PREFIX}/slots")) != self.slots:
-            raise DasrError(f"the store's run has {int(self.store.get(f'{PREFIX}/slots'))} slots, not {self.slots}")
+        elif stored_slots != self.slots:
+            raise DasrError(f"the store's run has {stored_slots} slots, not {self.slots}")
         else:
             view = read_view(self.store)
             self.version = view.version

@@ -256,36 +256,42 @@ class Faults:
     every_s: float
 
 
-def runs(
-    model: str,
-    batch_frames: int,
-    epochs: int,
-    faults: Faults,
-    only_elastic: bool = False,
-    pair_timeout_s: float = PAIR_TIMEOUT_S,
-    pairs: int = 1,
-) -> list[tuple[TrainRun, int, float | None]]:
+@dataclass
+class Plan:
+    """What the benchmark runs: the model and its batches, the epochs, the faults, and which runs."""
+
+    model: str
+    batch_frames: int
+    epochs: int
+    faults: Faults
+    only_elastic: bool = False  # without sync's and localsgd's restarts
+    pair_timeout_s: float = PAIR_TIMEOUT_S
+    pairs: int = 1  # fault-free and killed elastic runs side by side, this many times
+
+
+def runs(plan: Plan) -> list[tuple[TrainRun, int, float | None]]:
     """The runs, in order (elastic adpsgd first: a run cut short still has its figures), each with its
-    number of faults and (hang runs) how long a hang lasts. The elastic runs come in ``pairs``: a
+    number of faults and (hang runs) how long a hang lasts. The elastic runs come in ``plan.pairs``: a
     fault-free run, then one with kills, repeated."""
+    faults, epochs = plan.faults, plan.epochs
     # the demo recipe (AdamW, its LR for 2 workers' batch, warm-up, cosine): with train's defaults
     # (SGD at 0.1) the demo model had not left the blank stage after 45 epochs
     common = ["--config", "demo", "--reference-batch-frames", str(REFERENCE_BATCH_FRAMES)]
-    common += ["--model", model, "--batch-frames", str(batch_frames), "--epochs", str(epochs)]
+    common += ["--model", plan.model, "--batch-frames", str(plan.batch_frames), "--epochs", str(epochs)]
     common += ["--log-every", "1", "--eval-every-epochs", str(max(1, epochs // 4))]
     elastic = [*common, "--elastic", "--max-restarts", str(faults.kills), "--lease-s", f"{LEASE_S:g}"]
-    elastic += ["--pair-timeout-s", f"{pair_timeout_s:g}"]
+    elastic += ["--pair-timeout-s", f"{plan.pair_timeout_s:g}"]
     restarted = [*common, "--max-restarts", str(faults.kills), "--checkpoint-every", "20"]
     elastic_runs: list[tuple[TrainRun, int, float | None]] = []
-    for p in range(pairs):
-        suffix = f" (pair {p + 1})" if pairs > 1 else ""
+    for p in range(plan.pairs):
+        suffix = f" (pair {p + 1})" if plan.pairs > 1 else ""
         elastic_runs.append((TrainRun(f"adpsgd elastic, no faults{suffix}", "adpsgd", NPROC, elastic), 0, None))
         elastic_runs.append((TrainRun(f"adpsgd elastic, kills{suffix}", "adpsgd", NPROC, elastic), faults.kills, None))
     if faults.hangs:
         elastic_runs.append(
             (TrainRun("adpsgd elastic, hangs (SIGSTOP)", "adpsgd", NPROC, elastic), faults.hangs, faults.hang_s)
         )
-    if only_elastic:
+    if plan.only_elastic:
         return elastic_runs
     return elastic_runs + [
         (TrainRun("sync, kills (agent restart)", "sync", NPROC, restarted), faults.kills, None),
@@ -293,20 +299,11 @@ def runs(
     ]
 
 
-def measure(
-    data: str,
-    model: str,
-    batch_frames: int,
-    epochs: int,
-    faults: Faults,
-    work: Path,
-    only_elastic: bool = False,
-    pair_timeout_s: float = PAIR_TIMEOUT_S,
-    pairs: int = 1,
-) -> dict:
+def measure(data: str, plan: Plan, work: Path) -> dict:
     """Every run of :func:`runs`, one after the other; a run with a ``result.json`` under ``work`` is kept."""
     out = []
-    planned = runs(model, batch_frames, epochs, faults, only_elastic, pair_timeout_s, pairs)
+    faults = plan.faults
+    planned = runs(plan)
     for i, (run, count, hang_s) in enumerate(planned):
         summary = kept_run(
             work / f"run{i}",
@@ -319,14 +316,14 @@ def measure(
         out.append(summary)
     return {
         "nproc": NPROC,
-        "model": model,
-        "epochs": epochs,
+        "model": plan.model,
+        "epochs": plan.epochs,
         "kills": faults.kills,
         "hangs": faults.hangs,
         "hang_s": faults.hang_s,
         "every_s": faults.every_s,
-        "pair_timeout_s": pair_timeout_s,
-        "pairs": pairs,
+        "pair_timeout_s": plan.pair_timeout_s,
+        "pairs": plan.pairs,
         "runs": out,
     }
 
@@ -488,12 +485,10 @@ def run_cli(args, command: str) -> dict:
         every_s=args.every_s if args.every_s is not None else every_s,
     )
     epochs = args.epochs if args.epochs is not None else epochs
-    work, only_elastic = Path(args.work), args.runs == "elastic"
     if args.pairs < 1:
         raise DasrError(f"--pairs must be at least 1, not {args.pairs}")
-    results = measure(
-        data, args.model, args.batch_frames, epochs, faults, work, only_elastic, args.pair_timeout_s, args.pairs
-    )
+    plan = Plan(args.model, args.batch_frames, epochs, faults, args.runs == "elastic", args.pair_timeout_s, args.pairs)
+    results = measure(data, plan, Path(args.work))
     report = publish("elastic", "Elastic adpsgd through injected faults", command, results, render, args.out)
     update_summary(args.out, headline(results), report)
     return results
