@@ -205,6 +205,12 @@ def cmd_corpus_synth(args) -> None:
     arg("--deb-cache", help="private apt cache to fetch into (default OUT/deb-cache)"),
     arg("--jobs", type=int, default=None, help="parallel processes (default: all cores)"),
     arg("--drop-processed", action="store_true", help="uqm: reject processed (robotic, pitch-shifted) voices"),
+    arg(
+        "--align-with",
+        metavar="EXP",
+        help="uqm: a trained experiment whose CTC alignment cuts pages too long to keep whole at words "
+        "(default: such pages are rejected)",
+    ),
 )
 def cmd_corpus_prepare(args) -> None:
     import json
@@ -213,7 +219,9 @@ def cmd_corpus_prepare(args) -> None:
     from dasr.data.uqm import prepare_uqm
 
     if args.corpus == "uqm":
-        summary = prepare_uqm(args.out, args.source, args.deb_cache, args.jobs, args.drop_processed)
+        summary = prepare_uqm(
+            args.out, args.source, args.deb_cache, args.jobs, args.drop_processed, align_with=args.align_with
+        )
     else:
         summary = prepare_klettres(args.out, args.source, args.deb_cache)
     print(json.dumps(summary, indent=1))

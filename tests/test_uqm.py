@@ -3,6 +3,7 @@ klettres-data, from the committed speech fixture (tests/data/speech)."""
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -10,14 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from conftest import make_speech_data_dir, train_tiny
 
 from dasr.cli import main
 from dasr.data import audio, cuts
 from dasr.data.features import compute_features
 from dasr.data.klettres import prepare_klettres
 from dasr.data.manifest import read_manifest
-from dasr.data.uqm import prepare_uqm
+from dasr.data.uqm import MIN_ALIGNMENT_SCORE, prepare_uqm
 from dasr.data.uqm_text import clip_texts, read_blocks, read_timestamps, spoken
+from dasr.decode.recognizer import Recognizer
 from dasr.errors import DataError
 
 SPEECH = Path(__file__).parent / "data" / "speech"
@@ -84,8 +87,6 @@ ONE_LINE = {
 
 
 def _ogg(samples: np.ndarray) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     soundfile.write(buffer, samples, RATE, format="OGG", subtype="VORBIS")
     return buffer.getvalue()
@@ -104,8 +105,6 @@ def _durations(sentences: list[int], offset_s: float) -> str:
 def uqm_source(tmp_path_factory):
     """A dir holding addons/uqm-0.8.0-voice.uqm and packages/uqm-0.8.0-content.uqm; and the gaps of arilou-000."""
     root = tmp_path_factory.mktemp("uqm-src")
-    (root / "addons").mkdir()
-    (root / "packages").mkdir()
     arilou0, gaps = _clip([0, 1, 2, 3])
     arilou1, _ = _clip([4, 3, 5, 0])
     clips = {
@@ -124,17 +123,25 @@ def uqm_source(tmp_path_factory):
         clips[name] = {f"{name}-000.ogg": _clip([i])[0]}
         texts[name] = f"#(ONLY)\t{name}-000.ogg\n{line}\n"
         ts[name] = "#(ONLY) \n"
+    _write_source(root, clips, texts, ts, {"syreen": SYREEN_VOICE_TXT})
+    return root, gaps
+
+
+def _write_source(root: Path, clips: dict, texts: dict, ts: dict, voice_texts: dict | None = None) -> None:
+    """ROOT/addons/uqm-0.8.0-voice.uqm and ROOT/packages/uqm-0.8.0-content.uqm, laid out as Debian's are."""
+    (root / "addons").mkdir(parents=True, exist_ok=True)
+    (root / "packages").mkdir(exist_ok=True)
     with zipfile.ZipFile(root / "addons" / "uqm-0.8.0-voice.uqm", "w") as voice:
         for name, files in clips.items():
             for file, samples in files.items():
                 voice.writestr(f"3dovoice/{name}/{file}", _ogg(samples))
             voice.writestr(f"3dovoice/{name}/{name}.ts", ts[name])
-        voice.writestr("3dovoice/syreen/syreen.txt", SYREEN_VOICE_TXT)
+        for name, text in (voice_texts or {}).items():
+            voice.writestr(f"3dovoice/{name}/{name}.txt", text)
     with zipfile.ZipFile(root / "packages" / "uqm-0.8.0-content.uqm", "w") as content:
         for name, text in texts.items():
             content.writestr(f"base/comm/{name}/{name}.txt", text)
             content.writestr(f"base/comm/{name}/{name}-000.png", b"")
-    return root, gaps
 
 
 @pytest.fixture(scope="module")
@@ -182,9 +189,9 @@ def test_spoken_text(page, text, reason):
 def test_plan_merges_pages_without_a_pause_and_drops_uncertain_ones():
     segments, dropped = cuts.plan(10.0, [2.0, None, 6.0, 8.0], [True, True, True, False, True], max_s=5.0)
     assert segments == [cuts.Segment(0, 0, 0.0, 2.0), cuts.Segment(1, 2, 2.0, 6.0), cuts.Segment(4, 4, 8.0, 10.0)]
-    assert dropped == [(3, 3, "uncertain text")]
+    assert dropped == [(cuts.Segment(3, 3, 6.0, 8.0), "uncertain text")]
     segments, dropped = cuts.plan(12.0, [None], [True, True], max_s=5.0)
-    assert segments == [] and dropped == [(0, 1, "too long")]
+    assert segments == [] and dropped == [(cuts.Segment(0, 1, 0.0, 12.0), "too long")]
 
 
 def test_splits_speakers_and_texts(prepared):
@@ -223,6 +230,43 @@ def test_long_clip_cut_in_the_pauses_with_exact_page_texts(prepared, uqm_source)
     for u in pieces:
         first, last = u.extra["pages"]
         assert u.text == " ".join(lines[first - 1 : last])
+
+
+@pytest.fixture(scope="module")
+def first_model(tmp_path_factory):
+    """The tiny model trained on the 8 fixture sentences (it reads most of them back): a first model to align with."""
+    root = tmp_path_factory.mktemp("first-model")
+    train_tiny(make_speech_data_dir(root), root / "exp", steps=150)
+    return root / "exp"
+
+
+def test_pages_too_long_are_cut_at_words_by_a_first_models_alignment(first_model, tmp_path):
+    """Two one-page clips longer than max_s: rejected as too long, unless --align-with cuts them at
+    words. The clip with its own text is cut between the words the model hears; the one whose text
+    another recording speaks scores low and is rejected."""
+    lines = [line.split("\t")[2] for line in (SPEECH / "transcripts.tsv").read_text().splitlines()]
+    text = f"#(HELLO)\tspathi-000.ogg\n{lines[3]}\n\n#(BYE)\tspathi-001.ogg\n{lines[2]}\n"
+    clips = {"spathi": {"spathi-000.ogg": _sentence(3), "spathi-001.ogg": _sentence(4)}}
+    _write_source(tmp_path / "src", clips, {"spathi": text}, {"spathi": "#(HELLO) \n#(BYE) \n"})
+    max_s = 1.2
+
+    plain = prepare_uqm(tmp_path / "plain", source=tmp_path / "src", jobs=1, max_s=max_s)
+    assert plain["rejected"] == {"too long": 2} and plain["splits"]["train"]["utterances"] == 0
+
+    aligned = prepare_uqm(tmp_path / "aligned", source=tmp_path / "src", jobs=1, max_s=max_s, align_with=first_model)
+    pieces = sorted(read_manifest(tmp_path / "aligned" / "train.jsonl"), key=lambda u: u.id)
+    assert [u.extra["clip"] for u in pieces] == ["spathi-000.ogg"] * len(pieces) and len(pieces) >= 2
+    assert " ".join(u.text for u in pieces) == lines[3] == "send a message to anna"
+    assert all(u.duration <= max_s and u.extra["alignment_score"] >= MIN_ALIGNMENT_SCORE for u in pieces)
+    clip, _ = soundfile.read(io.BytesIO(_ogg(_sentence(3))), dtype="float32")
+    words = {w.word: w for w in Recognizer(first_model).recognize(audio.resample(clip, RATE, 16000)).words}
+    assert list(words) == lines[3].split()  # the model hears every word: its greedy times check the cuts
+    for before, after in zip(pieces, pieces[1:]):
+        cut = after.extra["clip_start"]
+        assert words[before.text.split()[-1]].end - 0.03 <= cut <= words[after.text.split()[0]].start + 0.03
+    assert set(aligned["rejected"]) == {"uncertain alignment"}
+    for line in (tmp_path / "aligned" / "rejected.jsonl").read_text().splitlines():
+        assert json.loads(line)["id"] == "spathi-001.ogg"
 
 
 def test_rejections_name_each_dropped_clip_and_page(prepared):

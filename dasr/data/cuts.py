@@ -55,7 +55,7 @@ def snap(nominal: float, quiet: list[tuple[float, float]]) -> float | None:
 
 def plan(
     duration: float, boundaries: list[float | None], certain: list[bool], max_s: float
-) -> tuple[list[Segment], list[tuple[int, int, str]]]:
+) -> tuple[list[Segment], list[tuple[Segment, str]]]:
     """Pack a clip's pages into segments of at most ``max_s`` seconds.
 
     Args:
@@ -66,18 +66,18 @@ def plan(
         max_s: the longest segment.
 
     Returns:
-        The segments, and the dropped (first page, last page, reason) ranges, reason
-        ``"uncertain text"`` or ``"too long"``.
+        The segments, and the dropped ones with the reason, ``"uncertain text"`` or ``"too long"``.
     """
     cuts = [0.0] + [b for b in boundaries if b is not None] + [duration]
     starts = [0] + [k + 1 for k, b in enumerate(boundaries) if b is not None] + [len(certain)]
     units = [(starts[i], starts[i + 1] - 1, cuts[i], cuts[i + 1]) for i in range(len(starts) - 1)]
     segments: list[Segment] = []
-    dropped: list[tuple[int, int, str]] = []
+    dropped: list[tuple[Segment, str]] = []
     current: Segment | None = None
     for first, last, start, end in units:
         if not all(certain[first : last + 1]) or end - start > max_s:
-            dropped.append((first, last, "too long" if all(certain[first : last + 1]) else "uncertain text"))
+            reason = "too long" if all(certain[first : last + 1]) else "uncertain text"
+            dropped.append((Segment(first, last, start, end), reason))
             current = None
             continue
         if current is not None and end - current.start <= max_s:

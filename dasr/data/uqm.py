@@ -27,6 +27,7 @@ flagged ``extra.processed``; ``drop_processed`` rejects them instead.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import multiprocessing
@@ -40,8 +41,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from dasr.data import audio, cuts
+from dasr.data import audio, ctc_align, cuts
 from dasr.data.debfetch import DebCache
+from dasr.data.features import FRAME_SHIFT_S, fbank
 from dasr.data.manifest import RejectionLog, Utterance, write_manifest
 from dasr.data.uqm_text import ClipText, clip_texts, read_blocks, read_timestamps, spoken
 from dasr.errors import DataError
@@ -57,6 +59,7 @@ LICENSE = (
     "(https://creativecommons.org/licenses/by-nc-sa/2.5/): non-commercial use only, attribute, share alike."
 )
 MAX_S = 20.0
+MIN_ALIGNMENT_SCORE = -2.0
 TEST = ("syreen", "commander")
 DEV = ("vux", "supox")
 SAME_SPEAKER = {"starbase": "commander", "yehatrebels": "yehat"}
@@ -76,6 +79,7 @@ class _Job:
     split: str
     out_dir: str
     max_s: float
+    align_with: str | None = None  # a trained exp dir that cuts pages too long to keep whole
 
 
 def speaker_of(character: str) -> str:
@@ -150,7 +154,13 @@ def read_texts(voice: Path, content: Path, rejections: RejectionLog) -> tuple[li
 
 
 def plan_jobs(
-    voice: Path, content: Path, out_dir: Path, drop_processed: bool, rejections: RejectionLog, max_s: float = MAX_S
+    voice: Path,
+    content: Path,
+    out_dir: Path,
+    drop_processed: bool,
+    rejections: RejectionLog,
+    max_s: float = MAX_S,
+    align_with: str | None = None,
 ) -> tuple[list[_Job], int]:
     """One job per clip that has text, and the number of clips; clips and text blocks that cannot be
     used are rejected."""
@@ -175,7 +185,7 @@ def plan_jobs(
         split = split_of(text.character)
         ms = tuple(timings.get((text.character, text.ids[0]), []))
         speaker = speaker_of(text.character)
-        jobs.append(_Job(str(voice), members[key], text, ms, speaker, split, str(out_dir), max_s))
+        jobs.append(_Job(str(voice), members[key], text, ms, speaker, split, str(out_dir), max_s, align_with))
     for key, member in sorted(members.items()):
         if key not in seen:
             rejections.add(voice, None, key[1], f"no transcript: no text block names {member}")
@@ -208,7 +218,6 @@ def _cut(job: _Job) -> tuple[list[Utterance], list[tuple[str, str]]]:
     except (soundfile.LibsndfileError, RuntimeError) as e:
         return [], [(job.text.clip, f"corrupt audio: {job.member}: {e}")]
     samples = samples.mean(axis=1)
-    stem = Path(job.text.clip).stem
     texts, reasons = zip(*(spoken(page) for page in job.text.pages))
     reasons = tuple("name inserted by the game" if k in job.text.slot_pages else r for k, r in enumerate(reasons))
     certain = [r is None for r in reasons]
@@ -217,37 +226,117 @@ def _cut(job: _Job) -> tuple[list[Utterance], list[tuple[str, str]]]:
         segments, dropped = cuts.plan(duration, [None] * (len(certain) - 1), certain, job.max_s)
     else:
         segments, dropped = cuts.plan(duration, _boundaries(job, samples, rate), certain, job.max_s)
-    many = len(segments) + len(dropped) > 1
-    rejected = []
-    for first, last, kind in dropped:
-        why = next((r for r in reasons[first : last + 1] if r), "") if kind == "uncertain text" else ""
-        detail = f"pages {first + 1}-{last + 1} of {len(certain)}" if many else job.member
-        reason = (
-            f"{kind}: {why}, {detail}"
-            if why
-            else f"{kind}: over {job.max_s:g} s without a usable page boundary, {detail}"
+    pieces = [_Piece(seg, " ".join(texts[seg.first : seg.last + 1])) for seg in segments]
+    losses = []
+    for seg, kind in dropped:
+        if kind == "too long" and job.align_with:
+            aligned, not_aligned = _align(job, samples, rate, seg, " ".join(texts[seg.first : seg.last + 1]))
+            pieces += aligned
+            losses += [(seg, reason) for reason in not_aligned]
+        elif kind == "too long":
+            losses.append((seg, f"too long: over {job.max_s:g} s without a usable page boundary"))
+        else:
+            why = next(r for r in reasons[seg.first : seg.last + 1] if r)
+            losses.append((seg, f"{kind}: {why}"))
+    pieces.sort(key=lambda piece: piece.start)
+    many = len(pieces) + len(losses) > 1
+    rejected = [
+        (
+            job.text.clip,
+            f"{reason}, pages {seg.first + 1}-{seg.last + 1} of {len(certain)}" if many else f"{reason}, {job.member}",
         )
-        rejected.append((job.text.clip, reason))
-    utts = []
+        for seg, reason in losses
+    ]
+    return [
+        _write(
+            job, samples, rate, piece, f"{Path(job.text.clip).stem}_{k:02d}" if many else Path(job.text.clip).stem, many
+        )
+        for k, piece in enumerate(pieces)
+    ], rejected
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One utterance to write: a span of a clip's pages, and its text (all the pages', or the aligned words')."""
+
+    pages: cuts.Segment
+    text: str
+    start_s: float | None = None  # set when alignment cut the pages: where this piece lies in the clip
+    end_s: float | None = None
+    alignment_score: float | None = None
+
+    @property
+    def start(self) -> float:
+        return self.pages.start if self.start_s is None else self.start_s
+
+    @property
+    def end(self) -> float:
+        return self.pages.end if self.end_s is None else self.end_s
+
+
+def _write(job: _Job, samples: np.ndarray, rate: int, piece: _Piece, utt_id: str, many: bool) -> Utterance:
+    """Write ``piece`` of the clip as 16 kHz FLAC; its utterance."""
     target = Path(job.out_dir) / "audio" / job.split / job.text.character
     target.mkdir(parents=True, exist_ok=True)
-    for k, seg in enumerate(segments):
-        utt_id = f"{stem}_{k:02d}" if many else stem
-        piece = samples[int(round(seg.start * rate)) : int(round(seg.end * rate))]
-        path = target / f"{utt_id}.flac"
-        audio.write(path, audio.resample(piece, rate, audio.TARGET_RATE), audio.TARGET_RATE)
-        text = " ".join(texts[seg.first : seg.last + 1])
-        extra: dict[str, object] = {
-            "character": job.text.character,
-            "clip": job.text.clip,
-            "pages": [seg.first + 1, seg.last + 1],
-        }
-        if many:
-            extra.update(clip_start=round(seg.start, 3), clip_end=round(seg.end, 3))
-        if job.text.character in PROCESSED:
-            extra["processed"] = True
-        utts.append(Utterance(utt_id, str(path), round(seg.end - seg.start, 4), text, job.speaker, extra=extra))
-    return utts, rejected
+    path = target / f"{utt_id}.flac"
+    audio.write(
+        path, audio.resample(_span(samples, rate, piece.start, piece.end), rate, audio.TARGET_RATE), audio.TARGET_RATE
+    )
+    extra: dict[str, object] = {
+        "character": job.text.character,
+        "clip": job.text.clip,
+        "pages": [piece.pages.first + 1, piece.pages.last + 1],
+    }
+    if many:
+        extra.update(clip_start=round(piece.start, 3), clip_end=round(piece.end, 3))
+    if piece.alignment_score is not None:
+        extra["alignment_score"] = round(piece.alignment_score, 3)
+    if job.text.character in PROCESSED:
+        extra["processed"] = True
+    return Utterance(utt_id, str(path), round(piece.end - piece.start, 4), piece.text, job.speaker, extra=extra)
+
+
+def _span(samples: np.ndarray, rate: int, start: float, end: float) -> np.ndarray:
+    return samples[int(round(start * rate)) : int(round(end * rate))]
+
+
+def _align(job: _Job, samples: np.ndarray, rate: int, pages: cuts.Segment, text: str) -> tuple[list[_Piece], list[str]]:
+    """Pages too long to keep whole, cut at words by the ``--align-with`` model (:mod:`dasr.data.ctc_align`).
+
+    Returns the pieces kept, and the reasons of those dropped: no alignment, no gap that keeps a
+    piece short enough, or a score below MIN_ALIGNMENT_SCORE.
+    """
+    recognizer = _recognizer(job.align_with)
+    span = audio.resample(_span(samples, rate, pages.start, pages.end), rate, audio.TARGET_RATE)
+    log_probs, lengths = recognizer.fbank_log_probs(fbank(span))
+    try:
+        words = ctc_align.align_words(log_probs[0, : int(lengths[0])].numpy(), text, recognizer.tokenizer)
+    except ValueError as e:
+        return [], [f"not aligned: {e}"]
+    cut = ctc_align.cut_at_words(words, FRAME_SHIFT_S * recognizer.subsampling, pages.end - pages.start, job.max_s)
+    if cut is None:
+        return [], [f"too long: over {job.max_s:g} s without a gap between aligned words"]
+    kept, reasons = [], []
+    for p in cut:
+        start, end = pages.start + p.start, pages.start + p.end
+        if p.score < MIN_ALIGNMENT_SCORE:
+            reasons.append(
+                f"uncertain alignment: score {p.score:.2f} below {MIN_ALIGNMENT_SCORE:g} at {start:.1f}-{end:.1f} s"
+            )
+        else:
+            kept.append(_Piece(pages, " ".join(w.word for w in words[p.first : p.last]), start, end, p.score))
+    return kept, reasons
+
+
+@functools.lru_cache(maxsize=1)
+def _recognizer(exp: str):
+    """The ``--align-with`` model, loaded once per cutting process, on one thread."""
+    import torch
+
+    from dasr.decode.recognizer import Recognizer
+
+    torch.set_num_threads(1)
+    return Recognizer(exp)
 
 
 def prepare_uqm(
@@ -257,6 +346,7 @@ def prepare_uqm(
     jobs: int | None = None,
     drop_processed: bool = False,
     max_s: float = MAX_S,
+    align_with: str | os.PathLike | None = None,
 ) -> dict:
     """Build train/dev/test manifests of The Ur-Quan Masters' voice-over (see the module docstring).
 
@@ -268,6 +358,8 @@ def prepare_uqm(
         jobs: processes cutting clips (default: all cores).
         drop_processed: reject the PROCESSED voices instead of keeping them in train.
         max_s: the longest utterance in seconds.
+        align_with: a trained exp dir (``dasr train``'s): pages longer than ``max_s`` with no usable
+            page boundary are cut at words by its CTC alignment, not rejected.
 
     Returns:
         A summary: clips, kept clips (whole and cut), rejections by reason, and per split the
@@ -279,7 +371,8 @@ def prepare_uqm(
     (out / "LICENSE-uqm.txt").write_text(LICENSE + "\n")
     voice, content = locate(source, Path(cache) if cache else out / "deb-cache")
     rejections = RejectionLog()
-    plan, clips = plan_jobs(voice, content, out, drop_processed, rejections, max_s)
+    align = str(Path(align_with).resolve()) if align_with else None
+    plan, clips = plan_jobs(voice, content, out, drop_processed, rejections, max_s, align)
     jobs = jobs or os.cpu_count() or 1
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(progress(pool.map(_cut, plan, chunksize=8), total=len(plan), desc="cutting clips", unit="clip"))

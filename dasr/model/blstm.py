@@ -28,6 +28,7 @@ class ModelConfig:
 PRESETS: dict[str, dict] = {
     "tiny": dict(hidden=64, layers=2, bottleneck=64, dropout=0.0, subsampling=3),
     "demo": dict(hidden=192, layers=3, bottleneck=192, dropout=0.1, subsampling=3),
+    "real": dict(hidden=256, layers=4, bottleneck=256, dropout=0.1, subsampling=3),
     "paper": dict(hidden=512, layers=6, bottleneck=256, dropout=0.1, subsampling=1),
 }
 
