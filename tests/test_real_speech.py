@@ -143,12 +143,18 @@ def test_recipe_comparison_report_judges_the_goals_on_the_plateau_run(tmp_path):
 
     results = {
         "test_sets": {name: {"utterances": 3, "hours": 0.01} for name in bench.TEST_SETS},
-        "models": {bench.RECIPE_LABEL: model(0.25, 21), "both": model(0.5, 21), "both, 7 voices": model(0.7, 7)},
+        "models": {
+            bench.recipe_label("real"): model(0.25, 21),
+            bench.recipe_label("demo"): model(0.6, 21),
+            "both": model(0.5, 21),
+            "both, 7 voices": model(0.7, 7),
+        },
         "pocketsphinx": {"version": "5.1.1", "scores": {bench.TEST_SETS[1]: {"wer": 0.228, "cer": 0.1}}},
     }
     report = Report("real-speech", bench.TITLE, "cmd", {})
     assert bench.render(results, report) is not None
     text = "\n".join(report.sections)
+    assert "Judged on **recipe: both, real model (4 x 256), to the plateau**" in text
     assert "uqm held-out speakers, WER, LM never saw the set: **25.0 %** (goal <= 30.0 %: met)" in text
     assert "WER, LM given the set's sentences: **25.0 %** (goal <= 40.0 %: met)" in text
     assert "| pocketsphinx 5.1.1 |" in text and "| 7 | " in text and "| 21 | " in text

@@ -38,7 +38,10 @@ ARGUMENTS = (
     arg("--train-minutes", type=float, default=20.0, help="--recipes: minutes of training per model (default 20)"),
     arg("--models", default=None, help="--recipes: the models to train, ';'-separated (default all; '' for none)"),
     arg(
-        "--recipe-out", default=None, help="--recipes: a `dasr recipe real --out` dir trained to its plateau, as a row"
+        "--recipe-out",
+        action="append",
+        help="--recipes: a `dasr recipe real --out` dir trained to its plateau, as a row (repeatable; the goals are "
+        "judged on the first)",
     ),
     arg("--pocketsphinx-max-hours", type=float, default=2.0, help="--recipes: skip the baseline on longer sets"),
     arg("--exp", default=None, help="the model to check (trained on --data, e.g. exp/demo/model)"),

@@ -7,7 +7,8 @@ the same model and recipe, the same minutes of training each, evaluated four tim
 - real only, synthetic only, both, both without the speaker and channel variety;
 - the voices curve: both, with 7, 14 and all 21 natural voices (21 is "both").
 
-With ``--recipe-out``, a recipe trained to its plateau (`dasr recipe real --out ...`) joins the table.
+With ``--recipe-out`` (repeatable), recipes trained to their plateau (`dasr recipe real --out ...`) join
+the table, labelled by their model preset; the first one given is the one the goals are judged on.
 
 Test sets, none ever trained on: the held-out uqm speakers (syreen, commander), pocketsphinx-testdata
 (10 clips, 2 people) and klettres (94 letters and words). Each model is decoded greedily and with
@@ -49,7 +50,7 @@ MODELS = {
     "both, 7 voices": Parts(voices=7),
     "both, 14 voices": Parts(voices=14),
 }
-RECIPE_LABEL = "recipe: both, to the plateau"
+RECIPE_PREFIX = "recipe: "
 TEST_SETS = ("uqm held-out speakers", "pocketsphinx-testdata", "klettres")
 EVALS_PER_RUN = 4
 
@@ -154,11 +155,24 @@ def score_pocketsphinx(root: Path, sets: dict[str, list[Utterance]], max_hours: 
     return result
 
 
-def measure(root: Path, minutes: float, names: list[str], recipe_out: Path | None, pocketsphinx_hours: float) -> dict:
+def recipe_label(preset: str) -> str:
+    """The row of a recipe run trained to its plateau with model ``preset``."""
+    return f"{RECIPE_PREFIX}both, {preset} model ({_shape(preset)}), to the plateau"
+
+
+def _shape(preset: str) -> str:
+    from dasr.model.blstm import PRESETS
+
+    return f"{PRESETS[preset]['layers']} x {PRESETS[preset]['hidden']}"
+
+
+def measure(root: Path, minutes: float, names: list[str], recipe_outs: list[Path], pocketsphinx_hours: float) -> dict:
     """Train what is missing, score every model and pocketsphinx; the benchmark's results."""
-    outs = train_models(root, minutes, names)
-    if recipe_out is not None:
-        outs = {RECIPE_LABEL: recipe_out, **outs}
+    trained = train_models(root, minutes, names)
+    outs = {
+        recipe_label(yaml.safe_load((out / "model" / "config.yaml").read_text())["model"]): out for out in recipe_outs
+    }
+    outs.update(trained)
     first = next(iter(outs.values()))
     sets = test_sets(root, first / "data" / "test.jsonl")
     models = {}
@@ -198,8 +212,8 @@ def _pct(x: float | None) -> str:
 
 
 def headline(results: dict) -> tuple[str, dict]:
-    """The model the goals are judged on: the recipe trained to its plateau where it was given, else "both"."""
-    label = RECIPE_LABEL if RECIPE_LABEL in results["models"] else "both"
+    """The model the goals are judged on: the first recipe trained to its plateau where one was given, else "both"."""
+    label = next((m for m in results["models"] if m.startswith(RECIPE_PREFIX)), "both")
     return label, results["models"][label]
 
 
@@ -285,10 +299,10 @@ def render(results: dict, report):
                 + " |\n"
             )
         report.add("Voices curve (real + synthetic with variety)", rows)
-    dev = "| model | dev WER (greedy) by evaluation | evaluations |\n|---|---|---|\n"
+    dev = "| model | dev WER (greedy) by evaluation | evaluations | minutes of training |\n|---|---|---|---|\n"
     for label, m in results["models"].items():
         wers = " ".join(f"{100 * e['dev_wer']:.1f}" for e in m["dev_curve"])
-        dev += f"| {label} | {wers} | {len(m['dev_curve'])} |\n"
+        dev += f"| {label} | {wers} | {len(m['dev_curve'])} | {m['dev_curve'][-1]['train_s'] / 60:.0f} |\n"
     report.add("Dev curves (uqm dev speakers, greedy)", dev)
     fig, (bars, voices, dev_ax) = new_figure(3, width_per_panel=5.0, height=4.2)
     labels = list(results["models"])
@@ -338,8 +352,8 @@ def run_cli(args, command: str) -> dict:
         from dasr.errors import DasrError
 
         raise DasrError(f"unknown --models {', '.join(unknown)}: choose from {'; '.join(MODELS)}")
-    recipe_out = Path(args.recipe_out) if args.recipe_out else None
-    results = measure(Path(args.recipes), args.train_minutes, names, recipe_out, args.pocketsphinx_max_hours)
+    recipe_outs = [Path(out) for out in args.recipe_out or []]
+    results = measure(Path(args.recipes), args.train_minutes, names, recipe_outs, args.pocketsphinx_max_hours)
     top = figures(results)
     report = publish("real-speech", TITLE, command, results, render, args.out, top_level=top)
     update_summary(args.out, top, report)
