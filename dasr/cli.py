@@ -211,16 +211,29 @@ def cmd_corpus_synth(args) -> None:
         help="uqm: a trained experiment whose CTC alignment cuts pages too long to keep whole at words "
         "(default: such pages are rejected)",
     ),
+    arg(
+        "--min-alignment-score",
+        type=float,
+        default=None,
+        help="uqm --align-with: reject pieces whose units score lower (mean log-probability; default -2)",
+    ),
 )
 def cmd_corpus_prepare(args) -> None:
     import json
 
     from dasr.data.klettres import prepare_klettres
-    from dasr.data.uqm import prepare_uqm
+    from dasr.data.uqm import MIN_ALIGNMENT_SCORE, prepare_uqm
 
     if args.corpus == "uqm":
+        score = MIN_ALIGNMENT_SCORE if args.min_alignment_score is None else args.min_alignment_score
         summary = prepare_uqm(
-            args.out, args.source, args.deb_cache, args.jobs, args.drop_processed, align_with=args.align_with
+            args.out,
+            args.source,
+            args.deb_cache,
+            args.jobs,
+            args.drop_processed,
+            align_with=args.align_with,
+            min_alignment_score=score,
         )
     else:
         summary = prepare_klettres(args.out, args.source, args.deb_cache)

@@ -53,21 +53,30 @@ def _word(name: str, start: int, end: int, log_prob: float = -0.1) -> AlignedWor
     return AlignedWord(name, start, end, (log_prob,) * len(name))
 
 
-def test_cuts_fall_in_the_widest_gap_of_each_pieces_second_half():
-    # at 0.1 s per frame: gaps of 0.2 s (at 1.1 s), 0.8 s (2.4 s), 0.2 s (3.5 s) and 0.6 s (5.3 s)
+def test_cuts_fall_in_the_longest_pause_between_words_of_each_pieces_second_half():
+    # at 0.1 s per frame: gaps between words at 1.0-1.2, 2.0-2.8, 3.4-3.6 and 5.0-5.6 s
     words = [_word("a", 0, 10), _word("b", 12, 20), _word("c", 28, 34), _word("d", 36, 50), _word("e", 56, 60)]
-    pieces = cut_at_words(words, 0.1, 6.0, max_s=4.0)
-    assert [(p.first, p.last, p.start, p.end) for p in pieces] == [(0, 2, 0.0, 2.4), (2, 5, 2.4, 6.0)]
-    pieces = cut_at_words(words, 0.1, 6.0, max_s=2.0)
-    assert [(p.first, p.last) for p in pieces] == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
-    assert all(p.end - p.start <= 2.0 for p in pieces)
+    pauses = [(1.05, 1.15), (2.1, 2.5), (3.45, 3.55), (4.0, 4.6), (5.1, 5.5)]  # (4.0, 4.6) is inside word d
+    pieces = cut_at_words(words, 0.1, 6.0, 4.0, pauses)
+    assert [(p.first, p.last, p.start, p.end) for p in pieces] == [(0, 2, 0.0, 2.3), (2, 5, 2.3, 6.0)]
+    pieces = cut_at_words(words, 0.1, 6.0, 2.0, pauses)
+    assert [(p.first, p.last, p.start, p.end) for p in pieces] == [
+        (0, 1, 0.0, 1.1),
+        (1, 2, 1.1, 2.3),
+        (2, 3, 2.3, 3.5),
+        (3, 4, 3.5, 5.3),
+        (4, 5, 5.3, 6.0),
+    ]
 
 
 def test_a_piece_scores_the_mean_of_its_units():
     words = [_word("ab", 0, 10, -0.5), _word("c", 20, 30, -2.0)]
-    first, second = cut_at_words(words, 0.1, 3.0, max_s=2.0)
-    assert (first.score, second.score) == (pytest.approx(-0.5), pytest.approx(-2.0))
+    first, second = cut_at_words(words, 0.1, 3.0, 2.0, [(1.2, 1.8)])
+    assert (first.end, first.score, second.score) == (1.5, pytest.approx(-0.5), pytest.approx(-2.0))
 
 
-def test_no_cut_when_one_word_is_longer_than_a_piece():
-    assert cut_at_words([_word("a", 0, 30), _word("b", 31, 35)], 0.1, 3.5, max_s=2.0) is None
+def test_no_cut_without_a_pause_between_the_words_or_within_max_s():
+    words = [_word("a", 0, 10), _word("b", 20, 30)]
+    assert cut_at_words(words, 0.1, 3.0, 2.0, []) is None  # a gap between the spikes, but no pause
+    assert cut_at_words(words, 0.1, 3.0, 2.0, [(0.2, 0.8)]) is None  # a pause inside a word
+    assert cut_at_words([_word("a", 0, 30), _word("b", 31, 35)], 0.1, 3.5, 2.0, [(3.0, 3.1)]) is None

@@ -2,7 +2,7 @@
 
 A first model's CTC log-probabilities over the whole recording are aligned to the units of its
 transcript (Viterbi over the blank-interleaved states of CTC), which gives each word the frames it
-is spoken in. The recording is then cut in the middle of the widest gaps between words, so that
+is spoken in. The recording is then cut in pauses that lie between two aligned words, so that
 every piece lasts at most ``max_s`` and its text is exactly its words. Each piece carries the
 mean log-probability the model gave its units where the alignment put them: a low one says the
 text and the audio may not match there, and the caller drops such pieces.
@@ -116,17 +116,26 @@ def align_words(log_probs: np.ndarray, text: str, tokenizer: Tokenizer) -> list[
     return aligned
 
 
-def cut_at_words(words: list[AlignedWord], frame_s: float, duration: float, max_s: float) -> list[Piece] | None:
-    """Pieces of at most ``max_s`` seconds, cut in the middle of gaps between aligned words.
+def cut_at_words(
+    words: list[AlignedWord], frame_s: float, duration: float, max_s: float, pauses: list[tuple[float, float]]
+) -> list[Piece] | None:
+    """Pieces of at most ``max_s`` seconds, cut in pauses that lie between aligned words.
 
-    Each cut is made in the widest gap among those that end a piece in its second half (at least
-    ``max_s / 2`` long), or in the widest gap that keeps the piece within ``max_s`` when there is
-    none such. Returns None when no gap does (one word spans more than ``max_s``).
+    A cut may only go where a pause (``pauses``: quiet (start, end) seconds, e.g. from
+    :func:`dasr.data.cuts.pauses`) overlaps the gap between two words' frames, in the middle of
+    that overlap: in running speech the gap between two words' CTC spikes is no evidence of a
+    boundary, and a cut there can move a word to the wrong piece. Each cut takes the longest such
+    overlap among those that end a piece in its second half (at least ``max_s / 2`` long), or
+    the longest that keeps the piece within ``max_s`` when there is none such. Returns None when
+    no cut can keep a piece within ``max_s``.
     """
-    cuts = [
-        ((words[k].end + words[k + 1].start) / 2 * frame_s, words[k + 1].start - words[k].end, k + 1)
-        for k in range(len(words) - 1)
-    ]
+    cuts = []
+    for k in range(len(words) - 1):
+        low, high = words[k].end * frame_s, words[k + 1].start * frame_s
+        overlaps = [(max(a, low), min(b, high)) for a, b in pauses if min(b, high) > max(a, low)]
+        if overlaps:
+            a, b = max(overlaps, key=lambda o: o[1] - o[0])
+            cuts.append(((a + b) / 2, b - a, k + 1))
     pieces: list[Piece] = []
     first, start = 0, 0.0
     while duration - start > max_s:

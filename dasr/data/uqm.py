@@ -68,6 +68,14 @@ SPLITS = ("train", "dev", "test")
 
 
 @dataclass(frozen=True)
+class Alignment:
+    """The first model that cuts pages too long to keep whole at words, and the lowest score a piece may have."""
+
+    exp: str
+    min_score: float = MIN_ALIGNMENT_SCORE
+
+
+@dataclass(frozen=True)
 class _Job:
     """One clip to cut and write: its text, page timings and where its audio lives."""
 
@@ -79,7 +87,7 @@ class _Job:
     split: str
     out_dir: str
     max_s: float
-    align_with: str | None = None  # a trained exp dir that cuts pages too long to keep whole
+    alignment: Alignment | None = None  # what cuts pages too long to keep whole, if anything
 
 
 def speaker_of(character: str) -> str:
@@ -160,7 +168,7 @@ def plan_jobs(
     drop_processed: bool,
     rejections: RejectionLog,
     max_s: float = MAX_S,
-    align_with: str | None = None,
+    alignment: Alignment | None = None,
 ) -> tuple[list[_Job], int]:
     """One job per clip that has text, and the number of clips; clips and text blocks that cannot be
     used are rejected."""
@@ -185,7 +193,7 @@ def plan_jobs(
         split = split_of(text.character)
         ms = tuple(timings.get((text.character, text.ids[0]), []))
         speaker = speaker_of(text.character)
-        jobs.append(_Job(str(voice), members[key], text, ms, speaker, split, str(out_dir), max_s, align_with))
+        jobs.append(_Job(str(voice), members[key], text, ms, speaker, split, str(out_dir), max_s, alignment))
     for key, member in sorted(members.items()):
         if key not in seen:
             rejections.add(voice, None, key[1], f"no transcript: no text block names {member}")
@@ -229,7 +237,7 @@ def _cut(job: _Job) -> tuple[list[Utterance], list[tuple[str, str]]]:
     pieces = [_Piece(seg, " ".join(texts[seg.first : seg.last + 1])) for seg in segments]
     losses = []
     for seg, kind in dropped:
-        if kind == "too long" and job.align_with:
+        if kind == "too long" and job.alignment:
             aligned, not_aligned = _align(job, samples, rate, seg, " ".join(texts[seg.first : seg.last + 1]))
             pieces += aligned
             losses += [(seg, reason) for reason in not_aligned]
@@ -303,25 +311,28 @@ def _span(samples: np.ndarray, rate: int, start: float, end: float) -> np.ndarra
 def _align(job: _Job, samples: np.ndarray, rate: int, pages: cuts.Segment, text: str) -> tuple[list[_Piece], list[str]]:
     """Pages too long to keep whole, cut at words by the ``--align-with`` model (:mod:`dasr.data.ctc_align`).
 
-    Returns the pieces kept, and the reasons of those dropped: no alignment, no gap that keeps a
-    piece short enough, or a score below MIN_ALIGNMENT_SCORE.
+    Returns the pieces kept, and the reasons of those dropped: no alignment, no pause between
+    aligned words that keeps a piece short enough, or a score below the alignment's minimum.
     """
-    recognizer = _recognizer(job.align_with)
+    assert job.alignment is not None
+    recognizer = _recognizer(job.alignment.exp)
     span = audio.resample(_span(samples, rate, pages.start, pages.end), rate, audio.TARGET_RATE)
     log_probs, lengths = recognizer.fbank_log_probs(fbank(span))
     try:
         words = ctc_align.align_words(log_probs[0, : int(lengths[0])].numpy(), text, recognizer.tokenizer)
     except ValueError as e:
         return [], [f"not aligned: {e}"]
-    cut = ctc_align.cut_at_words(words, FRAME_SHIFT_S * recognizer.subsampling, pages.end - pages.start, job.max_s)
+    quiet = cuts.pauses(_span(samples, rate, pages.start, pages.end), rate)
+    frame_s = FRAME_SHIFT_S * recognizer.subsampling
+    cut = ctc_align.cut_at_words(words, frame_s, pages.end - pages.start, job.max_s, quiet)
     if cut is None:
-        return [], [f"too long: over {job.max_s:g} s without a gap between aligned words"]
+        return [], [f"too long: over {job.max_s:g} s without a pause between aligned words"]
     kept, reasons = [], []
     for p in cut:
         start, end = pages.start + p.start, pages.start + p.end
-        if p.score < MIN_ALIGNMENT_SCORE:
+        if p.score < job.alignment.min_score:
             reasons.append(
-                f"uncertain alignment: score {p.score:.2f} below {MIN_ALIGNMENT_SCORE:g} at {start:.1f}-{end:.1f} s"
+                f"uncertain alignment: score {p.score:.2f} below {job.alignment.min_score:g} at {start:.1f}-{end:.1f} s"
             )
         else:
             kept.append(_Piece(pages, " ".join(w.word for w in words[p.first : p.last]), start, end, p.score))
@@ -347,6 +358,7 @@ def prepare_uqm(
     drop_processed: bool = False,
     max_s: float = MAX_S,
     align_with: str | os.PathLike | None = None,
+    min_alignment_score: float = MIN_ALIGNMENT_SCORE,
 ) -> dict:
     """Build train/dev/test manifests of The Ur-Quan Masters' voice-over (see the module docstring).
 
@@ -360,6 +372,8 @@ def prepare_uqm(
         max_s: the longest utterance in seconds.
         align_with: a trained exp dir (``dasr train``'s): pages longer than ``max_s`` with no usable
             page boundary are cut at words by its CTC alignment, not rejected.
+        min_alignment_score: with ``align_with``, pieces whose units score lower on average (mean
+            log-probability) are rejected; the default suits the real recipe's demo model (docs/DESIGN.md).
 
     Returns:
         A summary: clips, kept clips (whole and cut), rejections by reason, and per split the
@@ -371,8 +385,8 @@ def prepare_uqm(
     (out / "LICENSE-uqm.txt").write_text(LICENSE + "\n")
     voice, content = locate(source, Path(cache) if cache else out / "deb-cache")
     rejections = RejectionLog()
-    align = str(Path(align_with).resolve()) if align_with else None
-    plan, clips = plan_jobs(voice, content, out, drop_processed, rejections, max_s, align)
+    alignment = Alignment(str(Path(align_with).resolve()), min_alignment_score) if align_with else None
+    plan, clips = plan_jobs(voice, content, out, drop_processed, rejections, max_s, alignment)
     jobs = jobs or os.cpu_count() or 1
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(progress(pool.map(_cut, plan, chunksize=8), total=len(plan), desc="cutting clips", unit="clip"))
