@@ -160,6 +160,11 @@ def recipe_label(preset: str) -> str:
     return f"{RECIPE_PREFIX}both, {preset} model ({_shape(preset)}), to the plateau"
 
 
+def _preset(out: Path) -> str:
+    """The model preset a recipe run in ``out`` trained."""
+    return yaml.safe_load((out / "model" / "config.yaml").read_text())["model"]
+
+
 def _shape(preset: str) -> str:
     from dasr.model.blstm import PRESETS
 
@@ -169,15 +174,13 @@ def _shape(preset: str) -> str:
 def measure(root: Path, minutes: float, names: list[str], recipe_outs: list[Path], pocketsphinx_hours: float) -> dict:
     """Train what is missing, score every model and pocketsphinx; the benchmark's results."""
     trained = train_models(root, minutes, names)
-    outs = {
-        recipe_label(yaml.safe_load((out / "model" / "config.yaml").read_text())["model"]): out for out in recipe_outs
-    }
+    outs = {recipe_label(_preset(out)): out for out in recipe_outs}
     outs.update(trained)
     first = next(iter(outs.values()))
     sets = test_sets(root, first / "data" / "test.jsonl")
     models = {}
     for label, out in outs.items():
-        models[label] = {"out": str(out), **score_model(out, sets)}
+        models[label] = {"out": str(out), "model": _preset(out), **score_model(out, sets)}
         if label in MODELS:
             models[label]["train_minutes"] = minutes
     return {
@@ -255,6 +258,7 @@ def render(results: dict, report):
 
     sets = results["test_sets"]
     minutes = {m.get("train_minutes") for m in results["models"].values()} - {None}
+    presets = sorted({m["model"] for m in results["models"].values() if "train_minutes" in m and "model" in m})
     skipped = [name for name in sets if name not in results["pocketsphinx"]["scores"]]
     report.add(
         "What is measured",
@@ -263,7 +267,8 @@ def render(results: dict, report):
         + ". "
         + (
             f"The models of the comparison trained side by side for {', '.join(f'{m:g}' for m in sorted(minutes))} "
-            "minutes of training each (adpsgd, 2 workers sharing 2 cores, the real recipe's model), one after the other. "
+            "minutes of training each (adpsgd, 2 workers sharing 2 cores, "
+            f"model {', '.join(f'{p} ({_shape(p)})' for p in presets) or 'of the real recipe'}), one after the other. "
             if minutes
             else "No model of the comparison (real only, synthetic only, ...) has been trained yet: only the recipe's "
             "run is here. "
