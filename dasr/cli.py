@@ -222,18 +222,17 @@ def cmd_corpus_prepare(args) -> None:
     import json
 
     from dasr.data.klettres import prepare_klettres
-    from dasr.data.uqm import MIN_ALIGNMENT_SCORE, prepare_uqm
+    from dasr.data.uqm import MIN_ALIGNMENT_SCORE, Alignment, prepare_uqm
 
     if args.corpus == "uqm":
-        score = MIN_ALIGNMENT_SCORE if args.min_alignment_score is None else args.min_alignment_score
+        alignment = None
+        if args.align_with:
+            from dasr.decode.recognizer import Recognizer
+
+            score = MIN_ALIGNMENT_SCORE if args.min_alignment_score is None else args.min_alignment_score
+            alignment = Alignment(str(Path(args.align_with).resolve()), Recognizer, score)
         summary = prepare_uqm(
-            args.out,
-            args.source,
-            args.deb_cache,
-            args.jobs,
-            args.drop_processed,
-            align_with=args.align_with,
-            min_alignment_score=score,
+            args.out, args.source, args.deb_cache, args.jobs, args.drop_processed, alignment=alignment
         )
     else:
         summary = prepare_klettres(args.out, args.source, args.deb_cache)

@@ -18,8 +18,9 @@ from dasr.data import audio, cuts
 from dasr.data.features import compute_features
 from dasr.data.klettres import prepare_klettres
 from dasr.data.manifest import read_manifest
-from dasr.data.uqm import MIN_ALIGNMENT_SCORE, prepare_uqm
+from dasr.data.uqm import MIN_ALIGNMENT_SCORE, Alignment, prepare_uqm
 from dasr.data.uqm_text import clip_texts, read_blocks, read_timestamps, spoken
+from dasr.decode.recognizer import Recognizer
 from dasr.errors import DataError
 
 SPEECH = Path(__file__).parent / "data" / "speech"
@@ -256,19 +257,20 @@ def test_pages_too_long_are_cut_at_words_by_a_first_models_alignment(first_model
     )
     max_s = 1.8
 
-    def prepare(name: str, **alignment) -> tuple[dict, list, list[dict]]:
-        summary = prepare_uqm(tmp_path / name, source=tmp_path / "src", jobs=1, max_s=max_s, **alignment)
+    def prepare(name: str, alignment: Alignment | None = None) -> tuple[dict, list, list[dict]]:
+        summary = prepare_uqm(tmp_path / name, source=tmp_path / "src", jobs=1, max_s=max_s, alignment=alignment)
         log = tmp_path / name / "rejected.jsonl"
         rejected = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         return summary, read_manifest(tmp_path / name / "train.jsonl"), rejected
 
     summary, kept, _ = prepare("plain")
     assert summary["rejected"] == {"too long": 1} and kept == []
-    summary, kept, rejected = prepare("aligned", align_with=first_model)
+    summary, kept, rejected = prepare("aligned", alignment=Alignment(str(first_model), Recognizer))
     assert kept == [] and summary["rejected"] == {"uncertain alignment": len(rejected)} and len(rejected) >= 2
     assert all(f"below {MIN_ALIGNMENT_SCORE:g}" in r["reason"] for r in rejected)
 
-    summary, kept, rejected = prepare("any-score", align_with=first_model, min_alignment_score=-1000.0)
+    any_score = Alignment(str(first_model), Recognizer, min_score=-1000.0)
+    summary, kept, rejected = prepare("any-score", alignment=any_score)
     pieces = sorted(kept, key=lambda u: u.extra["clip_start"])
     assert rejected == [] and len(pieces) == 2 and " ".join(u.text for u in pieces) == words
     assert pieces[0].extra["clip_end"] == pieces[1].extra["clip_start"]

@@ -34,9 +34,11 @@ import multiprocessing
 import os
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import soundfile
@@ -45,6 +47,7 @@ from dasr.data import audio, ctc_align, cuts
 from dasr.data.debfetch import DebCache
 from dasr.data.features import FRAME_SHIFT_S, fbank
 from dasr.data.manifest import RejectionLog, Utterance, write_manifest
+from dasr.data.tokenizer import Tokenizer
 from dasr.data.uqm_text import ClipText, clip_texts, read_blocks, read_timestamps, spoken
 from dasr.errors import DataError
 from dasr.progress import progress
@@ -67,11 +70,27 @@ PROCESSED = ("chmmr", "kohrah", "mycon", "orz", "probe", "slylandro", "talkingpe
 SPLITS = ("train", "dev", "test")
 
 
+class FirstModel(Protocol):
+    """What cutting at words needs of a trained model (:class:`dasr.decode.recognizer.Recognizer` is one)."""
+
+    tokenizer: Tokenizer
+    subsampling: int  # input frames per output frame
+
+    def fbank_log_probs(self, feats: np.ndarray) -> tuple[Any, Any]:
+        """Raw fbank (T, 80) of one utterance -> (1, T', V) log-probs and (1,) lengths (torch tensors)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Alignment:
-    """The first model that cuts pages too long to keep whole at words, and the lowest score a piece may have."""
+    """What cuts pages too long to keep whole at words: a first model, and the lowest score a piece may have.
+
+    ``load(exp)`` opens the model in each cutting process; it must be picklable (a module-level
+    function or class, e.g. ``Recognizer``): the data layer does not import the decoding one.
+    """
 
     exp: str
+    load: Callable[[str], FirstModel]
     min_score: float = MIN_ALIGNMENT_SCORE
 
 
@@ -315,7 +334,7 @@ def _align(job: _Job, samples: np.ndarray, rate: int, pages: cuts.Segment, text:
     aligned words that keeps a piece short enough, or a score below the alignment's minimum.
     """
     assert job.alignment is not None
-    recognizer = _recognizer(job.alignment.exp)
+    recognizer = _first_model(job.alignment.load, job.alignment.exp)
     span = audio.resample(_span(samples, rate, pages.start, pages.end), rate, audio.TARGET_RATE)
     log_probs, lengths = recognizer.fbank_log_probs(fbank(span))
     try:
@@ -340,14 +359,12 @@ def _align(job: _Job, samples: np.ndarray, rate: int, pages: cuts.Segment, text:
 
 
 @functools.lru_cache(maxsize=1)
-def _recognizer(exp: str):
-    """The ``--align-with`` model, loaded once per cutting process, on one thread."""
+def _first_model(load: Callable[[str], FirstModel], exp: str) -> FirstModel:
+    """The model that cuts at words, loaded once per cutting process, on one thread."""
     import torch
 
-    from dasr.decode.recognizer import Recognizer
-
     torch.set_num_threads(1)
-    return Recognizer(exp)
+    return load(exp)
 
 
 def prepare_uqm(
@@ -357,8 +374,7 @@ def prepare_uqm(
     jobs: int | None = None,
     drop_processed: bool = False,
     max_s: float = MAX_S,
-    align_with: str | os.PathLike | None = None,
-    min_alignment_score: float = MIN_ALIGNMENT_SCORE,
+    alignment: Alignment | None = None,
 ) -> dict:
     """Build train/dev/test manifests of The Ur-Quan Masters' voice-over (see the module docstring).
 
@@ -370,10 +386,10 @@ def prepare_uqm(
         jobs: processes cutting clips (default: all cores).
         drop_processed: reject the PROCESSED voices instead of keeping them in train.
         max_s: the longest utterance in seconds.
-        align_with: a trained exp dir (``dasr train``'s): pages longer than ``max_s`` with no usable
-            page boundary are cut at words by its CTC alignment, not rejected.
-        min_alignment_score: with ``align_with``, pieces whose units score lower on average (mean
-            log-probability) are rejected; the default suits the real recipe's demo model (docs/DESIGN.md).
+        alignment: a first model: pages longer than ``max_s`` with no usable page boundary are cut
+            at words by its CTC alignment, not rejected; pieces whose units score lower on average
+            (mean log-probability) than its ``min_score`` are rejected (the default suits the real
+            recipe's demo model, docs/DESIGN.md).
 
     Returns:
         A summary: clips, kept clips (whole and cut), rejections by reason, and per split the
@@ -385,7 +401,6 @@ def prepare_uqm(
     (out / "LICENSE-uqm.txt").write_text(LICENSE + "\n")
     voice, content = locate(source, Path(cache) if cache else out / "deb-cache")
     rejections = RejectionLog()
-    alignment = Alignment(str(Path(align_with).resolve()), min_alignment_score) if align_with else None
     plan, clips = plan_jobs(voice, content, out, drop_processed, rejections, max_s, alignment)
     jobs = jobs or os.cpu_count() or 1
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
