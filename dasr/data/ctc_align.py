@@ -78,7 +78,7 @@ def forced_align(log_probs: np.ndarray, targets: Sequence[int], blank: int) -> n
         moves = np.stack([stay, step, skip])
         back[t] = moves.argmax(axis=0)
         score = moves.max(axis=0) + log_probs[t, states]
-    state = len(states) - 1 if score[-1] >= score[-2] or len(states) == 1 else len(states) - 2
+    state = len(states) - 1 if len(states) == 1 or score[-1] >= score[-2] else len(states) - 2
     path = np.empty(frames, dtype=np.int64)
     for t in range(frames - 1, -1, -1):
         path[t] = state
