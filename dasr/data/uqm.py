@@ -266,6 +266,7 @@ def _cut(job: _Job) -> tuple[list[Utterance], list[tuple[str, str]]]:
             why = next(r for r in reasons[seg.first : seg.last + 1] if r)
             losses.append((seg, f"{kind}: {why}"))
     pieces.sort(key=lambda piece: piece.start)
+    stem = Path(job.text.clip).stem
     many = len(pieces) + len(losses) > 1
     rejected = [
         (
@@ -275,10 +276,7 @@ def _cut(job: _Job) -> tuple[list[Utterance], list[tuple[str, str]]]:
         for seg, reason in losses
     ]
     return [
-        _write(
-            job, samples, rate, piece, f"{Path(job.text.clip).stem}_{k:02d}" if many else Path(job.text.clip).stem, many
-        )
-        for k, piece in enumerate(pieces)
+        _write(job, samples, rate, piece, f"{stem}_{k:02d}" if many else stem, many) for k, piece in enumerate(pieces)
     ], rejected
 
 
